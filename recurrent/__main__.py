@@ -1,0 +1,5 @@
+import sys
+
+from recurrent.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""`recurrent` entry point: builds the parser from each command module, runs, and turns errors into one line.
+
+Each command module defines `register(subparsers)`, which adds its parser and sets
+`func=run` (a function taking the parsed args and returning an exit code).
+Any `UserError` (bad file, bad flag value, bad data) is printed as one line on stderr
+with exit status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from recurrent.errors import UserError
+
+# Command groups (`recurrent train lm`, `recurrent bench memory`): group -> modules, each adding one sub-command.
+GROUPS = {
+    "train": [],
+    "diagnose": [],
+    "bench": ["recurrent.cli.bench_throughput"],
+}
+# Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
+SINGLE = {"generate": None, "evaluate": None, "predict": None, "translate": None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recurrent", description="Recurrent neural networks on PyTorch.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, modules in GROUPS.items():
+        if modules:
+            group = commands.add_parser(name, help=f"{name} ... (see `recurrent {name} --help`)")
+            subs = group.add_subparsers(dest="subcommand", metavar="WHAT", required=True)
+            for module in modules:
+                importlib.import_module(module).register(subs)
+    for module in filter(None, SINGLE.values()):
+        importlib.import_module(module).register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"recurrent: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recurrent: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The unroll engine: runs a cell over time, on the `bptt` or the `autograd` backend.
+
+Key: B batch, T time, I input, H hidden, G pre-activations (gates * H).
+Inside the engine tensors are time-major (T, B, ...) so that x[t] is contiguous;
+the public `unroll` is batch-first like every layer.
+
+bptt backend (`BPTT`, a torch.autograd.Function), as in min-char-rnn:
+    forward:   gx = U x + b_ih for all t            one matrix product
+               for t in 0..T-1:  gh_t = W s_{t-1} + b_hh;  s_t = step(gx_t, gh_t, s_{t-1})
+    backward:  for t in T-1..0:  dgx_t, dgh_t = step_backward(ds_t)
+                                 ds_{t-1} = direct part + dgh_t W      (the only matmul in the loop)
+               dW = Σ_t dgh_tᵀ s_{t-1}                                 one matrix product after the loop
+               dU, dx follow from dgx by autograd through the input projection.
+
+autograd backend: the same forward loop, differentiated by autograd. It is the
+reference the bptt backend is tested against, and the path for cells that only define
+`forward(x, state)`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recurrent.cells.base import Cell
+
+BACKENDS = ("auto", "fused", "bptt", "autograd")
+
+
+class BPTT(torch.autograd.Function):
+    """Hand-derived backpropagation through time over a cell's `step` / `step_backward`.
+
+    Inputs: gx (T, B, G), W (G, H) or None, b_hh (G,) or None, the initial state's fields,
+    then the cell's extra_params(). Output: every state field at every step, each (T, B, H).
+    """
+
+    @staticmethod
+    def forward(ctx, cell: Cell, n_fields: int, gx: Tensor, W, b_hh, *tensors: Tensor):
+        state = cell.state_type(*tensors[:n_fields])  # each (B, H)
+        extras = tensors[n_fields:]
+        states, saved = [], []
+        for t in range(gx.shape[0]):
+            gh = None if W is None else _recur(state.h, W, b_hh)  # (B, G)
+            state, s = cell.step(gx[t], gh, state, *extras)
+            states.append(state)
+            saved.append(s)
+        seqs = tuple(torch.stack(field) for field in zip(*states))  # n_fields x (T, B, H)
+        ctx.cell, ctx.saved, ctx.n_fields = cell, saved, n_fields
+        ctx.save_for_backward(W, b_hh, tensors[0], seqs[0], *extras)
+        return seqs
+
+    @staticmethod
+    def backward(ctx, *dseqs: Tensor):  # n_fields x (T, B, H): dL/ds_t from outside (outputs, final state)
+        cell, saved = ctx.cell, ctx.saved
+        W, b_hh, h0, hseq, *extras = ctx.saved_tensors
+        T = len(saved)
+        dgx, dgh = [None] * T, [None] * T
+        dextras = [torch.zeros_like(e) for e in extras]
+        dstate = cell.state_type(*(d[-1] for d in dseqs))
+        for t in reversed(range(T)):
+            dgx[t], dgh[t], dprev, dext = cell.step_backward(dstate, saved[t], *extras)
+            dh = dprev.h
+            if W is not None:  # dh_{t-1} = direct part + dG_t W
+                dh = dgh[t] @ W if dh is None else torch.addmm(dh, dgh[t], W)
+            if t > 0:
+                dstate = cell.state_type(dh, *dprev[1:])
+                dstate = cell.state_type(*(a + d[t - 1] for a, d in zip(dstate, dseqs)))
+            for k, d in enumerate(dext):
+                dextras[k] += d
+        dstate0 = (dh, *dprev[1:])
+        dGX = torch.stack(dgx)  # (T, B, G)
+        dW = db = None
+        if W is not None:
+            dGH = dGX if all(a is b for a, b in zip(dgx, dgh)) else torch.stack(dgh)
+            h_prev = torch.cat([h0.unsqueeze(0), hseq[:-1]])  # (T, B, H): s_{t-1} for each t
+            dW = dGH.flatten(0, 1).t() @ h_prev.flatten(0, 1)  # (G, H) = Σ_t dG_tᵀ s_{t-1}
+            db = dGH.sum((0, 1)) if b_hh is not None else None
+        ctx.saved = None
+        return (None, None, dGX, dW, db, *dstate0, *dextras)
+
+
+def _recur(h: Tensor, W: Tensor, b_hh: Tensor | None) -> Tensor:
+    return h @ W.t() if b_hh is None else torch.addmm(b_hh, h, W.t())  # (B, G)
+
+
+def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
+    """The autograd backend: a plain loop over time. x (T, B, I) -> n_fields x (T, B, H)."""
+    states = []
+    if cell.has_step():  # batched input projection, then the pointwise steps
+        gx = cell.project_input(x)  # (T, B, G)
+        W, b_hh = cell.recurrence()
+        extras = cell.extra_params()
+        for t in range(x.shape[0]):
+            gh = None if W is None else F.linear(state.h, W, b_hh)
+            state = cell.step(gx[t], gh, state, *extras)[0]
+            states.append(state)
+    else:
+        for t in range(x.shape[0]):
+            state = cell(x[t], state)
+            states.append(state)
+    return tuple(torch.stack(field) for field in zip(*states))
+
+
+def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str) -> tuple[Tensor, ...]:
+    """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H)."""
+    if backend == "bptt":
+        W, b_hh = cell.recurrence()
+        return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
+    if backend == "autograd":
+        return _loop(cell, x, state)
+    raise ValueError(f"run_cell backend must be 'bptt' or 'autograd', got {backend!r}")
+
+
+def cell_backend(cell: Cell, backend: str = "auto") -> tuple[str, str]:
+    """Which engine backend runs `cell`, and why. Raises instead of falling back."""
+    name = type(cell).__name__
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "fused":
+        raise ValueError(f"backend='fused' needs a built-in RNN/LSTM/GRU layer; {name} has no fused kernel")
+    if backend == "bptt" and not cell.has_backward():
+        raise ValueError(
+            f"backend='bptt' needs a cell with project_input, step and step_backward; "
+            f"{name} lacks {'step_backward' if cell.has_step() else 'project_input/step'}"
+        )
+    if backend == "bptt" or (backend == "auto" and cell.has_backward()):
+        why = "forced by backend='bptt'" if backend == "bptt" else f"{name} supplies step_backward"
+        return "bptt", why
+    why = "forced by backend='autograd'" if backend == "autograd" else f"{name} has no step_backward"
+    return "autograd", why
+
+
+# --- lengths: masks, gathers and the length-aware flip --------------------------------------
+
+
+def flip_valid(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse each sequence's valid part in time, leaving padding in place. x (T, B, ...).
+
+    With lengths [3, 2] and T = 3:  [a b c | d e _] -> [c b a | e d _]. Its own inverse.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    n = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    idx = torch.where(t < n, n - 1 - t, t)  # (T, B)
+    return x.gather(0, idx.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def last_valid(seq: Tensor, lengths: Tensor | None) -> Tensor:
+    """seq (T, B, H) -> (B, H): each sequence's value at its last valid step."""
+    if lengths is None:
+        return seq[-1]
+    idx = (lengths.to(seq.device) - 1).view(1, -1, 1).expand(1, *seq.shape[1:])  # (1, B, H)
+    return seq.gather(0, idx).squeeze(0)
+
+
+def valid_mask(lengths: Tensor, T: int, device) -> Tensor:
+    """(T, B, 1) float mask: 1 where t < length."""
+    t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    return (t < lengths.to(device).unsqueeze(0)).unsqueeze(-1)
+
+
+def unroll(cell: Cell, x: Tensor, state: NamedTuple | None = None, lengths: Tensor | None = None,
+           backend: str = "auto") -> tuple[Tensor, NamedTuple]:
+    """Run one cell over a batch-first sequence: x (B, T, I) -> (out (B, T, H), final state).
+
+    Outputs past a sequence's length are zero; the final state is the one at its last valid step.
+    """
+    B, T, _ = x.shape
+    backend = cell_backend(cell, backend)[0]
+    state = cell.init_state(B, x) if state is None else state
+    seqs = run_cell(cell, x.transpose(0, 1), state, backend)  # n_fields x (T, B, H)
+    out = seqs[0] if lengths is None else seqs[0] * valid_mask(lengths, T, x.device)
+    final = cell.state_type(*(last_valid(s, lengths) for s in seqs))
+    return out.transpose(0, 1), final

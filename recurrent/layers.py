@@ -1,0 +1,316 @@
+"""Recurrent layers: a stack of cells over time, deep and optionally bidirectional.
+
+Key: B batch, T time, I input, H hidden, L layers, D directions (1 or 2).
+Everything is batch-first. Internally the engine runs time-major (T, B, ...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
+from recurrent.engine import cell_backend, flip_valid, last_valid, run_cell, valid_mask
+from recurrent.fused import fused_forward
+
+
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """Which backend a layer runs on, and why. Compares equal to its name: `layer.backend == "bptt"`."""
+
+    name: str  # "fused" | "bptt" | "autograd"
+    reason: str
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Backend):
+            return (self.name, self.reason) == (other.name, other.reason)
+        return self.name == other
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+class Recurrent(nn.Module):
+    """Run any cell over time: `num_layers` deep, optionally bidirectional, on padded batches.
+
+        layer = Recurrent(MyCell, input_size=32, hidden_size=64, num_layers=2, bidirectional=True)
+        out, state = layer(x, state=None, lengths=lengths)
+
+    Shapes:
+        x        (B, T, I)
+        lengths  (B,) ints in 1..T, or None when every sequence has length T
+        out      (B, T, D*H): [forward | backward] halves, zero past each sequence's length
+        state    the cell's NamedTuple (RNNState(h) or LSTMState(h, c)), every field (L, D, B, H)
+
+    The state, for num_layers=2, bidirectional=True (the same layout for every cell):
+
+                  direction 0  (→ reads x[0] ... x[len-1])    direction 1  (← reads x[len-1] ... x[0])
+                +------------------------------------------+-------------------------------------------+
+        layer 1 | h[1, 0] == out[b, len-1, :H]             | h[1, 1] == out[b, 0, H:]                  |
+                +------------------------------------------+-------------------------------------------+
+        layer 0 | h[0, 0]                                  | h[0, 1]                                   |
+                +------------------------------------------+-------------------------------------------+
+
+    So `state.h[-1, 0]` and `state.h[-1, 1]` are the top layer's final forward and backward
+    states, each (B, H), already taken at each sequence's last valid step. torch.nn's
+    (L*D, B, H) layout is `state.h.reshape(L * D, B, H)` (see `recurrent.state.to_torch_state`).
+
+    Args:
+        cell: a Cell class or factory, called as cell(input_size, hidden_size) for each layer and direction
+        dropout: dropout on each layer's output except the last, in training mode (as torch.nn)
+        learnable_init: learn the initial state (one vector per layer, direction and field) instead of zeros
+        backend: "auto" (the fastest available), "fused", "bptt" or "autograd"; see `layer.backend`
+    """
+
+    def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, dropout: float = 0.0, learnable_init: bool = False,
+                 backend: str = "auto"):
+        super().__init__()
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.dropout = bidirectional, float(dropout)
+        D = self.num_directions
+        self.cells = nn.ModuleList(
+            nn.ModuleList(cell(input_size if l == 0 else D * hidden_size, hidden_size) for _ in range(D))
+            for l in range(num_layers)
+        )
+        self.state_type = self.cells[0][0].state_type
+        self.initial = None
+        if learnable_init:  # (L, D, 1, H) per state field, broadcast over the batch
+            self.initial = nn.ParameterDict(
+                {f: nn.Parameter(torch.zeros(num_layers, D, 1, hidden_size)) for f in self.state_type._fields}
+            )
+        self.backend = backend
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    # --- backend choice: explicit, never a silent fallback ----------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """The backend this layer runs on and why, e.g. `bptt (LSTMCell supplies step_backward)`."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: str) -> None:
+        self._backend = self._choose_backend(str(backend.name if isinstance(backend, Backend) else backend))
+
+    def _choose_backend(self, backend: str) -> Backend:
+        return Backend(*cell_backend(self.cells[0][0], backend))
+
+    # --- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, state: NamedTuple | None = None,
+                lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
+        B, T = self._check_input(x)
+        lengths = self._check_lengths(lengths, B, T)
+        state = self.initial_state(B, x) if state is None else self._check_state(state, B)
+        if self._backend.name == "fused":
+            return self._forward_fused(x, state, lengths)
+
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        inp = x.transpose(0, 1)  # (T, B, I): time-major inside
+        finals = []  # L*D lists of final state fields, each (B, H)
+        for l, layer in enumerate(self.cells):
+            outs = []
+            for d, cell in enumerate(layer):
+                xin = inp if d == 0 else flip_valid(inp, lengths)  # reverse only the valid part
+                seqs = run_cell(cell, xin, self.state_type(*(s[l, d] for s in state)), self._backend.name)
+                outs.append(seqs[0] if d == 0 else flip_valid(seqs[0], lengths))  # (T, B, H)
+                finals.append([last_valid(s, lengths) for s in seqs])
+            inp = torch.cat(outs, dim=-1) if D == 2 else outs[0]  # (T, B, D*H)
+            if self.dropout and l < L - 1:
+                inp = F.dropout(inp, self.dropout, self.training)
+        out = inp if lengths is None else inp * valid_mask(lengths, T, x.device)
+        final = self.state_type(*(torch.stack(f).view(L, D, B, H) for f in zip(*finals)))
+        return out.transpose(0, 1), final  # (B, T, D*H)
+
+    def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
+        raise ValueError(f"{type(self).__name__} has no fused kernel")
+
+    def initial_state(self, batch_size: int, like: Tensor) -> NamedTuple:
+        """Zeros, or the learned initial state broadcast over the batch; every field (L, D, B, H)."""
+        shape = (self.num_layers, self.num_directions, batch_size, self.hidden_size)
+        if self.initial is None:
+            zeros = like.new_zeros(shape)
+            return self.state_type(*(zeros for _ in self.state_type._fields))
+        return self.state_type(*(self.initial[f].expand(shape) for f in self.state_type._fields))
+
+    # --- input checks: fail early, naming expected and received ------------------------------------
+    def _check_input(self, x: Tensor) -> tuple[int, int]:
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be (batch, time, input_size={self.input_size}), got shape {got}")
+        B, T, I = x.shape
+        if I != self.input_size:
+            raise ValueError(f"x must have input_size={self.input_size} features in its last dim, got {I}")
+        if B == 0 or T == 0:
+            raise ValueError(f"x must have at least one sequence and one time step, got shape {tuple(x.shape)}")
+        return B, T
+
+    def _check_lengths(self, lengths, B: int, T: int) -> Tensor | None:
+        if lengths is None:
+            return None
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.shape[0] != B:
+            raise ValueError(f"lengths must have shape ({B},), one per sequence, got {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must be in 1..{T} (the time dim of x), got min {lo}, max {hi}")
+        return lengths.long()
+
+    def _check_state(self, state, B: int) -> NamedTuple:
+        fields = self.state_type._fields
+        if isinstance(state, Tensor):
+            state = (state,)
+        if not isinstance(state, (tuple, list)) or len(state) != len(fields):
+            raise ValueError(f"state must be a {self.state_type.__name__}{fields}, got {type(state).__name__}"
+                             f" of length {len(state) if isinstance(state, (tuple, list)) else 'n/a'}")
+        expected = (self.num_layers, self.num_directions, B, self.hidden_size)
+        for name, s in zip(fields, state):
+            if not isinstance(s, Tensor) or tuple(s.shape) != expected:
+                got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+                raise ValueError(f"state.{name} must have shape (layers, directions, batch, hidden) = {expected}, "
+                                 f"got {got}")
+        return self.state_type(*state)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, dropout={self.dropout}, backend={self._backend.name!r}")
+
+
+class _TorchCompatible(Recurrent):
+    """A built-in layer: same parameters as torch.nn, so it runs on torch's fused kernel too."""
+
+    torch_class: type[nn.RNNBase]
+    mode: str  # the fused kernel: "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+
+    def _choose_backend(self, backend: str) -> Backend:
+        if backend in ("fused", "auto"):
+            why = "forced by backend='fused'" if backend == "fused" else (
+                f"plain built-in {type(self).__name__}: torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)")
+            return Backend("fused", why)
+        return super()._choose_backend(backend)
+
+    def _flat_weights(self) -> list[Tensor]:
+        """Parameters in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh]."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih", "weight_hh")
+        return [getattr(cell, n) for layer in self.cells for cell in layer for n in names]
+
+    def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
+        L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
+        hx = tuple(s.reshape(L * D, B, H) for s in state)  # torch's layout
+        out, final = fused_forward(self.mode, x, hx, self._flat_weights(), self.bias, L, self.dropout,
+                                   self.training, self.bidirectional, lengths)
+        return out, self.state_type(*(f.view(L, D, B, H) for f in final))
+
+    # --- weights both ways ----------------------------------------------------------------------
+    def _torch_kwargs(self) -> dict:
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                    bias=self.bias, dropout=self.dropout, bidirectional=self.bidirectional)
+
+    @classmethod
+    def from_torch(cls, module: nn.RNNBase, **kwargs):
+        """A layer with `module`'s configuration and a copy of its weights (ours is always batch-first)."""
+        if not isinstance(module, cls.torch_class):
+            raise ValueError(f"{cls.__name__}.from_torch expects a torch.nn.{cls.torch_class.__name__}, "
+                             f"got {type(module).__name__}")
+        if getattr(module, "proj_size", 0):
+            raise ValueError(f"proj_size={module.proj_size} is not supported; expected 0")
+        layer = cls(**cls._kwargs_from_torch(module), **kwargs)
+        p = next(module.parameters())
+        layer.to(device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            for name, ours in layer._torch_names():
+                ours.copy_(getattr(module, name))
+        return layer
+
+    @classmethod
+    def _kwargs_from_torch(cls, m: nn.RNNBase) -> dict:
+        return dict(input_size=m.input_size, hidden_size=m.hidden_size, num_layers=m.num_layers, bias=m.bias,
+                    dropout=m.dropout, bidirectional=m.bidirectional)
+
+    def to_torch(self) -> nn.RNNBase:
+        """A batch_first torch.nn module with a copy of this layer's weights."""
+        p = next(self.parameters())
+        module = self.torch_class(**self._torch_kwargs(), batch_first=True).to(device=p.device, dtype=p.dtype)
+        with torch.no_grad():
+            for name, ours in self._torch_names():
+                getattr(module, name).copy_(ours)
+        return module
+
+    def _torch_names(self):
+        """(torch.nn parameter name, our parameter) pairs, e.g. ('weight_hh_l1_reverse', cells[1][1].weight_hh)."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih", "weight_hh")
+        for l, layer in enumerate(self.cells):
+            for d, cell in enumerate(layer):
+                for n in names:
+                    yield f"{n}_l{l}{'_reverse' if d else ''}", getattr(cell, n)
+
+
+class RNN(_TorchCompatible):
+    """The Elman network, s_t = f(U x_t + W s_{t-1} + b), as a layer (torch.nn.RNN's parameters).
+
+    State: RNNState(h), h (L, D, B, H). See `Recurrent` for shapes and the state picture.
+    """
+
+    torch_class = nn.RNN
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
+                 learnable_init: bool = False, backend: str = "auto"):
+        self.bias, self.nonlinearity = bias, nonlinearity
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(partial(ElmanCell, bias=bias, nonlinearity=nonlinearity), input_size, hidden_size,
+                         num_layers, bidirectional, dropout, learnable_init, backend)
+
+    def _torch_kwargs(self) -> dict:
+        return dict(super()._torch_kwargs(), nonlinearity=self.nonlinearity)
+
+    @classmethod
+    def _kwargs_from_torch(cls, m: nn.RNNBase) -> dict:
+        return dict(super()._kwargs_from_torch(m), nonlinearity=m.nonlinearity)
+
+
+class LSTM(_TorchCompatible):
+    """LSTM layer (torch.nn.LSTM's parameters, gate order i, f, g, o).
+
+    State: LSTMState(h, c), each (L, D, B, H). See `Recurrent` for shapes and the state picture.
+    """
+
+    torch_class, mode = nn.LSTM, "LSTM"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 dropout: float = 0.0, bidirectional: bool = False, learnable_init: bool = False,
+                 backend: str = "auto"):
+        self.bias = bias
+        super().__init__(partial(LSTMCell, bias=bias), input_size, hidden_size, num_layers, bidirectional,
+                         dropout, learnable_init, backend)
+
+
+class GRU(_TorchCompatible):
+    """GRU layer (torch.nn.GRU's parameters, gate order r, z, n).
+
+    State: RNNState(h), h (L, D, B, H). See `Recurrent` for shapes and the state picture.
+    """
+
+    torch_class, mode = nn.GRU, "GRU"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 dropout: float = 0.0, bidirectional: bool = False, learnable_init: bool = False,
+                 backend: str = "auto"):
+        self.bias = bias
+        super().__init__(partial(GRUCell, bias=bias), input_size, hidden_size, num_layers, bidirectional,
+                         dropout, learnable_init, backend)
