@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recurrent import kernels
 from recurrent.cells.base import Cell
 
 BACKENDS = ("auto", "fused", "bptt", "autograd")
@@ -40,49 +41,57 @@ class BPTT(torch.autograd.Function):
     def forward(ctx, cell: Cell, n_fields: int, gx: Tensor, W, b_hh, *tensors: Tensor):
         state = cell.state_type(*tensors[:n_fields])  # each (B, H)
         extras = tensors[n_fields:]
-        states, saved = [], []
+        recur = None if W is None else kernels.linear(W, b_hh, gx.shape[1])  # h -> h Wᵀ + b_hh
+        # bufs[k][t] holds field k of s_t for t = 0..T, so s_{t-1} for every t is the view bufs[0][:-1]
+        bufs = [f.new_empty((gx.shape[0] + 1, *f.shape)) for f in state]  # n_fields x (T+1, B, H)
+        for buf, f in zip(bufs, state):
+            buf[0] = f
+        saved = []
         for t in range(gx.shape[0]):
-            gh = None if W is None else _recur(state.h, W, b_hh)  # (B, G)
-            state, s = cell.step(gx[t], gh, state, *extras)
-            states.append(state)
+            gh = None if W is None else recur(state.h)  # (B, G)
+            new, s = cell.step(gx[t], gh, state, *extras)
+            for buf, f in zip(bufs, new):
+                buf[t + 1] = f
+            state = cell.state_type(*(buf[t + 1] for buf in bufs))
             saved.append(s)
-        seqs = tuple(torch.stack(field) for field in zip(*states))  # n_fields x (T, B, H)
-        ctx.cell, ctx.saved, ctx.n_fields = cell, saved, n_fields
-        ctx.save_for_backward(W, b_hh, tensors[0], seqs[0], *extras)
-        return seqs
+        ctx.cell, ctx.saved, ctx.n_fields, ctx.h_all = cell, saved, n_fields, bufs[0]
+        ctx.save_for_backward(W, b_hh, *extras)
+        return tuple(buf[1:] for buf in bufs)  # n_fields x (T, B, H)
 
     @staticmethod
     def backward(ctx, *dseqs: Tensor):  # n_fields x (T, B, H): dL/ds_t from outside (outputs, final state)
         cell, saved = ctx.cell, ctx.saved
-        W, b_hh, h0, hseq, *extras = ctx.saved_tensors
-        T = len(saved)
-        dgx, dgh = [None] * T, [None] * T
+        W, b_hh, *extras = ctx.saved_tensors
+        T, B = dseqs[0].shape[:2]
+        dGX = dGH = None  # (T, B, G), filled step by step
         dextras = [torch.zeros_like(e) for e in extras]
+        # fields other than h get outside gradients only at a few steps (final states): add only there
+        live = [None] + [d.flatten(1).any(1).tolist() for d in dseqs[1:]]
+        back = None if W is None else kernels.linear(W.t(), None, B)  # dG -> dG W
         dstate = cell.state_type(*(d[-1] for d in dseqs))
         for t in reversed(range(T)):
-            dgx[t], dgh[t], dprev, dext = cell.step_backward(dstate, saved[t], *extras)
+            dgx, dgh, dprev, dext = cell.step_backward(dstate, saved[t], *extras)
+            if dGX is None:
+                dGX = dgx.new_empty((T, *dgx.shape))
+                dGH = dGX if dgh is dgx or W is None else dgh.new_empty((T, *dgh.shape))
+            dGX[t] = dgx
+            if dGH is not dGX:
+                dGH[t] = dgh
             dh = dprev.h
             if W is not None:  # dh_{t-1} = direct part + dG_t W
-                dh = dgh[t] @ W if dh is None else torch.addmm(dh, dgh[t], W)
-            if t > 0:
-                dstate = cell.state_type(dh, *dprev[1:])
-                dstate = cell.state_type(*(a + d[t - 1] for a, d in zip(dstate, dseqs)))
+                dh = back(dgh) if dh is None else dh + back(dgh)
             for k, d in enumerate(dext):
                 dextras[k] += d
-        dstate0 = (dh, *dprev[1:])
-        dGX = torch.stack(dgx)  # (T, B, G)
+            if t > 0:  # add the outside gradient at step t-1 (from the outputs, and final states)
+                rest = [f + d[t - 1] if live[k + 1][t - 1] else f for k, (f, d) in enumerate(zip(dprev[1:], dseqs[1:]))]
+                dstate = cell.state_type(dh + dseqs[0][t - 1], *rest)
         dW = db = None
         if W is not None:
-            dGH = dGX if all(a is b for a, b in zip(dgx, dgh)) else torch.stack(dgh)
-            h_prev = torch.cat([h0.unsqueeze(0), hseq[:-1]])  # (T, B, H): s_{t-1} for each t
-            dW = dGH.flatten(0, 1).t() @ h_prev.flatten(0, 1)  # (G, H) = Σ_t dG_tᵀ s_{t-1}
+            h_prev = ctx.h_all[:-1]  # (T, B, H): s_{t-1} for each t
+            dW = dGH.flatten(0, 1).t() @ h_prev.flatten(0, 1)  # (G, H) = Σ_t dG_tᵀ s_{t-1}: one product
             db = dGH.sum((0, 1)) if b_hh is not None else None
-        ctx.saved = None
-        return (None, None, dGX, dW, db, *dstate0, *dextras)
-
-
-def _recur(h: Tensor, W: Tensor, b_hh: Tensor | None) -> Tensor:
-    return h @ W.t() if b_hh is None else torch.addmm(b_hh, h, W.t())  # (B, G)
+        ctx.saved = ctx.h_all = None
+        return (None, None, dGX, dW, db, dh, *dprev[1:], *dextras)
 
 
 def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
