@@ -22,9 +22,16 @@ LENGTHS = torch.tensor([5, 2, 4])
 # --- docs/cells.md ---------------------------------------------------------------------------------------
 
 
-def test_docs_code_blocks_run():
+def test_docs_code_blocks_run_and_print_what_their_comments_say(capsys):
     namespace = exec_markdown(DOCS / "cells.md")
     assert {"PeepholeLSTMCell", "IndRNNCell"} <= namespace.keys()
+    # every `print(...)  # comment` line: the comment starts with what was printed
+    comments = [line.split("#", 1)[1].strip() for block in python_blocks(DOCS / "cells.md")
+                for line in block.splitlines() if line.startswith("print(") and "#" in line]
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(comments)
+    for got, comment in zip(printed, comments):
+        assert comment.startswith(got), f"docs/cells.md says {comment!r} but prints {got!r}"
 
 
 def test_peephole_cell_is_at_most_30_lines_and_defines_only_forward(cells_doc):
