@@ -30,3 +30,29 @@ def linear(W: Tensor, bias: Tensor | None, batch_size: int) -> Callable[[Tensor]
         return lambda x: torch.addmm(bias, x, W.t())
     packed = torch.ops.mkldnn._reorder_linear_weight(W.contiguous(), batch_size)
     return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+class _PackedLinear(torch.autograd.Function):
+    """y = x Wᵀ + b with oneDNN products forward and backward (dx = dy W); dW = dyᵀ x is one matmul."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:  # x (M, K), W (N, K) -> (M, N)
+        ctx.save_for_backward(x, W)
+        ctx.has_bias = bias is not None
+        return linear(W, bias, x.shape[0])(x)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, W = ctx.saved_tensors
+        dx = linear(W.t(), None, dy.shape[0])(dy) if ctx.needs_input_grad[0] else None  # (M, K)
+        dW = dy.t() @ x if ctx.needs_input_grad[1] else None  # (N, K)
+        db = dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dW, db
+
+
+def project(x: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:
+    """F.linear(x, W, bias) for x (..., K); on CPU float32/bfloat16 through oneDNN, forward and backward."""
+    if not uses_onednn(W) or x.dtype != W.dtype:
+        return torch.nn.functional.linear(x, W, bias)
+    y = _PackedLinear.apply(x.reshape(-1, x.shape[-1]), W, bias)  # (M, N)
+    return y.view(*x.shape[:-1], W.shape[0])

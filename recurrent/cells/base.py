@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent import kernels
 from recurrent.state import RNNState
 
 
@@ -135,4 +136,4 @@ class ProjectedCell(Cell):
             nn.init.uniform_(p, -bound, bound)
 
     def project_input(self, x: Tensor) -> Tensor:  # (T, B, I) -> (T, B, G)
-        return F.linear(x, self.weight_ih, self.bias_ih)
+        return kernels.project(x, self.weight_ih, self.bias_ih)
