@@ -54,15 +54,21 @@ class BPTT(torch.autograd.Function):
                 buf[t + 1] = f
             state = cell.state_type(*(buf[t + 1] for buf in bufs))
             saved.append(s)
-        ctx.cell, ctx.saved, ctx.n_fields, ctx.h_all = cell, saved, n_fields, bufs[0]
-        ctx.save_for_backward(W, b_hh, *extras)
+        # Everything goes through save_for_backward, so that autograd frees it after backward
+        # (or keeps it for a second one with retain_graph=True); step caches are flattened.
+        ctx.cell, ctx.n_extras = cell, len(extras)
+        ctx.cache_is_tensor = isinstance(saved[0], Tensor)
+        flat = saved if ctx.cache_is_tensor else [x for s in saved for x in s]
+        ctx.save_for_backward(W, b_hh, bufs[0], *extras, *flat)
         return tuple(buf[1:] for buf in bufs)  # n_fields x (T, B, H)
 
     @staticmethod
     def backward(ctx, *dseqs: Tensor):  # n_fields x (T, B, H): dL/ds_t from outside (outputs, final state)
-        cell, saved = ctx.cell, ctx.saved
-        W, b_hh, *extras = ctx.saved_tensors
+        cell = ctx.cell
+        W, b_hh, h_all, *rest = ctx.saved_tensors  # h_all (T+1, B, H): s_0 .. s_T
+        extras, flat = rest[: ctx.n_extras], rest[ctx.n_extras :]
         T, B = dseqs[0].shape[:2]
+        saved = flat if ctx.cache_is_tensor else [flat[i : i + len(flat) // T] for i in range(0, len(flat), len(flat) // T)]
         dGX = dGH = None  # (T, B, G), filled step by step
         dextras = [torch.zeros_like(e) for e in extras]
         # fields other than h get outside gradients only at a few steps (final states): add only there
@@ -87,10 +93,9 @@ class BPTT(torch.autograd.Function):
                 dstate = cell.state_type(dh + dseqs[0][t - 1], *rest)
         dW = db = None
         if W is not None:
-            h_prev = ctx.h_all[:-1]  # (T, B, H): s_{t-1} for each t
+            h_prev = h_all[:-1]  # (T, B, H): s_{t-1} for each t
             dW = dGH.flatten(0, 1).t() @ h_prev.flatten(0, 1)  # (G, H) = Σ_t dG_tᵀ s_{t-1}: one product
             db = dGH.sum((0, 1)) if b_hh is not None else None
-        ctx.saved = ctx.h_all = None
         return (None, None, dGX, dW, db, dh, *dprev[1:], *dextras)
 
 
@@ -167,9 +172,31 @@ def last_valid(seq: Tensor, lengths: Tensor | None) -> Tensor:
 
 
 def valid_mask(lengths: Tensor, T: int, device) -> Tensor:
-    """(T, B, 1) float mask: 1 where t < length."""
+    """(T, B, 1) bool mask: True where t < length."""
     t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
     return (t < lengths.to(device).unsqueeze(0)).unsqueeze(-1)
+
+
+def zero_padding(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """x (T, B, F) with every step past its sequence's length set to 0 (NaN and inf included)."""
+    if lengths is None:
+        return x
+    return torch.where(valid_mask(lengths, x.shape[0], x.device), x, x.new_zeros(()))
+
+
+def check_lengths(lengths, B: int, T: int) -> Tensor | None:
+    """Validate per-sequence lengths for a batch x (B, T, ...); returns them as int64, or None."""
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != B:
+        raise ValueError(f"lengths must have shape ({B},), one per sequence, got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > T:
+        raise ValueError(f"lengths must be in 1..{T} (the time dim of x), got min {lo}, max {hi}")
+    return lengths.long()
 
 
 def unroll(cell: Cell, x: Tensor, state: NamedTuple | None = None, lengths: Tensor | None = None,
@@ -178,10 +205,13 @@ def unroll(cell: Cell, x: Tensor, state: NamedTuple | None = None, lengths: Tens
 
     Outputs past a sequence's length are zero; the final state is the one at its last valid step.
     """
+    if x.dim() != 3 or x.shape[-1] != cell.input_size:
+        raise ValueError(f"x must be (batch, time, input_size={cell.input_size}), got shape {tuple(x.shape)}")
     B, T, _ = x.shape
+    lengths = check_lengths(lengths, B, T)
     backend = cell_backend(cell, backend)[0]
     state = cell.init_state(B, x) if state is None else state
-    seqs = run_cell(cell, x.transpose(0, 1), state, backend)  # n_fields x (T, B, H)
-    out = seqs[0] if lengths is None else seqs[0] * valid_mask(lengths, T, x.device)
+    seqs = run_cell(cell, zero_padding(x.transpose(0, 1), lengths), state, backend)  # n_fields x (T, B, H)
+    out = zero_padding(seqs[0], lengths)
     final = cell.state_type(*(last_valid(s, lengths) for s in seqs))
     return out.transpose(0, 1), final

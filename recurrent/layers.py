@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
-from recurrent.engine import cell_backend, flip_valid, last_valid, run_cell, valid_mask
+from recurrent.engine import check_lengths, cell_backend, flip_valid, last_valid, run_cell, zero_padding
 from recurrent.fused import fused_forward
 
 
@@ -113,13 +113,13 @@ class Recurrent(nn.Module):
     def forward(self, x: Tensor, state: NamedTuple | None = None,
                 lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
         B, T = self._check_input(x)
-        lengths = self._check_lengths(lengths, B, T)
+        lengths = check_lengths(lengths, B, T)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B)
         if self._backend.name == "fused":
             return self._forward_fused(x, state, lengths)
 
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        inp = x.transpose(0, 1)  # (T, B, I): time-major inside
+        inp = zero_padding(x.transpose(0, 1), lengths)  # (T, B, I): time-major inside; padding never matters
         finals = []  # L*D lists of final state fields, each (B, H)
         for l, layer in enumerate(self.cells):
             outs = []
@@ -131,7 +131,7 @@ class Recurrent(nn.Module):
             inp = torch.cat(outs, dim=-1) if D == 2 else outs[0]  # (T, B, D*H)
             if self.dropout and l < L - 1:
                 inp = F.dropout(inp, self.dropout, self.training)
-        out = inp if lengths is None else inp * valid_mask(lengths, T, x.device)
+        out = zero_padding(inp, lengths)
         final = self.state_type(*(torch.stack(f).view(L, D, B, H) for f in zip(*finals)))
         return out.transpose(0, 1), final  # (B, T, D*H)
 
@@ -157,19 +157,6 @@ class Recurrent(nn.Module):
         if B == 0 or T == 0:
             raise ValueError(f"x must have at least one sequence and one time step, got shape {tuple(x.shape)}")
         return B, T
-
-    def _check_lengths(self, lengths, B: int, T: int) -> Tensor | None:
-        if lengths is None:
-            return None
-        lengths = torch.as_tensor(lengths)
-        if lengths.dim() != 1 or lengths.shape[0] != B:
-            raise ValueError(f"lengths must have shape ({B},), one per sequence, got {tuple(lengths.shape)}")
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 1 or hi > T:
-            raise ValueError(f"lengths must be in 1..{T} (the time dim of x), got min {lo}, max {hi}")
-        return lengths.long()
 
     def _check_state(self, state, B: int) -> NamedTuple:
         fields = self.state_type._fields

@@ -21,7 +21,7 @@ def lstm():
     return rc.LSTM(I, H, num_layers=2, bidirectional=True, backend="bptt")
 
 
-# --- the input x ------------------------------------------------------------------------------------------
+# --- the input x --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", ["fused", "bptt"])
@@ -48,7 +48,7 @@ def test_x_of_wrong_feature_size(lstm):
         lstm(torch.randn(B, T, 7))
 
 
-# --- lengths ---------------------------------------------------------------------------------------------------
+# --- lengths ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("lengths, match", [
@@ -76,8 +76,6 @@ def test_lengths_as_a_list_of_ints_are_fine(lstm):
     assert not out[1, 3:].any()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rc.unroll does not check lengths; out-of-range lengths raise an "
-                   "IndexError-like RuntimeError from gather ('index 5 is out of bounds') instead of a ValueError")
 @pytest.mark.parametrize("lengths", [[6, 2], [0, 2]], ids=["longer_than_T", "zero"])
 def test_unroll_checks_lengths_too(lengths):
     """rc.unroll is public API: it should fail like the layers do."""
@@ -85,7 +83,7 @@ def test_unroll_checks_lengths_too(lengths):
         rc.unroll(rc.LSTMCell(I, H), torch.randn(B, T, I), lengths=torch.tensor(lengths))
 
 
-# --- the state -------------------------------------------------------------------------------------------------------
+# --- the state ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(4, B, H), (2, 2, B + 1, H), (2, 1, B, H)], ids=["torch_layout", "batch", "D"])
@@ -104,7 +102,7 @@ def test_state_with_wrong_number_of_fields(lstm):
         gru(torch.randn(B, T, I), rc.LSTMState(torch.zeros(2, 2, B, H), torch.zeros(2, 2, B, H)))
 
 
-# --- backends --------------------------------------------------------------------------------------------------------
+# --- backends -----------------------------------------------------------------------------------------------
 
 
 def test_unknown_backend_name(lstm):
@@ -141,7 +139,7 @@ def test_bptt_needs_step_backward(cells_doc):
         layer.backend = "bptt"
 
 
-# --- construction ------------------------------------------------------------------------------------------------------
+# --- construction -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kwargs, match", [

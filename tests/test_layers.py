@@ -74,7 +74,7 @@ def our_parameter(layer: rc.Recurrent, torch_name: str) -> torch.Tensor:
     return getattr(layer.cells[int(l)][1 if reverse else 0], name)
 
 
-# --- 2. from_torch: the same outputs, final states and gradients as torch.nn ---------------------------
+# --- from_torch: the same outputs, final states and gradients as torch.nn -----------------------------------
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -112,9 +112,10 @@ def test_from_torch_matches_torch(mode, num_layers, bidirectional, with_lengths,
         torch.testing.assert_close(our_parameter(layer, name).grad, p_t.grad, **tol, msg=name)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", MODES)
-def test_to_torch_round_trip(mode):
-    layer = make_layer(mode, num_layers=2, bidirectional=True, bias=False, dtype=torch.float32)
+def test_to_torch_round_trip(mode, backend):
+    layer = make_layer(mode, num_layers=2, bidirectional=True, bias=False, dtype=torch.float32, backend=backend)
     module = layer.to_torch()
     assert isinstance(module, MODES[mode][0]) and module.batch_first and not module.bias
     x = torch.randn(B, T, I)
@@ -142,7 +143,7 @@ def test_from_torch_of_a_time_major_module_is_batch_first():
     torch.testing.assert_close(final.h, from_torch_state(h_t, rc.RNNState, 2).h)
 
 
-# --- 3. a padded batch is each sequence run alone -------------------------------------------------------
+# --- a padded batch is each sequence run alone --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -173,14 +174,7 @@ def test_padded_batch_equals_each_sequence_alone(mode, backend):
         torch.testing.assert_close(g, g_alone)
 
 
-NAN_PADDING_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: on bptt/autograd, padding is run through the cells and only masked afterwards by multiplication "
-    "(engine.unroll / Recurrent.forward: out * valid_mask), so non-finite padding gives NaN outputs past each "
-    "length, and NaN parameter gradients (dW = sum_t dG_t^T s_(t-1) multiplies 0 by NaN); fused ignores padding"))
-
-
-@pytest.mark.parametrize("backend", ["fused", pytest.param("bptt", marks=NAN_PADDING_BUG),
-                                     pytest.param("autograd", marks=NAN_PADDING_BUG)])
+@pytest.mark.parametrize("backend", ["fused", "bptt", "autograd"])
 def test_padding_values_never_matter_even_nan(backend):
     layer = make_layer("lstm", num_layers=2, bidirectional=True, backend=backend)
     x = torch.randn(B, T, I, dtype=torch.float64)
@@ -205,7 +199,20 @@ def test_final_state_is_read_from_the_outputs(backend):
         torch.testing.assert_close(final.h[-1, 1, b], out[b, 0, H:])
 
 
-# --- 4. the backends agree -------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_carried_state_continues_the_sequence(backend):
+    """Two chunks with the state carried between them are one long run (truncated BPTT relies on it)."""
+    layer = make_layer("lstm", num_layers=2, bidirectional=False, backend=backend)
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    out, final = layer(x)
+    out1, state = layer(x[:, :2])
+    out2, final2 = layer(x[:, 2:], rc.detach(state))
+    torch.testing.assert_close(torch.cat([out1, out2], dim=1), out)
+    for a, b in zip(final2, final):
+        torch.testing.assert_close(a, b)
+
+
+# --- the backends agree -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -228,7 +235,7 @@ def test_backends_agree_on_outputs_and_gradients(mode):
             torch.testing.assert_close(got, want)
 
 
-# --- 6. which backend runs, and why ------------------------------------------------------------------------
+# --- which backend runs, and why ----------------------------------------------------------------------------
 
 
 def test_backend_reports_name_and_reason(cells_doc):
@@ -276,7 +283,7 @@ def test_setting_backend_switches_the_path_that_runs(monkeypatch):
     assert count_cell_calls(layer, monkeypatch) == Counter(step=n_cells * T)  # autograd differentiates step
 
 
-# --- 7. learnable initial state --------------------------------------------------------------------------------
+# --- learnable initial state --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -313,7 +320,7 @@ def make_zero_state(layer: rc.Recurrent):
     return layer.state_type(*(torch.zeros(shape, dtype=torch.float64) for _ in layer.state_type._fields))
 
 
-# --- 8. dropout between layers -------------------------------------------------------------------------------------
+# --- dropout between layers ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -341,7 +348,14 @@ def test_dropout_is_not_applied_after_the_last_layer(backend):
     assert torch.equal(layer(x)[0], layer(x)[0])
 
 
-# --- torch's state layout ------------------------------------------------------------------------------------------------
+# --- torch's state layout -----------------------------------------------------------------------------------
+
+
+def test_detach_keeps_values_and_cuts_the_graph():
+    state = rc.LSTMState(torch.randn(2, 1, B, H, requires_grad=True) * 2, torch.randn(2, 1, B, H))
+    cut = rc.detach(state)
+    assert type(cut) is rc.LSTMState and not cut.h.requires_grad
+    assert torch.equal(cut.h, state.h) and torch.equal(cut.c, state.c)
 
 
 def test_torch_state_layout_round_trip():

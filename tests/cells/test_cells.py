@@ -37,7 +37,7 @@ def torch_step(torch_cell: nn.Module, x, state):
     return rc.RNNState(torch_cell(x, state.h))
 
 
-# --- one step against torch.nn -------------------------------------------------------------------
+# --- one step against torch.nn ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
@@ -83,7 +83,7 @@ def test_indrnn_step_follows_its_equation(make_cell):
     torch.testing.assert_close(cell(x, rc.RNNState(h)).h, expected)
 
 
-# --- the hand-derived backward steps: gradcheck in float64 ------------------------------------------
+# --- the hand-derived backward steps: gradcheck in float64 --------------------------------------------------
 
 
 class Unroll(nn.Module):
@@ -184,8 +184,6 @@ def test_run_cell_bptt_matches_autograd(make_cell, name):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BPTT.backward frees its step cache (ctx.saved = None) even with "
-                   "retain_graph=True, so a second backward raises TypeError instead of repeating the gradients")
 @pytest.mark.parametrize("name", ["lstm"])
 def test_bptt_backward_twice_with_retain_graph(make_cell, name):
     """torch's contract: after backward(retain_graph=True) the graph can be differentiated again."""
