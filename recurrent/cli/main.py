@@ -16,8 +16,8 @@ from recurrent.errors import UserError
 # Command groups (`recurrent train lm`, `recurrent bench memory`): group -> modules, each adding one sub-command.
 GROUPS = {
     "train": [],
-    "diagnose": [],
-    "bench": ["recurrent.cli.bench_throughput"],
+    "diagnose": ["recurrent.cli.diagnose_gradients"],
+    "bench": ["recurrent.cli.bench_throughput", "recurrent.cli.bench_memory"],
 }
 # Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
 SINGLE = {"generate": None, "evaluate": None, "predict": None, "translate": None}
