@@ -19,7 +19,7 @@ B, T, I, H = 3, 5, 3, 4
 LENGTHS = torch.tensor([5, 2, 4])
 
 
-# --- docs/cells.md ---------------------------------------------------------------------------------------
+# --- docs/cells.md ------------------------------------------------------------------------------------------
 
 
 def test_docs_code_blocks_run_and_print_what_their_comments_say(capsys):
@@ -57,7 +57,7 @@ def test_peephole_cell_without_peepholes_is_torch_lstm_cell(cells_doc):
         torch.testing.assert_close(got, want)
 
 
-# --- custom cells in layers --------------------------------------------------------------------------------
+# --- custom cells in layers ---------------------------------------------------------------------------------
 
 
 def stack_by_hand(layer: rc.Recurrent, x: Tensor):

@@ -64,7 +64,7 @@ def test_unroll_auto_picks_bptt_only_with_a_backward_step(cells_doc):
     torch.testing.assert_close(out, rc.unroll(peephole, x, backend="autograd")[0])
 
 
-# --- the length-aware helpers ------------------------------------------------------------------
+# --- the length-aware helpers -------------------------------------------------------------------------------
 
 
 def test_flip_valid_reverses_only_the_valid_part():

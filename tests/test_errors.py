@@ -78,9 +78,16 @@ def test_lengths_as_a_list_of_ints_are_fine(lstm):
 
 @pytest.mark.parametrize("lengths", [[6, 2], [0, 2]], ids=["longer_than_T", "zero"])
 def test_unroll_checks_lengths_too(lengths):
-    """rc.unroll is public API: it should fail like the layers do."""
+    """rc.unroll is public API: it fails like the layers do."""
     with pytest.raises(ValueError, match=r"lengths must be in 1\.\.5"):
         rc.unroll(rc.LSTMCell(I, H), torch.randn(B, T, I), lengths=torch.tensor(lengths))
+
+
+@pytest.mark.parametrize("shape", [(T, I), (B, T, 7)], ids=["rank", "features"])
+def test_unroll_checks_x_too(shape):
+    expected = re.escape(f"x must be (batch, time, input_size=3), got shape {shape}")
+    with pytest.raises(ValueError, match=expected):
+        rc.unroll(rc.LSTMCell(I, H), torch.randn(shape))
 
 
 # --- the state ----------------------------------------------------------------------------------------------

@@ -98,28 +98,6 @@ class Unroll(nn.Module):
         return (out, *final)
 
 
-class FreshGraph(torch.autograd.Function):
-    """outputs = f(*inputs), and every backward re-runs f and differentiates that fresh graph.
-
-    gradcheck differentiates the same outputs many times, but the bptt backward can run only
-    once per forward (see test_bptt_backward_twice_with_retain_graph). The gradients are still
-    the bptt backend's own: each backward goes through a new BPTT graph.
-    """
-
-    @staticmethod
-    def forward(ctx, f, *inputs):
-        ctx.f = f
-        ctx.save_for_backward(*inputs)
-        return f(*inputs)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        inputs = [i.detach().requires_grad_() for i in ctx.saved_tensors]
-        with torch.enable_grad():
-            outputs = ctx.f(*inputs)
-        return (None, *torch.autograd.grad(outputs, inputs, grads, allow_unused=True))
-
-
 def gradcheck_unroll(cell: rc.Cell, lengths=None, backend: str = "bptt") -> bool:
     """gradcheck of every output (all steps and the final state) w.r.t. x, the initial state and every parameter."""
     module = Unroll(cell, lengths, backend)
@@ -133,7 +111,7 @@ def gradcheck_unroll(cell: rc.Cell, lengths=None, backend: str = "bptt") -> bool
     x = torch.randn(B, T, cell.input_size, dtype=torch.float64, requires_grad=True)
     state = [s.requires_grad_() for s in random_state(cell.state_type, B, cell.hidden_size)]
     params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
-    return torch.autograd.gradcheck(lambda *inputs: FreshGraph.apply(f, *inputs), (x, *state, *params))
+    return torch.autograd.gradcheck(f, (x, *state, *params))
 
 
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
@@ -184,7 +162,7 @@ def test_run_cell_bptt_matches_autograd(make_cell, name):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", ["lstm"])
+@pytest.mark.parametrize("name", CELLS)
 def test_bptt_backward_twice_with_retain_graph(make_cell, name):
     """torch's contract: after backward(retain_graph=True) the graph can be differentiated again."""
     cell = make_cell(name, I, H)
