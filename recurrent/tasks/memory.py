@@ -147,7 +147,8 @@ class TrainConfig:
     batch_size: int = field(default=64, metadata={"help": "fresh sequences per step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     clip: float = field(default=1.0, metadata={"help": "max gradient norm (clip_grad_norm_)"})
-    max_time: float = field(default=120.0, metadata={"help": "seconds of training per cell"})
+    max_time: float = field(default=120.0, metadata={"help": "seconds of training steps per cell (evaluations "
+                                                                 "and callbacks are not counted)"})
     max_steps: int = field(default=0, metadata={"help": "steps per cell; 0: no limit but --max-time"})
     forget_bias: float = field(default=0.0, metadata={
         "help": "LSTM only: initial forget-gate bias (b_f in bias_ih; 0 keeps torch's init). 1 is the classic "
@@ -163,7 +164,7 @@ class TrainResult:
     final_loss: float  # on the held-out batch
     baseline: float
     steps: int
-    seconds: float
+    seconds: float  # spent in training steps (the budget), without evaluations and callbacks
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
     train_losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)  # pre-clip, one per step
@@ -182,9 +183,10 @@ def train_memory(task, cell: str, cfg: TrainConfig, callback=None) -> tuple[Memo
     data = torch.Generator().manual_seed(cfg.seed)
     held_out = task.sample(cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 10_000))
     result = TrainResult(cell, float("nan"), task.baseline, 0, 0.0)
-    start, step = time.perf_counter(), 0
     result.curve.append((0, evaluate(model, task, held_out)))
-    while time.perf_counter() - start < cfg.max_time and (not cfg.max_steps or step < cfg.max_steps):
+    step, seconds = 0, 0.0  # the budget counts training steps only, not evaluations or the callback
+    while seconds < cfg.max_time and (not cfg.max_steps or step < cfg.max_steps):
+        start = time.perf_counter()
         x, y = task.sample(cfg.batch_size, data)
         loss = task.loss(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -194,14 +196,14 @@ def train_memory(task, cell: str, cfg: TrainConfig, callback=None) -> tuple[Memo
         step += 1
         result.train_losses.append(loss.item())
         result.grad_norms.append(norm.item())
+        seconds += time.perf_counter() - start
         if callback is not None:
             callback(step, model, (x, y))
         if step % cfg.eval_every == 0:
             result.curve.append((step, evaluate(model, task, held_out)))
     if result.curve[-1][0] != step:
         result.curve.append((step, evaluate(model, task, held_out)))
-    result.final_loss, result.steps = result.curve[-1][1], step
-    result.seconds = time.perf_counter() - start
+    result.final_loss, result.steps, result.seconds = result.curve[-1][1], step, seconds
     return model, result
 
 
