@@ -66,6 +66,7 @@ class Recurrent(nn.Module):
         cell: a Cell class or factory, called as cell(input_size, hidden_size) for each layer and direction
         dropout: dropout on each layer's output except the last, in training mode (as torch.nn)
         learnable_init: learn the initial state (one vector per layer, direction and field) instead of zeros
+        weight_drop (RNN/LSTM/GRU): DropConnect on each W_hh in training (AWD-LSTM); every backend applies it
         backend: "auto" (the fastest available), "fused", "bptt" or "autograd"; see `layer.backend`
     """
 
@@ -192,9 +193,16 @@ class _TorchCompatible(Recurrent):
         return super()._choose_backend(backend)
 
     def _flat_weights(self) -> list[Tensor]:
-        """Parameters in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh]."""
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih", "weight_hh")
-        return [getattr(cell, n) for layer in self.cells for cell in layer for n in names]
+        """Weights in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh].
+
+        W_hh comes from `cell.recurrence()`, so weight-drop applies on the fused kernel as on the others.
+        """
+        weights = []
+        for layer in self.cells:
+            for cell in layer:
+                weights += [cell.weight_ih, cell.recurrence()[0]]
+                weights += [cell.bias_ih, cell.bias_hh] if self.bias else []
+        return weights
 
     def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
         L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
@@ -257,11 +265,11 @@ class RNN(_TorchCompatible):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, dropout: float = 0.0, bidirectional: bool = False,
-                 learnable_init: bool = False, backend: str = "auto"):
+                 learnable_init: bool = False, weight_drop: float = 0.0, backend: str = "auto"):
         self.bias, self.nonlinearity = bias, nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(partial(ElmanCell, bias=bias, nonlinearity=nonlinearity), input_size, hidden_size,
-                         num_layers, bidirectional, dropout, learnable_init, backend)
+        cell = partial(ElmanCell, bias=bias, nonlinearity=nonlinearity, weight_drop=weight_drop)
+        super().__init__(cell, input_size, hidden_size, num_layers, bidirectional, dropout, learnable_init, backend)
 
     def _torch_kwargs(self) -> dict:
         return dict(super()._torch_kwargs(), nonlinearity=self.nonlinearity)
@@ -281,10 +289,10 @@ class LSTM(_TorchCompatible):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  dropout: float = 0.0, bidirectional: bool = False, learnable_init: bool = False,
-                 backend: str = "auto"):
+                 weight_drop: float = 0.0, backend: str = "auto"):
         self.bias = bias
-        super().__init__(partial(LSTMCell, bias=bias), input_size, hidden_size, num_layers, bidirectional,
-                         dropout, learnable_init, backend)
+        cell = partial(LSTMCell, bias=bias, weight_drop=weight_drop)
+        super().__init__(cell, input_size, hidden_size, num_layers, bidirectional, dropout, learnable_init, backend)
 
 
 class GRU(_TorchCompatible):
@@ -297,7 +305,7 @@ class GRU(_TorchCompatible):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  dropout: float = 0.0, bidirectional: bool = False, learnable_init: bool = False,
-                 backend: str = "auto"):
+                 weight_drop: float = 0.0, backend: str = "auto"):
         self.bias = bias
-        super().__init__(partial(GRUCell, bias=bias), input_size, hidden_size, num_layers, bidirectional,
-                         dropout, learnable_init, backend)
+        cell = partial(GRUCell, bias=bias, weight_drop=weight_drop)
+        super().__init__(cell, input_size, hidden_size, num_layers, bidirectional, dropout, learnable_init, backend)

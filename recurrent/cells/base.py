@@ -116,12 +116,19 @@ class ProjectedCell(Cell):
 
     Parameters (G = num_gates * H, gate blocks stacked in torch.nn's order):
         weight_ih (G, I) = U      weight_hh (G, H) = W      bias_ih, bias_hh (G,) = b split in two
+
+    weight_drop: DropConnect on W in training mode (Wan et al. 2013, as AWD-LSTM uses it). The mask
+    is drawn each time `recurrence()` is called: once per sequence by every layer backend, so the
+    same dropped W serves all time steps. (Stepping the cell by hand draws one per step.)
     """
 
     num_gates: int = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, weight_drop: float = 0.0):
         super().__init__(input_size, hidden_size)
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be in [0, 1), got {weight_drop!r}")
+        self.weight_drop = weight_drop
         G = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(G, input_size))
         self.weight_hh = nn.Parameter(torch.empty(G, hidden_size))
@@ -135,5 +142,14 @@ class ProjectedCell(Cell):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
+    def recurrence(self) -> tuple[Tensor, Tensor | None]:
+        W = self.weight_hh
+        if self.weight_drop and self.training:
+            W = F.dropout(W, self.weight_drop, training=True)  # DropConnect, rescaled by 1/(1-p)
+        return W, self.bias_hh
+
     def project_input(self, x: Tensor) -> Tensor:  # (T, B, I) -> (T, B, G)
         return kernels.project(x, self.weight_ih, self.bias_ih)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", weight_drop={self.weight_drop}" if self.weight_drop else "")

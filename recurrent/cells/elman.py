@@ -27,11 +27,12 @@ class ElmanCell(ProjectedCell):
     num_gates = 1
     state_type = RNNState
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 weight_drop: float = 0.0):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias)
+        super().__init__(input_size, hidden_size, bias, weight_drop)
 
     def step(self, gx: Tensor, gh: Tensor, state: RNNState):  # gx, gh (B, H)
         pre = gx + gh
