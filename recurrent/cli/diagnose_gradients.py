@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     for spectrum in recurrent_spectra(layer):
         print(spectrum)
     if args.cell != "rnn":
+        saturation = gate_saturation(layer, x)
         for l in range(args.num_layers):
-            stats = [s for s in gate_saturation(layer, x) if s.layer == l]
+            stats = [s for s in saturation if s.layer == l]
             gates = ", ".join(f"{s.gate} {s.low:.1%} low / {s.high:.1%} high" for s in stats)
             print(f"layer {l}: gate saturation (sigmoid < 0.05 / > 0.95): {gates}")
     if args.out:

@@ -44,7 +44,7 @@ def step_states(layer: Recurrent, x: Tensor, state: NamedTuple | None = None) ->
     inp = x.unbind(1)  # T x (B, I)
     hs = []
     for l, (cell,) in enumerate(layer.cells):
-        s = layer.state_type(*(field[l, 0] for field in state))  # this layer's initial state, (B, H) fields
+        s = layer.state_type(*(f[l, 0] for f in state))  # this layer's initial state, (B, H) fields
         outs = []
         for t in range(T):
             s = cell(inp[t], s)
