@@ -1,0 +1,138 @@
+"""A recurrent language model: embedding -> stacked RNN -> decoder.
+
+Zaremba et al. 2014 ("Recurrent neural network regularization") with the AWD-LSTM
+regularisers of Merity et al. 2017 as options. Key: B batch, T time, V vocab,
+E embedding size, H hidden size, L layers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import recurrent as rc
+from recurrent.regularizers import embedding_dropout, locked_dropout
+from recurrent.sampling import sample_next
+
+LAYERS = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}
+
+
+@dataclass
+class LMConfig:
+    vocab_size: int = 0  # V: taken from the data's vocabulary
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell", "choices": sorted(LAYERS)})
+    embedding_size: int = 0  # E; 0 means E = hidden_size
+    hidden_size: int = 512  # H
+    num_layers: int = 2  # L
+    tie_weights: bool = False  # decoder shares the embedding matrix (Press & Wolf 2017); last layer has size E
+    dropout: float = 0.0  # locked dropout on the last layer's output
+    dropout_input: float = 0.0  # locked dropout on the embeddings (AWD-LSTM's dropouti)
+    dropout_hidden: float = 0.0  # locked dropout between layers (dropouth)
+    dropout_embedding: float = 0.0  # drop whole words from the embedding matrix (dropoute)
+    weight_drop: float = 0.0  # DropConnect on every W_hh (wdrop)
+    init_range: float = 0.0  # > 0: every parameter uniform(-r, r), as Zaremba et al.; 0: torch's defaults
+    backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
+
+
+class LMOutput(NamedTuple):
+    logits: Tensor  # (B, T, V)
+    loss: Tensor | None  # mean cross-entropy in nats per token, when targets are given
+    state: tuple  # one layer state per layer, e.g. LSTMState(h, c) with fields (1, 1, B, H)
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        if config.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {config.vocab_size}")
+        if config.cell not in LAYERS:
+            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {config.cell!r}")
+        self.config = config
+        E = config.embedding_size or config.hidden_size
+        L, H = config.num_layers, config.hidden_size
+        sizes = [E] + [H] * (L - 1) + [E if config.tie_weights else H]  # layer l maps sizes[l] -> sizes[l+1]
+        self.embedding = nn.Embedding(config.vocab_size, E)
+        self.layers = nn.ModuleList(
+            LAYERS[config.cell](sizes[l], sizes[l + 1], weight_drop=config.weight_drop, backend=config.backend)
+            for l in range(L)
+        )
+        self.decoder = nn.Linear(sizes[-1], config.vocab_size)
+        if config.init_range > 0:
+            for p in self.parameters():
+                nn.init.uniform_(p, -config.init_range, config.init_range)
+        if config.tie_weights:
+            self.decoder.weight = self.embedding.weight  # (V, E), one parameter
+
+    def forward(self, tokens: Tensor, state: tuple | None = None, targets: Tensor | None = None) -> LMOutput:
+        """tokens (B, T) -> logits (B, T, V); `state` carries over from the previous window (truncated BPTT)."""
+        cfg, training = self.config, self.training
+        x = embedding_dropout(self.embedding.weight, tokens, cfg.dropout_embedding, training)  # (B, T, E)
+        x = locked_dropout(x, cfg.dropout_input, training)
+        new_state = []
+        for l, layer in enumerate(self.layers):
+            x, s = layer(x, None if state is None else state[l])  # (B, T, sizes[l+1])
+            new_state.append(s)
+            x = locked_dropout(x, cfg.dropout if l == len(self.layers) - 1 else cfg.dropout_hidden, training)
+        logits = self.decoder(x)  # (B, T, V)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return LMOutput(logits, loss, tuple(new_state))
+
+    @torch.inference_mode()
+    def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 greedy: bool = False, generator: torch.Generator | None = None) -> Iterator[int]:
+        """Yield `length` token ids continuing `prime` (P,), one at a time, as they are sampled.
+
+        The prime runs through the layers in one pass; then each new token steps the cells directly.
+        """
+        if prime.numel() == 0:
+            raise ValueError("prime must hold at least one token")
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(prime.view(1, -1))
+            stepper = Stepper(self)
+            logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
+            for _ in range(length):
+                token = sample_next(logits, temperature, top_k, top_p, greedy, generator)  # (1,)
+                yield int(token)
+                logits, states = stepper.step(token, states)
+        finally:
+            self.train(was_training)
+
+
+class Stepper:
+    """Runs a LanguageModel one token at a time by calling its cells directly: no unroll, no graph.
+
+    Layer 0's input projection U e_v + b of every vocabulary entry v is computed once, so each
+    token costs a table lookup there instead of a matrix-vector product.
+    """
+
+    def __init__(self, model: LanguageModel):
+        self.cells = [layer.cells[0][0] for layer in model.layers]
+        self.embedding, self.decoder = model.embedding, model.decoder
+        first = self.cells[0]
+        self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
+
+    @staticmethod
+    def from_layer_states(layer_states: tuple) -> list:
+        """Layer states with fields (1, 1, B, H) -> cell states with fields (B, H)."""
+        return [type(s)(*(f[0, 0] for f in s)) for s in layer_states]
+
+    def step(self, token: Tensor, states: list) -> tuple[Tensor, list]:
+        """token (B,) -> logits (B, V) for the next token, and the new cell states."""
+        x = self.embedding(token)  # (B, E)
+        new_states = []
+        for l, (cell, state) in enumerate(zip(self.cells, states)):
+            if not cell.has_step():
+                state = cell(x, state)
+            else:
+                gx = self.table[token] if l == 0 else cell.project_input(x.unsqueeze(0))[0]  # (B, G)
+                W, b_hh = cell.recurrence()
+                gh = None if W is None else F.linear(state.h, W, b_hh)
+                state = cell.step(gx, gh, state, *cell.extra_params())[0]
+            new_states.append(state)
+            x = state.h
+        return self.decoder(x), new_states

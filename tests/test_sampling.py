@@ -1,0 +1,49 @@
+"""Sampling never leaves the allowed set; the allowed set is checked against brute force."""
+import itertools
+
+import pytest
+import torch
+
+from recurrent.sampling import filter_logits, sample_next
+
+
+def nucleus_brute_force(probs: list[float], p: float) -> set[int]:
+    """The smallest set of top tokens whose probability reaches p (ties broken by index order of sort)."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    for k in range(1, len(probs) + 1):
+        if sum(probs[i] for i in order[:k]) >= p - 1e-12:
+            return set(order[:k])
+    return set(order)
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.5, 0.8, 0.95])
+def test_top_p_keeps_exactly_the_nucleus(top_p):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(1, 7, generator=gen) * 2
+        kept = set(torch.isfinite(filter_logits(logits, top_p=top_p))[0].nonzero().flatten().tolist())
+        assert kept == nucleus_brute_force(logits.softmax(-1)[0].tolist(), top_p)
+
+
+@pytest.mark.parametrize("top_k,top_p", list(itertools.product([1, 2, 5], [1.0, 0.6])))
+def test_samples_stay_inside_the_allowed_set(top_k, top_p):
+    logits = torch.randn(4, 9, generator=torch.Generator().manual_seed(1))
+    allowed = torch.isfinite(filter_logits(logits / 2.0, top_k, top_p))  # the nucleus is taken after temperature
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(200):
+        token = sample_next(logits, temperature=2.0, top_k=top_k, top_p=top_p, generator=gen)
+        assert allowed[torch.arange(4), token].all()
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
+    assert torch.isfinite(filter_logits(logits, top_k=2)).tolist() == [[False, True, False, True, False]]
+
+
+def test_greedy_and_bad_values():
+    logits = torch.tensor([[0.1, 3.0, -1.0]])
+    assert sample_next(logits, greedy=True).tolist() == [1]
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        sample_next(logits, temperature=0)
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        filter_logits(logits, top_p=1.5)
