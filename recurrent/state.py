@@ -30,9 +30,15 @@ class LSTMState(NamedTuple):
     c: Tensor
 
 
-def detach(state: NamedTuple) -> NamedTuple:
-    """Cut the graph behind a state (truncated BPTT): same values, no history."""
-    return type(state)(*(s.detach() for s in state))
+def detach(state):
+    """Cut the graph behind a state (truncated BPTT): same values, no history.
+
+    Works on a layer's state and on nested ones, such as a model's tuple of layer states; None stays None.
+    """
+    if state is None or isinstance(state, Tensor):
+        return None if state is None else state.detach()
+    parts = [detach(s) for s in state]
+    return type(state)(*parts) if hasattr(state, "_fields") else type(state)(parts)
 
 
 def to_torch_state(state: NamedTuple):

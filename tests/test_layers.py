@@ -367,3 +367,14 @@ def test_torch_state_layout_round_trip():
     back = from_torch_state((flat_h, flat_c), rc.LSTMState, 2)
     assert torch.equal(back.h, h) and torch.equal(back.c, c)
     assert torch.equal(from_torch_state(to_torch_state(rc.RNNState(h)), rc.RNNState, 2).h, h)
+
+
+def test_detach_cuts_the_graph_of_nested_states():
+    lstm, gru = rc.LSTM(3, 4), rc.GRU(3, 4)
+    x = torch.randn(2, 5, 3)
+    states = (lstm(x)[1], gru(x)[1])  # a model's tuple of layer states
+    cut = rc.detach(states)
+    assert type(cut) is tuple and type(cut[0]) is rc.LSTMState and type(cut[1]) is rc.RNNState
+    for before, after in zip([*states[0], *states[1]], [*cut[0], *cut[1]]):
+        assert before.grad_fn is not None and after.grad_fn is None and torch.equal(before, after)
+    assert rc.detach(None) is None
