@@ -41,7 +41,7 @@ def batchify(ids: Tensor, batch_size: int) -> Tensor:
 
 def bptt_batches(streams: Tensor, bptt: int, random_length: bool = False,
                  generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-    """Consecutive windows (x, y) over the streams, each (B, t), with y the next token of x: y = streams[:, i+1 : i+1+t].
+    """Consecutive windows over the streams: x = streams[:, i : i+t] and y = streams[:, i+1 : i+1+t], each (B, t).
 
     Fixed length: t = bptt, and the last window is shorter if the streams run out.
 
