@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tomllib
 import typing
 
@@ -82,5 +83,7 @@ def _read_toml(path) -> dict:
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     run_dir = train_lm(config)
-    print(f"run folder: {run_dir} (model.safetensors, metrics.jsonl, loss.png, config.json)")
+    best = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["metrics"]
+    print(f"best valid loss {best['val_loss']:.4f} nats/token at step {best['step']}; run folder: {run_dir} "
+          f"(model.safetensors, metrics.jsonl, loss.png, config.json)")
     return 0

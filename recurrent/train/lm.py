@@ -224,7 +224,8 @@ def train_lm(config: TrainLMConfig) -> Path:
 
     if evaluated_at != pos.step:
         val = validate_and_keep_best()
-        append_metrics(metrics_path, {"step": pos.step, "epoch": min(pos.epoch, config.epochs), "lr": optimizer.param_groups[0]["lr"],
+        append_metrics(metrics_path, {"step": pos.step, "epoch": min(pos.epoch, config.epochs),
+                                      "lr": optimizer.param_groups[0]["lr"],
                                       "train_loss": log_loss / log_steps if log_steps else None, "val_loss": val,
                                       "tok_s": None, "clip_fraction": clip.fraction(last=log_steps or None)})
     _save_last(run_dir, model, optimizer, schedule, clip, pos, state, checkpoint_meta())
@@ -285,9 +286,10 @@ def _restore(resumed, model, optimizer, schedule: Schedule, clip: ClipStats):
     schedule.load_state_dict(meta["schedule"])
     clip.load_state_dict(meta["clip"])
     state = None
-    if meta["state"] is not None:
-        state = tuple(getattr(rc_state, name)(*(tensors[f"state.{l}.{i}"] for i in range(len(getattr(rc_state, name)._fields))))
-                      for l, name in enumerate(meta["state"]))
+    if meta["state"] is not None:  # the hidden state carried into the next window, one named state per layer
+        types = [getattr(rc_state, name) for name in meta["state"]]  # LSTMState or RNNState
+        state = tuple(kind(*(tensors[f"state.{l}.{i}"] for i in range(len(kind._fields))))
+                      for l, kind in enumerate(types))
     return Position(**meta["position"]), state
 
 

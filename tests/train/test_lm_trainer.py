@@ -140,3 +140,11 @@ def test_clip_stats_count_clipped_steps_and_keep_pre_clip_norms():
         stats.clip([p])
     assert stats.norms == pytest.approx([5.0, 0.5]) and stats.clipped == 1 and stats.fraction() == 0.5
     assert p.grad.norm() == pytest.approx(0.5)
+
+
+def test_word_level_run_reports_perplexity(corpus, tmp_path):
+    run = train_lm(tiny(corpus, tmp_path / "words", level="word", bptt=4, batch_size=4, max_steps=2))
+    model, vocab = load_lm(run)
+    assert vocab.level == "word" and "<eos>" in vocab.stoi
+    score = evaluate_lm(model, vocab, "the cat sat on a mat\n" * 5)
+    assert str(score) == f"perplexity {math.exp(score.nats_per_token):.1f}"
