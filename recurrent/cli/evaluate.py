@@ -1,31 +1,32 @@
-"""`recurrent evaluate RUN --data FILE`: score a text with a trained language model.
+"""`recurrent evaluate RUN ...`: score a trained model; what is measured depends on the run's task.
 
-Prints `test bits/char 1.912` for a char-level model and `test perplexity 114.2` for a word-level one.
+    language model   --data FILE          test bits/char 1.912  |  test perplexity 114.2
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from recurrent.data import read_text
 from recurrent.errors import UserError
-from recurrent.train.lm import evaluate_lm, load_lm
+from recurrent.runs import read_task
+
+# a run folder's task (config.json "task") -> the module whose `evaluate(args)` scores it
+EVALUATORS = {"lm": "recurrent.cli.evaluate_lm"}
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="bits/char or perplexity of a trained language model on a text",
+    p = subparsers.add_parser("evaluate", help="score a trained model (bits/char, perplexity, ...)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train lm`")
-    p.add_argument("--data", required=True, help="a UTF-8 text file (or directory) to score")
-    p.add_argument("--batch-size", type=int, default=10, help="parallel streams; the state is carried along each")
-    p.add_argument("--bptt", type=int, default=64, help="window length (memory only: the state is carried)")
-    p.add_argument("--name", default="test", help="label printed before the metric")
+    p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train ...`")
+    p.add_argument("--data", help="the text / labelled file to score")
+    p.add_argument("--batch-size", type=int, default=10, help="sequences per batch (LM: parallel streams)")
+    p.add_argument("--bptt", type=int, default=64, help="LM: window length (memory only: the state is carried)")
+    p.add_argument("--name", default="test", help="label printed before each metric")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.bptt < 1:
-        raise UserError(f"--batch-size and --bptt must be >= 1, got {args.batch_size} and {args.bptt}")
-    model, vocab = load_lm(args.run)
-    score = evaluate_lm(model, vocab, read_text(args.data), args.batch_size, args.bptt)
-    print(f"{args.name} {score}")
-    return 0
+    task = read_task(args.run)
+    if task not in EVALUATORS:
+        raise UserError(f"cannot evaluate a run of task {task!r}; known tasks: {sorted(EVALUATORS)}")
+    return importlib.import_module(EVALUATORS[task]).evaluate(args)

@@ -161,7 +161,7 @@ def train_lm(config: TrainLMConfig) -> Path:
         pos, state = _restore(resumed, model, optimizer, schedule, clip)
     else:
         metrics_path.write_text("")
-    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    (run_dir / "config.json").write_text(json.dumps({"task": "lm", **asdict(config)}, indent=2) + "\n")
 
     def checkpoint_meta() -> dict:
         return {"model": asdict(model_config), "vocab": vocab.to_dict(), "trainer": asdict(config),
