@@ -169,9 +169,11 @@ def summary_lines(profile: GradientProfile, verdicts: list[LayerVerdict]) -> lis
     """One line per layer: `layer 0: vanishing  rate 0.912/step (slope -0.092) ...`."""
     lines = []
     for v, norms in zip(verdicts, profile.last):
+        zeros = int((norms == 0).sum())
         lines.append(f"layer {v.layer}: {v.verdict:<9}  rate {v.rate:.4g}/step (slope {v.slope:+.4f} ln/step), "
                      f"fitted ratio {v.ratio:.2e} over {v.horizon} steps; "
-                     f"measured |dL/dh| lag 0 {norms[0]:.2e}, lag {v.horizon} {norms[-1]:.2e}")
+                     f"measured |dL/dh| lag 0 {norms[0]:.2e}, lag {v.horizon} {norms[-1]:.2e}"
+                     + (f"; {zeros} lags underflowed to 0 (fit over the rest)" if zeros else ""))
     return lines
 
 
