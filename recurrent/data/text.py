@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recurrent.data.stdlib import stdlib_text
 from recurrent.errors import UserError
 
 UNK, EOS = "<unk>", "<eos>"
@@ -83,18 +84,21 @@ class Corpus:
 
 def load_corpus(data=None, train=None, valid=None, test=None, valid_fraction: float = 0.1) -> Corpus:
     """Either `data` (a file or directory, split into train and valid) or explicit `train` and `valid` files
-    (and optionally `test`).
+    (and optionally `test`). With none of them: the Python standard library's source (`stdlib_text`).
 
     With `data`, the last `valid_fraction` of the text becomes valid, as in nanoGPT. nanoGPT cuts at exactly
     that character; we move the cut forward to the next line start (when there is one), so no word or
     sentence is cut in two: the split is the same for char and word level, and valid begins with a whole line.
     """
-    if data is not None:
+    if data is None and all(f is None for f in (train, valid, test)):  # the embedded default
+        data, text = "the Python standard library", stdlib_text()
+    elif data is not None:
         if any(f is not None for f in (train, valid, test)):
             raise UserError("give either data (split into train and valid) or train/valid/test files, not both")
+        text = read_text(data)
+    if data is not None:
         if not 0.0 < valid_fraction < 1.0:
             raise UserError(f"valid_fraction must be in (0, 1), got {valid_fraction!r}")
-        text = read_text(data)
         cut = _split_point(text, valid_fraction)
         if not 0 < cut < len(text):
             raise UserError(f"{data}: {len(text)} characters are too few to split off a valid_fraction of "

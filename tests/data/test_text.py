@@ -104,7 +104,6 @@ def test_load_corpus_explicit_files(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "no train and valid file"),
     ({"train": "t.txt"}, "no valid file"),
     ({"data": "d.txt", "valid": "v.txt"}, "not both"),
     ({"data": "d.txt", "valid_fraction": 1.0}, "valid_fraction must be in (0, 1), got 1.0"),
