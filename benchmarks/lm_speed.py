@@ -1,0 +1,108 @@
+"""Language-model speed against torch.nn, measured in one run (the LM issue's speed targets).
+
+1. Training tok/s (forward + backward + AdamW step) of the 2x512 char LSTM LM, B=32 T=128:
+   ours fp32, ours bf16 (autocast; AMX on Sapphire Rapids), and the same model built from
+   torch.nn.Embedding/LSTM/Linear in fp32 (the peer). Target: bf16 >= 1.8x the peer.
+2. Generation tok/s at batch 1: our `LanguageModel.generate` (cells stepped directly, layer-0
+   projection table) against stepping torch.nn.LSTM one token at a time. Target: >= 15x.
+
+Rounds are interleaved and medians taken, since this machine is shared and noisy.
+
+    python benchmarks/lm_speed.py [--rounds 5] [--tokens 300]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from recurrent.models import LanguageModel, LMConfig
+
+V, E, H, L, B, T = 65, 512, 512, 2, 32, 128  # tinyshakespeare-sized vocabulary
+
+
+class TorchLM(nn.Module):
+    """The peer: the same model from torch.nn parts, with our model's weights."""
+
+    def __init__(self, ours: LanguageModel):
+        super().__init__()
+        self.embedding, self.decoder = ours.embedding, ours.decoder  # shared modules: identical weights
+        self.lstm = nn.LSTM(E, H, L, batch_first=True)
+        for l, layer in enumerate(ours.layers):
+            for name, p in layer.to_torch().named_parameters():  # weight_ih_l0 -> weight_ih_l{l}
+                getattr(self.lstm, name.replace("_l0", f"_l{l}")).data.copy_(p)
+
+    def forward(self, tokens, state=None):
+        out, state = self.lstm(self.embedding(tokens), state)
+        return self.decoder(out), state
+
+
+def train_step(model, opt, x, y, bf16=False) -> float:
+    start = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(x)[0] if isinstance(model, TorchLM) else model(x).logits
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def torch_generate(model: TorchLM, prime, n, gen):
+    logits, state = model(prime.view(1, -1))
+    logits = logits[:, -1]
+    for _ in range(n):
+        token = torch.multinomial(logits.softmax(-1), 1, generator=gen)  # (1, 1)
+        logits, state = model(token, state)  # one token through nn.LSTM
+        logits = logits[:, -1]
+
+
+def timed(f) -> float:
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=300, help="tokens generated per generation round")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    ours = LanguageModel(LMConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L))
+    peer = TorchLM(ours)
+    x, y = torch.randint(V, (B, T)), torch.randint(V, (B, T))
+    runs = {"torch.nn fp32": (peer, False), "recurrent fp32": (ours, False), "recurrent bf16": (ours, True)}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in runs.items()}
+    train = {k: [] for k in runs}
+    for k, (m, bf16) in runs.items():
+        train_step(m, opts[k], x, y, bf16)  # warm-up
+    for _ in range(args.rounds):
+        for k, (m, bf16) in runs.items():
+            train[k].append(train_step(m, opts[k], x, y, bf16))
+
+    ours.eval(), peer.eval()
+    prime, n = torch.tensor([1, 2, 3]), args.tokens
+    gen = {"torch.nn.LSTM stepped": [], "recurrent generate": []}
+    for _ in range(args.rounds):
+        gen["torch.nn.LSTM stepped"].append(timed(lambda: torch_generate(peer, prime, n, torch.Generator())))
+        gen["recurrent generate"].append(timed(lambda: list(ours.generate(prime, n, generator=torch.Generator()))))
+
+    print(f"training: 2x{H} LSTM LM, V={V}, B={B} T={T}, AdamW; {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("| implementation | ms / step | tok/s | × torch.nn fp32 |\n|---|---:|---:|---:|")
+    ref = statistics.median(train["torch.nn fp32"])
+    for k, ts in train.items():
+        s = statistics.median(ts)
+        print(f"| {k} | {s * 1e3:.0f} | {B * T / s:,.0f} | {ref / s:.2f} |")
+    print(f"\ngeneration: batch 1, {n} tokens per round after a 3-token prime")
+    print("| implementation | ms / token | tok/s | × torch.nn.LSTM stepped |\n|---|---:|---:|---:|")
+    ref = statistics.median(gen["torch.nn.LSTM stepped"])
+    for k, ts in gen.items():
+        s = statistics.median(ts)
+        print(f"| {k} | {s / n * 1e3:.2f} | {n / s:,.0f} | {ref / s:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Penn Treebank word-level LM: test perplexity of the published configurations.
+
+    python benchmarks/ptb.py --config zaremba-small     # Zaremba et al. 2014 small: 2x200, no dropout,
+                                                        # 13 epochs, SGD lr 1 halved from epoch 5, clip 5,
+                                                        # batch 20, BPTT 20. Paper: 114.5 test. Target <= 115.
+    python benchmarks/ptb.py --config tied-variational  # 2x200, variational dropout, tied weights. Target <= 90
+                                                        # within 60 minutes of CPU time.
+"""
+import argparse
+import time
+from pathlib import Path
+
+from recurrent.data import read_text
+from recurrent.models import LMConfig
+from recurrent.train import TrainLMConfig, train_lm
+from recurrent.train.lm import evaluate_lm, load_lm
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb"
+
+CONFIGS = {
+    "zaremba-small": dict(
+        trainer=dict(batch_size=20, bptt=20, optimizer="sgd", lr=1.0, schedule="zaremba", decay_start_epoch=4,
+                     clip=5.0, epochs=13),
+        model=dict(cell="lstm", hidden_size=200, num_layers=2, init_range=0.1)),
+    "tied-variational": dict(
+        trainer=dict(batch_size=20, bptt=35, optimizer="sgd", lr=20.0, schedule="plateau", clip=0.25, epochs=40,
+                     max_time=3600.0),
+        model=dict(cell="lstm", hidden_size=200, num_layers=2, tie_weights=True, dropout=0.4,
+                   dropout_input=0.4, dropout_hidden=0.25, dropout_embedding=0.1, weight_drop=0.3)),
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="zaremba-small")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--max-time", type=float, default=0.0, help="override the config's time budget (seconds)")
+    p.add_argument("--out", default="runs/bench-ptb")
+    args = p.parse_args()
+    files = {split: Path(args.data) / f"ptb.{split}.txt" for split in ("train", "valid", "test")}
+    if not all(f.is_file() for f in files.values()):
+        raise SystemExit(f"{args.data} lacks ptb.train/valid/test.txt: the benchmark needs ../shared/data/ptb")
+    spec = CONFIGS[args.config]
+    trainer = dict(spec["trainer"], **({"max_time": args.max_time} if args.max_time else {}))
+    config = TrainLMConfig(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]),
+                           level="word", out=f"{args.out}-{args.config}", eval_every=10**9, progress=False,
+                           model=LMConfig(**spec["model"]), **trainer)
+    start = time.monotonic()
+    run_dir = train_lm(config)
+    train_wall = time.monotonic() - start
+    model, vocab = load_lm(run_dir)
+    valid = evaluate_lm(model, vocab, read_text(files["valid"]), batch_size=1, bptt=100)
+    test = evaluate_lm(model, vocab, read_text(files["test"]), batch_size=1, bptt=100)
+    print("| config | valid perplexity | test perplexity | training wall (s) |\n|---|---:|---:|---:|")
+    print(f"| {args.config} | {valid.perplexity:.1f} | {test.perplexity:.1f} | {train_wall:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
