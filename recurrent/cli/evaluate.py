@@ -11,7 +11,8 @@ from recurrent.errors import UserError
 from recurrent.runs import read_task
 
 # a run folder's task (config.json "task") -> the module whose `evaluate(args)` scores it
-EVALUATORS = {"lm": "recurrent.cli.evaluate_lm"}
+EVALUATORS = {"lm": "recurrent.cli.evaluate_lm", "classify": "recurrent.cli.evaluate_classify",
+              "tag": "recurrent.cli.evaluate_tag"}
 
 
 def register(subparsers) -> None:

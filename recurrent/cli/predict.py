@@ -1,0 +1,47 @@
+"""`recurrent predict RUN`: label or tag sentences read from stdin, one per line, tokens separated by spaces.
+
+    recurrent predict runs/sent < sentences.txt     # classifier: one label per line
+    recurrent predict runs/ner < sentences.txt      # tagger: token/TAG pairs, e.g. "EU/B-ORG rejects/O"
+
+One output line per input line, in order; an empty input line gives an empty output line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recurrent.errors import UserError
+from recurrent.runs import read_task
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="label (classifier) or tag (tagger) sentences from stdin",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train classify|tag`")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    task = read_task(args.run)
+    if task not in ("classify", "tag"):
+        raise UserError(f"predict works on classify and tag runs; {args.run} is a {task!r} run")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        lines = sys.stdin.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"stdin is not UTF-8: {e}") from None
+    sentences = [line.split() for line in lines]
+    kept = [s for s in sentences if s]
+    if task == "classify":
+        from recurrent.train.classify import load_classifier
+        outputs = iter(load_classifier(args.run).predict(kept, args.batch_size) if kept else [])
+        for s in sentences:
+            print(next(outputs) if s else "")
+    else:
+        from recurrent.train.tag import load_tagger
+        outputs = iter(load_tagger(args.run).predict(kept, args.batch_size) if kept else [])
+        for s in sentences:
+            print(" ".join(f"{w}/{t}" for w, t in zip(s, next(outputs))) if s else "")
+    return 0

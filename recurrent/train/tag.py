@@ -1,0 +1,246 @@
+"""Train and use a sequence tagger (one tag per token): NER, POS tagging, chunking.
+
+    run_dir = train_tag(TrainTagConfig(train="eng.train", valid="eng.testa", out="runs/ner",
+                                       model=TaggerConfig(crf=True, char_encoder="lstm")))
+    tagger = load_tagger(run_dir)
+    tagger.predict([["EU", "rejects", "German", "call"]])     # [["B-ORG", "O", "B-MISC", "O"]]
+    print(evaluate_tagger(tagger, "eng.testb"))              # F1 per type, token accuracy, confusion matrix
+
+Tag schemes: with scheme "auto" (the default), tags that are all O / B-X / I-X are converted from IOB1 to BIO
+(`to_bio`; BIO input is unchanged), so CoNLL-2003 files need no preprocessing. Entity F1 is seqeval's default
+mode, which chunks as the official conlleval script does. The dev metric for early stopping is entity F1 for
+BIO tags, token accuracy otherwise (POS). A tag in an evaluation file that training never saw is an error
+naming file:line.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from seqeval.metrics import classification_report
+
+from recurrent.data.buckets import bucket_batches, pad
+from recurrent.data.labelled import CONLLU_FIELDS, Read, is_iob, read_conll, read_conllu, to_bio
+from recurrent.embeddings import load_embeddings
+from recurrent.errors import UserError
+from recurrent.models.tagger import SequenceTagger, TaggerConfig
+from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
+                                        format_confusion, load_run, log, lookup, seed_everything)
+
+FORMATS = ("conll", "conllu")
+SCHEMES = ("auto", "none")
+MAX_WORD_CHARS = 30  # longer words keep their first 30 characters for the char encoder
+
+
+@dataclass
+class TrainTagConfig(SupervisedConfig):
+    out: str = "runs/tag"
+    format: str = dataclasses.field(default="conll", metadata={"help": f"one of {FORMATS}"})
+    column: int = -1  # conll: 0-based tag column (default: the last)
+    field: str = dataclasses.field(  # named as the --field flag, so dataclasses.field is spelled out
+        default="upos", metadata={"help": f"conllu: the tag field, one of {CONLLU_FIELDS}"})
+    scheme: str = dataclasses.field(default="auto", metadata={"help": "auto: IOB1 -> BIO when tags are O/B-X/I-X; none"})
+    model: TaggerConfig = dataclasses.field(default_factory=TaggerConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.format not in FORMATS:
+            raise UserError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.scheme not in SCHEMES:
+            raise UserError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+
+
+def read_tagged(path, config: TrainTagConfig) -> Read:
+    if config.format == "conllu":
+        read = read_conllu(path, config.field)
+    else:
+        read = read_conll(path, config.column)
+    if read.skipped:
+        log(f"{path}: skipped {read.skipped} empty sentences")
+    if config.scheme == "auto" and is_iob(t for ex in read.examples for t in ex.label):
+        read = Read([ex._replace(label=to_bio(ex.label)) for ex in read.examples], read.skipped)
+    return read
+
+
+class Batch(NamedTuple):
+    words: torch.Tensor  # (B, T)
+    lengths: torch.Tensor  # (B,)
+    chars: torch.Tensor  # (B, T, C)
+    char_lengths: torch.Tensor  # (B, T), 0 on padding
+
+
+@dataclass
+class Tagger:
+    """A trained model with its vocabularies: what predict and evaluate need."""
+
+    model: SequenceTagger
+    words: list[str]
+    chars: list[str]
+    tags: list[str]
+    config: dict  # the trainer config it was trained with
+
+    def __post_init__(self):
+        self.word_index, self.char_index = lookup(self.words), lookup(self.chars)
+
+    def encode(self, tokens: list[str]) -> tuple[list[int], list[list[int]]]:
+        """(word ids, char ids per word)."""
+        unk, lower = self.word_index[UNK], self.config["lowercase"]
+        words = [self.word_index.get(t.lower() if lower else t, unk) for t in tokens]
+        chars = [[self.char_index.get(c, 1) for c in t[:MAX_WORD_CHARS]] for t in tokens]
+        return words, chars
+
+    def batch(self, encoded: list[tuple[list[int], list[list[int]]]]) -> Batch:
+        words, lengths = pad([w for w, _ in encoded])
+        B, T = words.shape
+        C = max(len(c) for _, cs in encoded for c in cs)
+        chars = torch.zeros(B, T, C, dtype=torch.long)
+        char_lengths = torch.zeros(B, T, dtype=torch.long)
+        for b, (_, cs) in enumerate(encoded):
+            for t, c in enumerate(cs):
+                chars[b, t, :len(c)] = torch.tensor(c)
+                char_lengths[b, t] = len(c)
+        return Batch(words, lengths, chars, char_lengths)
+
+    @torch.no_grad()
+    def predict_ids(self, encoded: list, batch_size: int = 64) -> list[list[int]]:
+        self.model.eval()
+        out = [None] * len(encoded)
+        for indices in bucket_batches([len(w) for w, _ in encoded], batch_size):
+            batch = self.batch([encoded[i] for i in indices])
+            emissions = self.model(*batch).emissions
+            for i, path in zip(indices, self.model.decode(emissions, batch.lengths)):
+                out[i] = path
+        return out
+
+    def predict(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
+        """One tag per token of each sentence (each a non-empty token list), in order."""
+        ids = self.predict_ids([self.encode(s) for s in sentences], batch_size)
+        return [[self.tags[i] for i in path] for path in ids]
+
+
+def encode_tags(read: Read, tags: list[str], path) -> list[list[int]]:
+    index = lookup(tags)
+    out = []
+    for ex in read.examples:
+        unknown = [t for t in ex.label if t not in index]
+        if unknown:
+            raise UserError(f"{path}:{ex.line}: tag {unknown[0]!r} never appears in training; known tags: {tags}")
+        out.append([index[t] for t in ex.label])
+    return out
+
+
+def train_tag(config: TrainTagConfig) -> Path:
+    config.validate()
+    seed_everything(config.seed)
+    train, valid = read_tagged(config.train, config), read_tagged(config.valid, config)
+    norm = (lambda t: t.lower()) if config.lowercase else (lambda t: t)
+    words = build_index(([norm(t) for t in ex.tokens] for ex in train.examples), config.min_freq)
+    chars = build_index((c for t in ex.tokens for c in t) for ex in train.examples)
+    tags = build_index((ex.label for ex in train.examples), specials=())
+    model_config = dataclasses.replace(config.model, vocab_size=len(words), num_chars=len(chars),
+                                       num_tags=len(tags))
+    try:
+        model = SequenceTagger(model_config, tags)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if config.embeddings:
+        weight, found = load_embeddings(config.embeddings, words, model.embedding.weight)
+        model.embedding.weight.data.copy_(weight)
+        log(f"{config.embeddings}: vectors for {found} of {len(words)} words")
+    tagger = Tagger(model, words, chars, tags, dataclasses.asdict(config))
+
+    def encode(read: Read, path) -> list:
+        return [(*tagger.encode(ex.tokens), y) for ex, y in zip(read.examples, encode_tags(read, tags, path))]
+
+    train_items, valid_items = encode(train, config.train), encode(valid, config.valid)
+
+    def collate(items) -> dict:
+        batch = tagger.batch([(w, c) for w, c, _ in items])
+        return {**batch._asdict(), "tags": pad([y for _, _, y in items])[0]}
+
+    def score(model, items) -> dict:
+        report = evaluate_items(tagger, items)
+        metric = report.f1 if report.f1 is not None else report.accuracy
+        return {"metric": metric, "val_loss": report.loss, "f1": report.f1, "token_accuracy": report.accuracy}
+
+    meta = {"model": dataclasses.asdict(model_config), "words": words, "chars": chars, "tags": tags}
+    return fit(config, "tag", model, train_items, [len(w) for w, _, _ in train_items], valid_items, collate,
+               score, meta)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------
+
+
+class TaggingReport(NamedTuple):
+    accuracy: float  # token accuracy
+    f1: float | None  # entity F1 (%), for BIO tags; None otherwise
+    per_type: dict[str, dict]  # BIO: type -> {"precision", "recall", "f1" (%), "support"}
+    loss: float  # mean loss per sentence (CRF: negative log-likelihood; softmax: cross-entropy per token)
+    confusion: list[list[int]]  # token level, [gold][predicted]
+    tags: list[str]
+
+    def __str__(self) -> str:
+        lines = []
+        if self.f1 is not None:
+            lines.append(f"F1 {self.f1:.1f}")
+            lines += [f"F1 {t} {s['f1']:.1f} (precision {s['precision']:.1f}, recall {s['recall']:.1f}, "
+                      f"support {s['support']})" for t, s in self.per_type.items()]
+        lines.append(f"token accuracy {self.accuracy:.3f}")
+        lines.append("confusion matrix (tokens; rows: gold, columns: predicted)")
+        lines.append(format_confusion(self.confusion, self.tags))
+        return "\n".join(lines)
+
+
+def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> tuple[float, dict[str, dict]]:
+    """Overall (micro) entity F1 in % and per-type scores, chunked as conlleval does (seqeval's default mode)."""
+    report = classification_report(gold, pred, output_dict=True, zero_division=0)
+    per_type = {t: {"precision": 100 * s["precision"], "recall": 100 * s["recall"], "f1": 100 * s["f1-score"],
+                    "support": int(s["support"])}
+                for t, s in report.items() if not t.endswith(" avg")}
+    return 100 * report["micro avg"]["f1-score"], per_type
+
+
+@torch.no_grad()
+def evaluate_items(tagger: Tagger, items: list, batch_size: int = 64) -> TaggingReport:
+    model = tagger.model
+    was_training = model.training
+    model.eval()
+    gold, pred, loss = [], [], 0.0
+    for indices in bucket_batches([len(w) for w, _, _ in items], batch_size):
+        batch = tagger.batch([items[i][:2] for i in indices])
+        target = pad([items[i][2] for i in indices])[0]
+        out = model(*batch, tags=target)
+        loss += out.loss.item() * len(indices)
+        pred += model.decode(out.emissions, batch.lengths)
+        gold += [items[i][2] for i in indices]
+    model.train(was_training)
+    flat_gold = [t for s in gold for t in s]
+    flat_pred = [t for s in pred for t in s]
+    accuracy = sum(g == p for g, p in zip(flat_gold, flat_pred)) / len(flat_gold)
+    f1, per_type = None, {}
+    if is_iob(tagger.tags):
+        f1, per_type = entity_scores([[tagger.tags[i] for i in s] for s in gold],
+                                     [[tagger.tags[i] for i in s] for s in pred])
+    confusion = confusion_matrix(flat_gold, flat_pred, len(tagger.tags))
+    return TaggingReport(accuracy, f1, per_type, loss / len(items), confusion, tagger.tags)
+
+
+def evaluate_tagger(tagger: Tagger, path, batch_size: int = 64) -> TaggingReport:
+    """Score a tagged file, read in the format the model was trained on."""
+    config = TrainTagConfig(**{k: v for k, v in tagger.config.items() if k != "model"})
+    read = read_tagged(path, config)
+    items = [(*tagger.encode(ex.tokens), y) for ex, y in zip(read.examples, encode_tags(read, tagger.tags, path))]
+    return evaluate_items(tagger, items, batch_size)
+
+
+def load_tagger(run_dir) -> Tagger:
+    tensors, meta = load_run(run_dir)
+    if "tags" not in meta or "words" not in meta:
+        raise UserError(f"{run_dir} does not hold a tagger checkpoint (no tags or words)")
+    model = SequenceTagger(TaggerConfig(**meta["model"]), meta["tags"])
+    model.load_state_dict(tensors)
+    model.eval()
+    return Tagger(model, meta["words"], meta["chars"], meta["tags"], meta["trainer"])
