@@ -125,9 +125,11 @@ def encode_tags(read: Read, tags: list[str], path) -> list[list[int]]:
     index = lookup(tags)
     out = []
     for ex in read.examples:
-        unknown = [t for t in ex.label if t not in index]
+        unknown = [(k, t) for k, t in enumerate(ex.label) if t not in index]
         if unknown:
-            raise UserError(f"{path}:{ex.line}: tag {unknown[0]!r} never appears in training; known tags: {tags}")
+            k, t = unknown[0]
+            raise UserError(f"{path}:{ex.line}: tag {t!r} (token {k + 1} of the sentence starting here, "
+                            f"{ex.tokens[k]!r}) never appears in training; known tags: {tags}")
         out.append([index[t] for t in ex.label])
     return out
 
