@@ -12,7 +12,7 @@ from recurrent.runs import read_task
 
 # a run folder's task (config.json "task") -> the module whose `evaluate(args)` scores it
 EVALUATORS = {"lm": "recurrent.cli.evaluate_lm", "classify": "recurrent.cli.evaluate_classify",
-              "tag": "recurrent.cli.evaluate_tag"}
+              "tag": "recurrent.cli.evaluate_tag", "translate": "recurrent.cli.evaluate_translate"}
 
 
 def register(subparsers) -> None:
@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=10, help="sequences per batch (LM: parallel streams)")
     p.add_argument("--bptt", type=int, default=64, help="LM: window length (memory only: the state is carried)")
     p.add_argument("--name", default="test", help="label printed before each metric")
+    p.add_argument("--src", help="translation: the source file to translate")
+    p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
+    p.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")
     p.set_defaults(func=run)
 
 

@@ -15,13 +15,14 @@ from recurrent.errors import UserError
 
 # Command groups (`recurrent train lm`, `recurrent bench memory`): group -> modules, each adding one sub-command.
 GROUPS = {
-    "train": ["recurrent.cli.train_lm", "recurrent.cli.train_classify", "recurrent.cli.train_tag"],
+    "train": ["recurrent.cli.train_lm", "recurrent.cli.train_classify", "recurrent.cli.train_tag",
+              "recurrent.cli.train_translate"],
     "diagnose": ["recurrent.cli.diagnose_gradients"],
     "bench": ["recurrent.cli.bench_throughput", "recurrent.cli.bench_memory"],
 }
 # Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
 SINGLE = {"generate": "recurrent.cli.generate", "evaluate": "recurrent.cli.evaluate",
-          "predict": "recurrent.cli.predict", "translate": None}
+          "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
