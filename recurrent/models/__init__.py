@@ -1,4 +1,8 @@
 """Task models built from recurrent layers."""
+from recurrent.models.classifier import ClassifierConfig, ClassifierOutput, SequenceClassifier
+from recurrent.models.crf import CRF
 from recurrent.models.lm import LanguageModel, LMConfig, LMOutput
+from recurrent.models.tagger import SequenceTagger, TaggerConfig, TaggerOutput
 
-__all__ = ["LanguageModel", "LMConfig", "LMOutput"]
+__all__ = ["LanguageModel", "LMConfig", "LMOutput", "SequenceClassifier", "ClassifierConfig", "ClassifierOutput",
+           "SequenceTagger", "TaggerConfig", "TaggerOutput", "CRF"]
