@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from recurrent.layers import Recurrent
 
@@ -34,23 +35,36 @@ StepLoss = Callable[[Tensor, int], Tensor]
 VERDICTS = ("vanishing", "healthy", "exploding")
 
 
-def step_states(layer: Recurrent, x: Tensor, state: NamedTuple | None = None) -> list[list[Tensor]]:
-    """Run `layer` one cell step at a time; hs[l][t] is layer l's h_t (B, H), each its own graph node."""
-    if layer.bidirectional:
-        raise ValueError("per-lag gradients need a unidirectional layer; got bidirectional=True "
-                         "(a backward direction's lag runs the other way in time)")
-    B, T = layer._check_input(x)
-    state = layer.initial_state(B, x) if state is None else layer._check_state(state, B)
+def step_states(layers: Recurrent | Sequence[Recurrent], x: Tensor, state=None) -> list[list[Tensor]]:
+    """Run the layers one cell step at a time; hs[l][t] is layer l's h_t (B, H), each its own graph node.
+
+    `layers` is one Recurrent (its stacked layers; `state` is its state) or a stack of them such as
+    `LanguageModel.layers` (`state` is then one state per Recurrent, as the model carries it). Either way
+    each layer reads the h_t of the layer below, and hs counts every layer of every Recurrent.
+    """
+    if isinstance(layers, Recurrent):
+        layers, state = [layers], [state]
+    elif state is None:
+        state = [None] * len(layers)
+    B, T = layers[0]._check_input(x)
     inp = x.unbind(1)  # T x (B, I)
     hs = []
-    for l, (cell,) in enumerate(layer.cells):
-        s = layer.state_type(*(f[l, 0] for f in state))  # this layer's initial state, (B, H) fields
-        outs = []
-        for t in range(T):
-            s = cell(inp[t], s)
-            outs.append(s.h)
-        hs.append(outs)
-        inp = outs  # the next layer reads this layer's h_t
+    for layer, layer_state in zip(layers, state, strict=True):
+        if layer.bidirectional:
+            raise ValueError("per-lag gradients need a unidirectional layer; got bidirectional=True "
+                             "(a backward direction's lag runs the other way in time)")
+        if inp[0].shape[-1] != layer.input_size:
+            raise ValueError(f"layer expects input_size={layer.input_size}, but the layer below gives "
+                             f"{inp[0].shape[-1]} features")
+        layer_state = layer.initial_state(B, x) if layer_state is None else layer._check_state(layer_state, B)
+        for l, (cell,) in enumerate(layer.cells):
+            s = layer.state_type(*(f[l, 0] for f in layer_state))  # this layer's initial state, (B, H) fields
+            outs = []
+            for t in range(T):
+                s = cell(inp[t], s)
+                outs.append(s.h)
+            hs.append(outs)
+            inp = outs  # the next layer reads this layer's h_t
     return hs
 
 
@@ -125,16 +139,18 @@ def judge(layer: int, norms: Tensor, vanish_below: float = 1e-3, explode_above: 
     return verdict
 
 
-def gradient_profile(layer: Recurrent, x: Tensor, loss_fn: StepLoss, n_targets: int = 4,
-                     state: NamedTuple | None = None) -> GradientProfile:
-    """Per-lag gradient norms of `layer` on x (B, T, I) for the loss `loss_fn(h_t, t)` at several steps.
+def gradient_profile(layers: Recurrent | Sequence[Recurrent], x: Tensor, loss_fn: StepLoss, n_targets: int = 4,
+                     state=None) -> GradientProfile:
+    """Per-lag gradient norms of `layers` on x (B, T, I) for the loss `loss_fn(h_t, t)` at several steps.
+
+    `layers` and `state` are as in `step_states`: one Recurrent, or a stack such as a language model's layers.
 
     For each target step t in `target_steps(T, n_targets)`, one `autograd.grad` of Σ_b ℓ_t[b] with
     respect to every h_k (k <= t) of every layer; row b of the result is ∂ℓ_t[b]/∂h_k[b] because the
     sequences of a batch do not interact. Norms are over H, then averaged over the batch.
     """
     with torch.enable_grad():
-        hs = step_states(layer, x, state)
+        hs = step_states(layers, x, state)
         L, T = len(hs), len(hs[0])
         targets = target_steps(T, n_targets)
         total = torch.zeros(L, T, dtype=torch.float64)
@@ -163,6 +179,15 @@ def linear_probe(hidden_size: int, seed: int = 0) -> StepLoss:
     v = torch.randn(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     v = v / v.norm()  # unit length in float64; cast to the states' dtype when used
     return lambda h, t: h @ v.to(h)
+
+
+def next_token_loss(decoder: nn.Module, targets: Tensor) -> StepLoss:
+    """ℓ_t = cross-entropy of a language model's next token: decoder(h_t) (B, V) against targets[:, t] (B, T).
+
+    With `LanguageModel.layers` as the layers and its embedded tokens as x, the per-lag norms are those of
+    the trained model's own loss.
+    """
+    return lambda h, t: F.cross_entropy(decoder(h), targets[:, t], reduction="none")
 
 
 def summary_lines(profile: GradientProfile, verdicts: list[LayerVerdict]) -> list[str]:

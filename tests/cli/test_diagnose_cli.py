@@ -1,5 +1,6 @@
-"""Smoke runs of `recurrent diagnose gradients` and `recurrent bench memory` at tiny sizes, through the real
-entry point (`recurrent.cli.main.main`), and the one-line exit-2 errors for bad flag values."""
+"""Smoke runs of `recurrent diagnose gradients` (a fresh layer, and a tiny trained LM run) and `recurrent bench
+memory` at tiny sizes, through the real entry point (`recurrent.cli.main.main`), and the one-line exit-2 errors for
+bad flag values."""
 from __future__ import annotations
 
 import re
@@ -13,6 +14,19 @@ from recurrent.cli.main import main
 
 VERDICT_LINE = re.compile(r"^layer (\d+): (vanishing|healthy|exploding) +rate ([\d.e+-]+)/step", re.M)
 PNG = b"\x89PNG\r\n\x1a\n"
+TEXT = "to be, or not to be: that is the question.\n" * 12
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A two-layer char LSTM trained for 2 steps, and its text."""
+    root = tmp_path_factory.mktemp("lm")
+    data = root / "text.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    code = main(["train", "lm", "--data", str(data), "--out", str(root / "run"), "--hidden-size", "8",
+                 "--num-layers", "2", "--batch-size", "2", "--bptt", "8", "--max-steps", "2", "--no-progress"])
+    assert code == 0
+    return root / "run", data
 
 
 def test_diagnose_gradients_prints_one_verdict_per_layer_and_plots(tmp_path, capsys):
@@ -36,6 +50,47 @@ def test_diagnose_gradients_verdict_follows_the_spectral_radius(capsys):
     (layer, verdict, rate), = VERDICT_LINE.findall(stdout)
     assert verdict == "vanishing" and float(rate) < 0.5
     assert "spectral radius of W_hh blocks: h 0.300" in stdout
+
+
+def test_diagnose_gradients_of_a_trained_run(lm_run, capsys):
+    run, data = lm_run
+    assert main(["diagnose", "gradients", str(run), "--data", str(data), "--seq-len", "12", "--batch-size", "3",
+                 "--warmup", "5"]) == 0
+    stdout = capsys.readouterr().out
+    assert [layer for layer, _, _ in VERDICT_LINE.findall(stdout)] == ["0", "1"], stdout
+    assert "lstm, 2 layer(s), hidden 8, char-level" in stdout and "3 windows of T=12 of " in stdout
+    assert "loss = next-token cross-entropy" in stdout
+    assert re.search(r"^layer 1: spectral radius of W_hh blocks: i ", stdout, re.M)
+    assert re.search(r"^layer 1: gate saturation", stdout, re.M)
+    assert (run / "gradients.png").read_bytes()[:8] == PNG  # the default --out with RUN
+
+
+def test_diagnose_gradients_of_a_trained_run_on_random_tokens(lm_run, tmp_path, capsys):
+    run, _ = lm_run
+    out = tmp_path / "g.png"
+    assert main(["diagnose", "gradients", str(run), "--seq-len", "6", "--batch-size", "2", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "2 windows of T=6 of random tokens after 100 warm-up tokens" in stdout
+    assert len(VERDICT_LINE.findall(stdout)) == 2 and out.read_bytes()[:8] == PNG
+
+
+def test_diagnose_gradients_run_errors(lm_run, tmp_path, capsys):
+    run, data = lm_run
+    (tmp_path / "tagger").mkdir()
+    (tmp_path / "tagger" / "config.json").write_text('{"task": "tag"}')
+    cases = [
+        ([str(run), "--cell", "gru"], "--cell describes a fresh layer; RUN brings its own trained layers"),
+        (["--data", str(data)], "--data needs a trained RUN folder"),
+        ([str(tmp_path / "nowhere")], "does not exist"),
+        ([str(tmp_path / "tagger")], "is a 'tag' run; diagnose gradients RUN needs a language model"),
+        ([str(run), "--data", str(data), "--seq-len", "1000"], "tokens; --warmup 100 + --seq-len 1000 + 1 needs 1101"),
+        ([str(run), "--data", str(tmp_path / "missing.txt")], "missing.txt: no such file or directory"),
+    ]
+    for argv, message in cases:
+        assert main(["diagnose", "gradients", *argv]) == 2
+        captured = capsys.readouterr()
+        lines = captured.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("recurrent: error: ") and message in lines[0], captured.err
 
 
 @pytest.mark.parametrize("task, baseline", [("adding", "0.1667"), ("copy", "0.6931")])  # copy: 10 ln 8 / 30

@@ -14,7 +14,8 @@ from torch import nn
 
 import recurrent as rc
 from recurrent.diagnostics.gradients import (GradientMonitor, fit_slope, gradient_profile, judge, linear_probe,
-                                             plot_profiles, step_states, target_steps)
+                                             next_token_loss, plot_profiles, step_states, target_steps)
+from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.tasks.memory import AddingTask, TrainConfig, train_memory
 
 LAYERS = {"rnn": (rc.RNN, nn.RNNCell), "lstm": (rc.LSTM, nn.LSTMCell), "gru": (rc.GRU, nn.GRUCell)}
@@ -140,6 +141,41 @@ def test_step_states_match_the_layer_forward():
     out, state = layer(x)
     torch.testing.assert_close(torch.stack(hs[-1], dim=1), out)  # (B, T, H)
     torch.testing.assert_close(torch.stack([h[-1] for h in hs]), state.h[:, 0])  # (L, B, H)
+
+
+def test_a_stack_of_layers_is_the_same_network_as_one_stacked_layer():
+    """LanguageModel.layers is a list of one-layer Recurrents: with the same weights and carried state it must
+    give what one two-layer Recurrent gives."""
+    stacked = rc.LSTM(3, 4, num_layers=2).double()
+    stack = [rc.LSTM(3, 4).double(), rc.LSTM(4, 4).double()]
+    for (cell,), single in zip(stacked.cells, stack):
+        single.cells[0][0].load_state_dict(cell.state_dict())
+    x = torch.randn(2, 7, 3, dtype=torch.float64)
+    state = rc.LSTMState(torch.randn(2, 1, 2, 4, dtype=torch.float64), torch.randn(2, 1, 2, 4, dtype=torch.float64))
+    per_layer = [rc.LSTMState(state.h[l : l + 1], state.c[l : l + 1]) for l in range(2)]  # fields (1, 1, B, H)
+    for a, b in zip(step_states(stacked, x, state), step_states(stack, x, per_layer)):
+        torch.testing.assert_close(torch.stack(a), torch.stack(b), rtol=0, atol=0)
+    v = torch.randn(4, dtype=torch.float64)
+    one = gradient_profile(stacked, x, lambda h, t: h @ v, n_targets=3, state=state)
+    two = gradient_profile(stack, x, lambda h, t: h @ v, n_targets=3, state=per_layer)
+    torch.testing.assert_close(one.last, two.last, rtol=0, atol=0)
+    torch.testing.assert_close(one.mean, two.mean, rtol=0, atol=0)
+
+
+def test_language_model_loss_norms_match_torch_nn_cells_with_probes():
+    """The LM's own loss (decoder + cross-entropy of the next token) through its trained-layer stack, against
+    torch.nn cells with copied weights and additive zero probes on every h_k."""
+    model = LanguageModel(LMConfig(vocab_size=7, cell="gru", hidden_size=5, embedding_size=3, num_layers=2)).double()
+    tokens = torch.randint(7, (3, 9))  # (B, T + 1)
+    x, y = model.embedding(tokens[:, :-1]).detach(), tokens[:, 1:]  # (B, T, E), (B, T)
+    profile = gradient_profile(model.layers, x, next_token_loss(model.decoder, y), n_targets=1)
+    cells = [torch_cells(layer)[0] for layer in model.layers]
+    probes = torch.zeros(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)  # (L, T, B, H)
+    h_last = run_with_probes(cells, x, probes)[-1]
+    loss = torch.nn.functional.cross_entropy(model.decoder(h_last), y[:, -1], reduction="sum")
+    (g,) = torch.autograd.grad(loss, probes)
+    expected = g.flip(1).norm(dim=-1).mean(dim=-1)  # (L, T) by lag: lag 0 is the last step
+    torch.testing.assert_close(profile.last, expected, rtol=1e-10, atol=1e-14)
 
 
 def test_bidirectional_is_refused():
