@@ -17,7 +17,7 @@ from recurrent.errors import UserError
 GROUPS = {
     "train": ["recurrent.cli.train_lm", "recurrent.cli.train_classify", "recurrent.cli.train_tag",
               "recurrent.cli.train_translate"],
-    "diagnose": ["recurrent.cli.diagnose_gradients"],
+    "diagnose": ["recurrent.cli.diagnose_gradients", "recurrent.cli.diagnose_activations"],
     "bench": ["recurrent.cli.bench_throughput", "recurrent.cli.bench_memory"],
 }
 # Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
