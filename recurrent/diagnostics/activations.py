@@ -164,7 +164,7 @@ LEVELS = 40  # colour steps across [-1, 1]: classes v0 (blue, -1) .. v20 (white,
 def colour(value: float) -> str:
     """#rrggbb on a blue-white-red scale for a value in [-1, 1] (clipped)."""
     v = min(max(value, -1.0), 1.0)
-    blue, red = (33, 102, 172), (178, 24, 43)  # the ends of ColorBrewer's RdBu
+    blue, red = (67, 147, 195), (214, 96, 77)  # ColorBrewer RdBu's lighter ends: dark text stays legible
     end = red if v > 0 else blue
     rgb = [round(255 + (e - 255) * abs(v)) for e in end]
     return "#{:02x}{:02x}{:02x}".format(*rgb)
@@ -201,7 +201,7 @@ pre.text { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 
            white-space: pre-wrap; word-break: break-all; border: 1px solid #ddd; padding: 0.6em; }
 table { border-collapse: collapse; } td, th { padding: 0.2em 0.8em; border-bottom: 1px solid #eee; text-align: left; }
 .legend { display: inline-block; width: 240px; height: 14px; vertical-align: middle;
-          background: linear-gradient(to right, #2166ac, #ffffff, #b2182b); border: 1px solid #aaa; }
+          background: linear-gradient(to right, #4393c3, #ffffff, #d6604d); border: 1px solid #aaa; }
 h2 { font-size: 1.05em; margin-top: 1.6em; }
 """
 
