@@ -42,7 +42,8 @@ class TrainTagConfig(SupervisedConfig):
     column: int = -1  # conll: 0-based tag column (default: the last)
     field: str = dataclasses.field(  # named as the --field flag, so dataclasses.field is spelled out
         default="upos", metadata={"help": f"conllu: the tag field, one of {CONLLU_FIELDS}"})
-    scheme: str = dataclasses.field(default="auto", metadata={"help": "auto: IOB1 -> BIO when tags are O/B-X/I-X; none"})
+    scheme: str = dataclasses.field(default="auto",
+                                    metadata={"help": "auto: IOB1 -> BIO when every tag is O/B-X/I-X; none"})
     model: TaggerConfig = dataclasses.field(default_factory=TaggerConfig)
 
     def validate(self) -> None:

@@ -1,0 +1,51 @@
+"""Stanford Sentiment Treebank: test accuracy of a BiLSTM classifier with max pooling, no pretrained vectors.
+
+    python benchmarks/sst.py --config sst2     # SST-2 (neutral dropped), trained on every phrase. Target >= 85%
+    python benchmarks/sst.py --config sst5     # SST-5 (root labels), trained on every phrase.  Target >= 45%
+    python benchmarks/sst.py --config sst2 --max-time 60      # a smoke run
+
+Prints the test accuracy and macro-F1, the wall time, and the exact configuration.
+"""
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from recurrent.models.classifier import ClassifierConfig
+from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst"
+
+MODEL = dict(cell="lstm", embedding_size=300, hidden_size=168, bidirectional=True, pooling="max", dropout=0.5)
+TRAINER = dict(format="sst", phrases=True, lowercase=True, batch_size=64, lr=1e-3, clip=5.0, epochs=10,
+               eval_every=1000, patience=6, max_time=3600.0)
+CONFIGS = {"sst2": dict(binary=True), "sst5": dict(binary=False)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="sst2")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--max-time", type=float, default=0.0, help="override the time budget (seconds)")
+    p.add_argument("--out", default="runs/bench-sst")
+    args = p.parse_args()
+    files = {split: Path(args.data) / f"{split}.txt" for split in ("train", "dev", "test")}
+    if not all(f.is_file() for f in files.values()):
+        raise SystemExit(f"{args.data} lacks train/dev/test.txt: the benchmark needs ../shared/data/sst")
+    trainer = dict(TRAINER, **CONFIGS[args.config], **({"max_time": args.max_time} if args.max_time else {}))
+    config = TrainClassifyConfig(train=str(files["train"]), valid=str(files["dev"]), out=f"{args.out}-{args.config}",
+                                 progress=False, model=ClassifierConfig(**MODEL), **trainer)
+    start = time.monotonic()
+    run_dir = train_classify(config)
+    wall = time.monotonic() - start
+    report = evaluate_classifier(load_classifier(run_dir), files["test"])
+    best = json.loads((run_dir / "model.json").read_text())["metrics"]
+    print(f"{args.config} test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} "
+          f"(best dev accuracy {best['accuracy']:.3f} at step {best['step']})")
+    print(f"wall time {wall:.0f} s")
+    print("config " + json.dumps(asdict(config)))
+
+
+if __name__ == "__main__":
+    main()
