@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("run", metavar="RUN", help="a char-level run folder written by `recurrent train lm`")
     p.add_argument("--text", required=True, help="a UTF-8 text file to run the model over")
     p.add_argument("--out", default="units.html", help="the HTML page to write")
-    p.add_argument("--units", type=int, default=8, help="units shown on the page")
+    p.add_argument("--units", type=int, default=8, help="units shown on the page (at most the layer's size)")
     p.add_argument("--layer", type=int, default=-1, help="which layer's h (0 is the first, -1 the last)")
     p.add_argument("--top", type=int, default=3, help="best units listed per feature")
     p.add_argument("--max-chars", type=int, default=20000, help="characters of the text used for the correlations")
@@ -50,14 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if not -L <= args.layer < L:
         raise UserError(f"--layer must be in {-L}..{L - 1} for this {L}-layer model, got {args.layer}")
     H = model.layers[args.layer].hidden_size
-    if args.units > H:
-        raise UserError(f"--units must be <= the layer's hidden size {H}, got {args.units}")
     text = read_text(args.text)[: args.max_chars]  # UserError for a missing or empty file
     ids = vocab.encode(text)  # (N,); UserError naming a character outside the vocabulary
     acts = hidden_activations(model, ids, args.layer).float().numpy()  # (N, H)
 
     ranking = rank_units(acts, text_features(text), args.top)
-    units = units_to_show(ranking, acts, args.units)
+    units = units_to_show(ranking, acts, min(args.units, H))
     layer = args.layer % L
     print(f"diagnose activations: {args.run}: {model.config.cell} layer {layer} of {L}, {H} units, over "
           f"{len(text)} characters of {args.text}")
@@ -71,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                    f"shown.")
     page = render_page(shown, acts[: len(shown)], units, ranking, title, description)
     Path(args.out).write_text(page, encoding="utf-8")
-    print(f"wrote {args.out} (units {', '.join(map(str, units))})")
+    print(f"wrote {args.out} ({len(units)} of {H} units: {', '.join(map(str, units))})")
     return 0
 
 
