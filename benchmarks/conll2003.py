@@ -20,7 +20,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
 
 MODEL = dict(cell="lstm", embedding_size=100, hidden_size=200, bidirectional=True, char_encoder="lstm",
              char_embedding_size=25, char_hidden_size=25, dropout=0.5)
-TRAINER = dict(format="conll", column=3, lowercase=True, batch_size=16, lr=2e-3, clip=5.0, epochs=30,
+TRAINER = dict(format="conll", column=3, lowercase=True, unk_replace=0.5,
+               batch_size=16, lr=2e-3, clip=5.0, epochs=30,
                eval_every=1000, patience=8, max_time=3600.0)
 
 

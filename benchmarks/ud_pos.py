@@ -19,7 +19,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ud_english_ewt"
 
 MODEL = dict(cell="lstm", embedding_size=100, hidden_size=150, bidirectional=True, char_encoder="lstm",
              char_embedding_size=25, char_hidden_size=25, dropout=0.33)
-TRAINER = dict(format="conllu", field="upos", lowercase=True, batch_size=32, lr=2e-3, clip=5.0, epochs=20,
+TRAINER = dict(format="conllu", field="upos", lowercase=True, unk_replace=0.5,
+               batch_size=32, lr=2e-3, clip=5.0, epochs=20,
                eval_every=500, patience=8, max_time=1800.0)
 
 

@@ -105,9 +105,7 @@ class Tree(NamedTuple):
     children: list  # Trees, or a single leaf word (str)
 
     def leaves(self) -> list[str]:
-        if len(self.children) == 1 and isinstance(self.children[0], str):
-            return [self.children[0]]
-        return [w for c in self.children for w in c.leaves()]
+        return [w for c in self.children for w in ([c] if isinstance(c, str) else c.leaves())]
 
     def subtrees(self):
         yield self

@@ -24,7 +24,8 @@ from recurrent.embeddings import load_embeddings
 from recurrent.errors import UserError
 from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
-                                        format_confusion, load_run, log, lookup, macro_f1, seed_everything)
+                                        format_confusion, load_run, log, lookup, macro_f1,
+                                        replace_singletons, seed_everything, singleton_ids)
 
 FORMATS = ("tsv", "csv", "sst")
 
@@ -108,6 +109,7 @@ def train_classify(config: TrainClassifyConfig) -> Path:
     valid = read_classification(config.valid, config)
     norm = (lambda t: t.lower()) if config.lowercase else (lambda t: t)
     words = build_index(([norm(t) for t in ex.tokens] for ex in train.examples), config.min_freq)
+    singletons = singleton_ids(([norm(t) for t in ex.tokens] for ex in train.examples), words)
     labels = sorted({ex.label for ex in train.examples})
     model_config = dataclasses.replace(config.model, vocab_size=len(words), num_classes=len(labels))
     try:
@@ -127,7 +129,8 @@ def train_classify(config: TrainClassifyConfig) -> Path:
 
     def collate(items):
         words_, lengths = pad([x for x, _ in items])
-        return {"words": words_, "lengths": lengths, "labels": torch.tensor([y for _, y in items])}
+        return {"words": replace_singletons(words_, singletons, config.unk_replace), "lengths": lengths,
+                "labels": torch.tensor([y for _, y in items])}
 
     def score(model, items) -> dict:
         report = evaluate_items(classifier, items)

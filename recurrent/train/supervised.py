@@ -42,6 +42,8 @@ class SupervisedConfig:
     out: str = "runs/supervised"  # the run folder
     lowercase: bool = False  # lowercase words before looking them up (the char encoder still sees case)
     min_freq: int = 1  # words seen fewer times in train become <unk>
+    unk_replace: float = 0.0  # in training, replace each word seen once by <unk> with this probability, so that
+    #                           <unk> learns an embedding for unseen words (Lample et al. 2016 use 0.5)
     embeddings: str | None = None  # a word2vec/GloVe text file to initialise the word embeddings (never downloaded)
     batch_size: int = 32
     optimizer: str = field(default="adamw", metadata={"help": f"one of {OPTIMIZERS}"})
@@ -70,6 +72,8 @@ class SupervisedConfig:
         for name in ("batch_size", "epochs", "log_every", "min_freq"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.unk_replace <= 1.0:
+            raise UserError(f"unk_replace must be in [0, 1], got {self.unk_replace!r}")
         if not self.lr > 0:
             raise UserError(f"lr must be > 0, got {self.lr!r}")
         for name in ("weight_decay", "warmup_steps", "clip", "eval_every", "patience", "max_steps", "max_time"):
@@ -92,6 +96,20 @@ def build_index(sequences, min_freq: int = 1, specials: tuple[str, ...] = (PAD, 
     items = sorted((x for x, n in counts.items() if n >= min_freq and x not in specials),
                    key=lambda x: (-counts[x], x))
     return list(specials) + items
+
+
+def singleton_ids(sequences, itos: list[str]) -> torch.Tensor:
+    """(V,) bool: True for the words of `itos` seen exactly once in `sequences` (already normalised)."""
+    counts = Counter(x for seq in sequences for x in seq)
+    return torch.tensor([counts[w] == 1 for w in itos])
+
+
+def replace_singletons(words: torch.Tensor, singletons: torch.Tensor, p: float) -> torch.Tensor:
+    """words (B, T) ids with each singleton replaced by UNK (id 1) with probability p (torch's global RNG)."""
+    if p <= 0:
+        return words
+    drop = singletons[words] & (torch.rand(words.shape) < p)
+    return words.masked_fill(drop, 1)
 
 
 def lookup(itos: list[str]) -> dict[str, int]:

@@ -28,7 +28,8 @@ from recurrent.embeddings import load_embeddings
 from recurrent.errors import UserError
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
-                                        format_confusion, load_run, log, lookup, seed_everything)
+                                        format_confusion, load_run, log, lookup, replace_singletons,
+                                        seed_everything, singleton_ids)
 
 FORMATS = ("conll", "conllu")
 SCHEMES = ("auto", "none")
@@ -141,6 +142,7 @@ def train_tag(config: TrainTagConfig) -> Path:
     train, valid = read_tagged(config.train, config), read_tagged(config.valid, config)
     norm = (lambda t: t.lower()) if config.lowercase else (lambda t: t)
     words = build_index(([norm(t) for t in ex.tokens] for ex in train.examples), config.min_freq)
+    singletons = singleton_ids(([norm(t) for t in ex.tokens] for ex in train.examples), words)
     chars = build_index((c for t in ex.tokens for c in t) for ex in train.examples)
     tags = build_index((ex.label for ex in train.examples), specials=())
     model_config = dataclasses.replace(config.model, vocab_size=len(words), num_chars=len(chars),
@@ -162,6 +164,7 @@ def train_tag(config: TrainTagConfig) -> Path:
 
     def collate(items) -> dict:
         batch = tagger.batch([(w, c) for w, c, _ in items])
+        batch = batch._replace(words=replace_singletons(batch.words, singletons, config.unk_replace))
         return {**batch._asdict(), "tags": pad([y for _, _, y in items])[0]}
 
     def score(model, items) -> dict:

@@ -79,6 +79,7 @@ def test_unbalanced_parentheses_name_file_and_line(tmp_path, tree):
 
 def test_parse_tree_leaves():
     assert parse_tree("(1 (2 -LRB-) (0 (0 no) (2 way)))").leaves() == ["-LRB-", "no", "way"]
+    assert parse_tree("(3 (2 8 1\\/2) (3 rocks))").leaves() == ["8", "1\\/2", "rocks"]  # SST has such leaves
 
 
 # --- CoNLL and CoNLL-U --------------------------------------------------------------------------------------

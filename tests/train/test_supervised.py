@@ -13,7 +13,7 @@ from recurrent.errors import UserError
 from recurrent.models.classifier import ClassifierConfig
 from recurrent.models.tagger import TaggerConfig
 from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
-from recurrent.train.supervised import confusion_matrix, macro_f1
+from recurrent.train.supervised import confusion_matrix, macro_f1, replace_singletons, singleton_ids
 from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
 
 
@@ -110,3 +110,12 @@ def test_macro_f1_and_confusion_by_hand():
     confusion = confusion_matrix([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 3)
     assert confusion == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert macro_f1(confusion) == pytest.approx((2 / 4 + 4 / 5 + 0) / 3)
+
+
+def test_unk_replace_touches_only_singletons():
+    itos = ["<pad>", "<unk>", "the", "rare"]
+    singletons = singleton_ids([["the", "rare", "the"]], itos)
+    assert singletons.tolist() == [False, False, False, True]
+    words = torch.tensor([[2, 3, 3, 0]])
+    assert replace_singletons(words, singletons, 1.0).tolist() == [[2, 1, 1, 0]]
+    assert replace_singletons(words, singletons, 0.0).tolist() == words.tolist()
