@@ -104,7 +104,7 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     model.eval()
     B, K, device = src.shape[0], beam_size, src.device
-    limits = max_lengths(src_lengths, max_len, a, b)  # (B,)
+    limits = max_lengths(src_lengths.cpu(), max_len, a, b)  # (B,); the search's bookkeeping lives on the CPU
     encoded = model.encode(src, src_lengths)
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) hypothesis -> sentence
     encoded = select(encoded, rows)  # every field repeated K times: (B*K, ...)
