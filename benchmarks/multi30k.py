@@ -12,7 +12,8 @@ Anchors (same data, word level): GRU + Bahdanau attention 28.3 BLEU greedy; with
 Target: BLEU >= 30 with beam 5.
 
 Each variant trains for --max-time seconds (or --epochs), keeps the checkpoint with the best validation loss,
-and is scored with it. Prints a table and writes results.json to --out-dir.
+and is scored with it; "train s" is the wall time of train_translate (data, vocabularies, steps and the final
+validation). Prints a table and writes results.json and the test hypotheses to --out-dir.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,7 +59,11 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, default=0, help="score only the first N test sentences (0: all)")
     p.add_argument("--out-dir", default="runs/multi30k")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads. 1 on a shared machine: with other jobs running, two OpenMP threads "
+                        "spin-wait on each other (measured 80x slower per step on the shared 2-core box)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
 
     train_src, train_tgt = files(args.files, "train")
     valid_src, valid_tgt = files(args.files, "val")
