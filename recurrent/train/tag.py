@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from seqeval.metrics import classification_report
 
 from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import CONLLU_FIELDS, Read, is_iob, read_conll, read_conllu, to_bio
@@ -202,6 +201,8 @@ class TaggingReport(NamedTuple):
 
 def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> tuple[float, dict[str, dict]]:
     """Overall (micro) entity F1 in % and per-type scores, chunked as conlleval does (seqeval's default mode)."""
+    from seqeval.metrics import classification_report  # here: it imports scikit-learn, 1.4 s at CLI start
+
     report = classification_report(gold, pred, output_dict=True, zero_division=0)
     per_type = {t: {"precision": 100 * s["precision"], "recall": 100 * s["recall"], "f1": 100 * s["f1-score"],
                     "support": int(s["support"])}
