@@ -56,3 +56,11 @@ def load_embeddings(path, itos: list[str], weight: Tensor) -> tuple[Tensor, int]
         except UnicodeDecodeError as e:
             raise UserError(f"{path} is not UTF-8: {e}") from None
     return out, len(found)
+
+
+def init_embedding(embedding: torch.nn.Embedding, path, itos: list[str], log=print) -> None:
+    """Copy the vectors of `path` into `embedding` for every word of `itos` found there, and say how many."""
+    weight, found = load_embeddings(path, itos, embedding.weight)
+    with torch.no_grad():
+        embedding.weight.copy_(weight)
+    log(f"{path}: vectors for {found} of {len(itos)} words")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from recurrent.cli.train_classify import add_flags, config_from
+from recurrent.cli.config import add_train_args, train_config_from_args
 from recurrent.models.tagger import TaggerConfig
 from recurrent.train.tag import TrainTagConfig, train_tag
 
@@ -22,12 +22,12 @@ DERIVED = {"vocab_size", "num_chars", "num_tags"}  # taken from the data
 def register(subparsers) -> None:
     p = subparsers.add_parser("tag", help="train a sequence tagger (NER, POS)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, TrainTagConfig, TaggerConfig, DERIVED)
+    add_train_args(p, TrainTagConfig, TaggerConfig, DERIVED)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_dir = train_tag(config_from(args, TrainTagConfig, TaggerConfig, DERIVED))
+    run_dir = train_tag(train_config_from_args(args, TrainTagConfig, TaggerConfig, DERIVED))
     best = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["metrics"]
     f1 = f"F1 {best['f1']:.1f}, " if best["f1"] is not None else ""
     print(f"best valid {f1}token accuracy {best['token_accuracy']:.3f} at step {best['step']}; run folder: {run_dir}")

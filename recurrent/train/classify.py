@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import Read, read_sst, read_tabular
-from recurrent.embeddings import load_embeddings
+from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
 from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
@@ -117,9 +117,7 @@ def train_classify(config: TrainClassifyConfig) -> Path:
     except ValueError as e:
         raise UserError(str(e)) from None
     if config.embeddings:
-        weight, found = load_embeddings(config.embeddings, words, model.embedding.weight)
-        model.embedding.weight.data.copy_(weight)
-        log(f"{config.embeddings}: vectors for {found} of {len(words)} words")
+        init_embedding(model.embedding, config.embeddings, words, log)
     classifier = Classifier(model, words, labels, dataclasses.asdict(config))
 
     def encode(read: Read, path) -> list[tuple[list[int], int]]:

@@ -23,7 +23,7 @@ import torch
 
 from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import CONLLU_FIELDS, Read, is_iob, read_conll, read_conllu, to_bio
-from recurrent.embeddings import load_embeddings
+from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
@@ -151,9 +151,7 @@ def train_tag(config: TrainTagConfig) -> Path:
     except ValueError as e:
         raise UserError(str(e)) from None
     if config.embeddings:
-        weight, found = load_embeddings(config.embeddings, words, model.embedding.weight)
-        model.embedding.weight.data.copy_(weight)
-        log(f"{config.embeddings}: vectors for {found} of {len(words)} words")
+        init_embedding(model.embedding, config.embeddings, words, log)
     tagger = Tagger(model, words, chars, tags, dataclasses.asdict(config))
 
     def encode(read: Read, path) -> list:
