@@ -4,7 +4,8 @@
    ours fp32, ours bf16 (autocast; AMX on Sapphire Rapids), and the same model built from
    torch.nn.Embedding/LSTM/Linear in fp32 (the peer). Target: bf16 >= 1.8x the peer.
 2. Generation tok/s at batch 1: our `LanguageModel.generate` (cells stepped directly, layer-0
-   projection table) against stepping torch.nn.LSTM one token at a time. Target: >= 15x.
+   projection table, weights packed once; fp32 and bf16 weights) against stepping torch.nn.LSTM one
+   token at a time. Target: >= 15x.
 
 Rounds are interleaved and medians taken, since this machine is shared and noisy.
 
@@ -85,10 +86,12 @@ def main():
 
     ours.eval(), peer.eval()
     prime, n = torch.tensor([1, 2, 3]), args.tokens
-    gen = {"torch.nn.LSTM stepped": [], "recurrent generate": []}
+    gen = {"torch.nn.LSTM stepped": [], "recurrent generate": [], "recurrent generate --bf16": []}
     for _ in range(args.rounds):
         gen["torch.nn.LSTM stepped"].append(timed(lambda: torch_generate(peer, prime, n, torch.Generator())))
         gen["recurrent generate"].append(timed(lambda: list(ours.generate(prime, n, generator=torch.Generator()))))
+        gen["recurrent generate --bf16"].append(
+            timed(lambda: list(ours.generate(prime, n, generator=torch.Generator(), bf16=True))))
 
     print(f"training: 2x{H} LSTM LM, V={V}, B={B} T={T}, AdamW; {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| implementation | ms / step | tok/s | × torch.nn fp32 |\n|---|---:|---:|---:|")

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: the smallest set with this mass")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 weights for the per-token products: about twice as fast, samples not bit-equal")
     p.set_defaults(func=run)
 
 
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     out = sys.stdout
     out.write(prime)
-    for token in model.generate(ids, args.length, args.temperature, args.top_k, args.top_p, args.greedy, generator):
+    tokens = model.generate(ids, args.length, args.temperature, args.top_k, args.top_p, args.greedy, generator,
+                            bf16=args.bf16)
+    for token in tokens:
         out.write(_text_of(vocab, token))
         out.flush()  # stream: each token appears as soon as it is sampled
     out.write("\n")

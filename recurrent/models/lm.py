@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import recurrent as rc
+from recurrent import kernels
+from recurrent.cells import ProjectedCell
 from recurrent.regularizers import embedding_dropout, locked_dropout
 from recurrent.sampling import sample_next
 
@@ -82,10 +84,11 @@ class LanguageModel(nn.Module):
 
     @torch.inference_mode()
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 greedy: bool = False, generator: torch.Generator | None = None) -> Iterator[int]:
+                 greedy: bool = False, generator: torch.Generator | None = None, bf16: bool = False) -> Iterator[int]:
         """Yield `length` token ids continuing `prime` (P,), one at a time, as they are sampled.
 
         The prime runs through the layers in one pass; then each new token steps the cells directly.
+        bf16: keep the per-token weights in bfloat16 (half the bytes read per token: faster, not bit-equal).
         """
         if prime.numel() == 0:
             raise ValueError("prime must hold at least one token")
@@ -93,7 +96,7 @@ class LanguageModel(nn.Module):
         self.eval()
         try:
             out = self(prime.view(1, -1))
-            stepper = Stepper(self)
+            stepper = Stepper(self, torch.bfloat16 if bf16 else None)
             logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
             for _ in range(length):
                 token = sample_next(logits, temperature, top_k, top_p, greedy, generator)  # (1,)
@@ -106,15 +109,25 @@ class LanguageModel(nn.Module):
 class Stepper:
     """Runs a LanguageModel one token at a time by calling its cells directly: no unroll, no graph.
 
-    Layer 0's input projection U e_v + b of every vocabulary entry v is computed once, so each
-    token costs a table lookup there instead of a matrix-vector product.
+    At batch 1 each token is a few matrix-vector products whose weights no cache holds, so the cost is the
+    bytes of weight read per token. Hence: layer 0's input projection U e_v + b of every vocabulary entry v is
+    computed once (a table lookup per token); the other products use weights packed once for oneDNN (about
+    1.4x faster than F.linear on CPU), optionally in bfloat16 (half the bytes again).
     """
 
-    def __init__(self, model: LanguageModel):
+    def __init__(self, model: LanguageModel, dtype: torch.dtype | None = None):
         self.cells = [layer.cells[0][0] for layer in model.layers]
-        self.embedding, self.decoder = model.embedding, model.decoder
+        self.embedding, self.decoder, self.dtype = model.embedding, model.decoder, dtype
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
+        # per cell: x -> U x + b_ih and h -> W h + b_hh, packed once (plain cells with torch's layout only)
+        self.products = [self._pack(cell) if isinstance(cell, ProjectedCell) else None for cell in self.cells]
+
+    def _pack(self, cell: ProjectedCell):
+        cast = (lambda t: t) if self.dtype is None else (lambda t: None if t is None else t.to(self.dtype))
+        W, b_hh = cell.recurrence()
+        return (kernels.linear(cast(cell.weight_ih), cast(cell.bias_ih), 1),
+                kernels.linear(cast(W), cast(b_hh), 1))
 
     @staticmethod
     def from_layer_states(layer_states: tuple) -> list:
@@ -125,14 +138,21 @@ class Stepper:
         """token (B,) -> logits (B, V) for the next token, and the new cell states."""
         x = self.embedding(token)  # (B, E)
         new_states = []
-        for l, (cell, state) in enumerate(zip(self.cells, states)):
+        for l, (cell, state, products) in enumerate(zip(self.cells, states, self.products)):
             if not cell.has_step():
                 state = cell(x, state)
-            else:
+            elif products is None:  # any other cell with the fast-path protocol
                 gx = self.table[token] if l == 0 else cell.project_input(x.unsqueeze(0))[0]  # (B, G)
                 W, b_hh = cell.recurrence()
                 gh = None if W is None else F.linear(state.h, W, b_hh)
                 state = cell.step(gx, gh, state, *cell.extra_params())[0]
+            else:
+                project, recur = products
+                gx = self.table[token] if l == 0 else self._apply(project, x)  # (B, G)
+                state = cell.step(gx, self._apply(recur, state.h), state)[0]
             new_states.append(state)
             x = state.h
         return self.decoder(x), new_states
+
+    def _apply(self, product, x: Tensor) -> Tensor:
+        return product(x) if self.dtype is None else product(x.to(self.dtype)).float()

@@ -88,3 +88,22 @@ def test_bad_config():
         make(cell="transformer")
     with pytest.raises(ValueError, match="vocab_size must be >= 1, got 0"):
         LanguageModel(LMConfig(vocab_size=0))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_bf16_stepper_stays_close_to_float32(cell):
+    from recurrent.models.lm import Stepper
+
+    torch.manual_seed(2)
+    model = make(cell=cell, hidden_size=32).eval()
+    out = model(torch.tensor([[1, 2, 3]]))
+    states = {dtype: Stepper.from_layer_states(out.state) for dtype in (None, torch.bfloat16)}
+    steppers = {dtype: Stepper(model, dtype) for dtype in states}
+    with torch.no_grad():
+        for token in [4, 5, 6, 7]:
+            logits = {}
+            for dtype, stepper in steppers.items():
+                logits[dtype], states[dtype] = stepper.step(torch.tensor([token]), states[dtype])
+            assert logits[torch.bfloat16].dtype == torch.float32
+            torch.testing.assert_close(logits[torch.bfloat16], logits[None], atol=0.05, rtol=0.05)
+            assert not torch.equal(logits[torch.bfloat16], logits[None])  # it really ran in bfloat16
