@@ -46,7 +46,9 @@ class Schedule:
     """lr(step, epoch): linear warm-up over `warmup_steps`, then
 
         constant  base_lr
-        cosine    base_lr · ½(1 + cos(π · progress)) down to 0 at `total_steps` (Loshchilov & Hutter 2017)
+        cosine    base_lr · ½(1 + cos(π · progress)) down to 0 at `total_steps`, or at `total_time` seconds
+                  when that comes first: a time-budgeted run anneals as its budget runs out (Loshchilov &
+                  Hutter 2017). Time progress restarts with a resumed run's fresh budget.
         zaremba   base_lr · factor^max(0, epoch - decay_start_epoch), epochs counted from 1 (Zaremba et al.
                   2014: lr 1, halved every epoch after the 4th)
         plateau   base_lr · scale; `on_eval` multiplies scale by `factor` when the validation loss has not
@@ -57,6 +59,7 @@ class Schedule:
     base_lr: float
     warmup_steps: int = 0
     total_steps: int = 0
+    total_time: float = 0.0  # seconds; 0: no time-based progress
     decay_start_epoch: int = 4
     factor: float = 0.5
     plateau_patience: int = 1
@@ -68,13 +71,15 @@ class Schedule:
         if self.kind not in SCHEDULES:
             raise UserError(f"schedule must be one of {SCHEDULES}, got {self.kind!r}")
 
-    def lr(self, step: int, epoch: int) -> float:
-        """The learning rate for optimizer step `step` (0-based) in epoch `epoch` (1-based)."""
+    def lr(self, step: int, epoch: int, elapsed: float = 0.0) -> float:
+        """The learning rate for optimizer step `step` (0-based) in epoch `epoch` (1-based), `elapsed` seconds in."""
         if step < self.warmup_steps:
             return self.base_lr * (step + 1) / self.warmup_steps
         if self.kind == "cosine":
             span = max(1, self.total_steps - self.warmup_steps)
             progress = min(1.0, (step - self.warmup_steps) / span)
+            if self.total_time > 0:
+                progress = max(progress, min(1.0, elapsed / self.total_time))
             return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
         if self.kind == "zaremba":
             return self.base_lr * self.factor ** max(0, epoch - self.decay_start_epoch)
@@ -184,6 +189,9 @@ class Budget:
     max_steps: int = 0
     max_time: float = 0.0
     start: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
     def exhausted(self, step: int) -> bool:
         if self.max_steps > 0 and step >= self.max_steps:

@@ -150,7 +150,7 @@ def train_lm(config: TrainLMConfig) -> Path:
     valid_ids = vocab.encode(corpus.valid)  # (N,)
     windows_per_epoch = num_bptt_batches(train_streams, config.bptt)
     schedule = Schedule(config.schedule, config.lr, config.warmup_steps,
-                        total_steps=config.max_steps or config.epochs * windows_per_epoch,
+                        total_steps=config.max_steps or config.epochs * windows_per_epoch, total_time=config.max_time,
                         decay_start_epoch=config.decay_start_epoch)
     clip = ClipStats(config.clip)
     pos, state = Position(), None
@@ -192,7 +192,7 @@ def train_lm(config: TrainLMConfig) -> Path:
         for _ in range(pos.window):
             next(windows)
         for x, y in windows:  # x, y (B, t)
-            lr = schedule.lr(pos.step, pos.epoch)
+            lr = schedule.lr(pos.step, pos.epoch, budget.elapsed())
             set_lr(optimizer, lr)
             if state is not None:
                 state = tuple(detach(s) for s in state)  # cut the graph: BPTT spans one window

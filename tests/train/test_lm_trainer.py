@@ -126,6 +126,9 @@ def test_schedules():
     assert Schedule("constant", 1.0, warmup_steps=4).lr(1, 1) == 0.5
     cosine = Schedule("cosine", 1.0, total_steps=10)
     assert cosine.lr(0, 1) == 1.0 and cosine.lr(5, 1) == pytest.approx(0.5) and cosine.lr(10, 1) == 0.0
+    timed = Schedule("cosine", 1.0, total_steps=1000, total_time=60.0)  # whichever runs out first
+    assert timed.lr(1, 1, elapsed=30.0) == pytest.approx(0.5) and timed.lr(1, 1, elapsed=60.0) == 0.0
+    assert timed.lr(500, 1, elapsed=1.0) == pytest.approx(0.5)
     plateau = Schedule("plateau", 1.0, plateau_patience=1)
     for val in (3.0, 2.0, 2.5):
         plateau.on_eval(val)
