@@ -1,5 +1,5 @@
 """recurrent: recurrent neural networks on PyTorch, from the Elman RNN to encoder-decoders."""
-from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell, ProjectedCell
+from recurrent.cells import Cell, ElmanCell, GRUCell, LayerNormLSTMCell, LSTMCell, ProjectedCell
 from recurrent.engine import unroll
 from recurrent.layers import GRU, LSTM, RNN, Backend, Recurrent
 from recurrent.state import LSTMState, RNNState, detach, from_torch_state, to_torch_state
@@ -7,7 +7,7 @@ from recurrent.state import LSTMState, RNNState, detach, from_torch_state, to_to
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell",
+    "Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell",
     "Recurrent", "RNN", "LSTM", "GRU", "Backend", "unroll",
     "RNNState", "LSTMState", "detach", "to_torch_state", "from_torch_state",
 ]

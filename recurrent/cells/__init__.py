@@ -2,6 +2,7 @@
 from recurrent.cells.base import Cell, ProjectedCell
 from recurrent.cells.elman import ElmanCell
 from recurrent.cells.gru import GRUCell
+from recurrent.cells.layernorm_lstm import LayerNormLSTMCell
 from recurrent.cells.lstm import LSTMCell
 
-__all__ = ["Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell"]
+__all__ = ["Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell"]

@@ -7,6 +7,7 @@ E embedding size, H hidden size, L layers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Iterator, NamedTuple
 
 import torch
@@ -19,7 +20,13 @@ from recurrent.cells import ProjectedCell
 from recurrent.regularizers import embedding_dropout, locked_dropout
 from recurrent.sampling import sample_next
 
-LAYERS = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}
+LAYERS = {
+    "lstm": rc.LSTM,
+    "gru": rc.GRU,
+    "rnn": rc.RNN,
+    "lnlstm": lambda i, h, weight_drop, backend: rc.Recurrent(  # no fused kernel: runs on bptt
+        partial(rc.LayerNormLSTMCell, weight_drop=weight_drop), i, h, backend=backend),
+}
 
 
 @dataclass
@@ -120,8 +127,10 @@ class Stepper:
         self.embedding, self.decoder, self.dtype = model.embedding, model.decoder, dtype
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
-        # per cell: x -> U x + b_ih and h -> W h + b_hh, packed once (plain cells with torch's layout only)
-        self.products = [self._pack(cell) if isinstance(cell, ProjectedCell) else None for cell in self.cells]
+        # per cell: x -> U x + b_ih and h -> W h + b_hh, packed once (cells whose projection is that plain product)
+        plain = [isinstance(c, ProjectedCell) and type(c).project_input is ProjectedCell.project_input
+                 for c in self.cells]
+        self.products = [self._pack(cell) if ok else None for cell, ok in zip(self.cells, plain)]
 
     def _pack(self, cell: ProjectedCell):
         cast = (lambda t: t) if self.dtype is None else (lambda t: None if t is None else t.to(self.dtype))

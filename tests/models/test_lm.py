@@ -32,7 +32,7 @@ def test_tied_weights_share_one_parameter_and_size_the_last_layer():
     assert model.embedding.weight.grad is not None  # gets gradient from both uses
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
 def test_overfits_one_batch(cell):
     torch.manual_seed(0)
     model = make(cell=cell, hidden_size=32)
@@ -56,7 +56,7 @@ def test_regularisers_only_act_in_training():
     assert not torch.allclose(model(tokens).logits, model(tokens).logits)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
 def test_stepper_matches_the_full_forward(cell):
     """Greedy generation through the stepper = argmax of the full forward run over the growing sequence."""
     torch.manual_seed(1)
