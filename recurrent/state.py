@@ -51,7 +51,3 @@ def from_torch_state(hx, state_type: type, num_directions: int) -> NamedTuple:
     """torch.nn's (L*D, B, H) hidden state (tensor or (h, c) tuple) -> our named (L, D, B, H) state."""
     fields = (hx,) if isinstance(hx, Tensor) else tuple(hx)
     return state_type(*(s.reshape(-1, num_directions, *s.shape[1:]) for s in fields))
-
-
-def zeros_like_state(state: NamedTuple) -> NamedTuple:
-    return type(state)(*(torch.zeros_like(s) for s in state))
