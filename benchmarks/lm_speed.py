@@ -94,18 +94,18 @@ def main():
             timed(lambda: list(ours.generate(prime, n, generator=torch.Generator(), bf16=True))))
 
     print(f"training: 2x{H} LSTM LM, V={V}, B={B} T={T}, AdamW; {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| implementation | ms / step | tok/s | × torch.nn fp32 |\n|---|---:|---:|---:|")
-    ref = statistics.median(train["torch.nn fp32"])
-    for k, ts in train.items():
-        s = statistics.median(ts)
-        print(f"| {k} | {s * 1e3:.0f} | {B * T / s:,.0f} | {ref / s:.2f} |")
+    print_table(train, "torch.nn fp32", "step", 1e3, 0, B * T)
     print(f"\ngeneration: batch 1, {n} tokens per round after a 3-token prime")
-    print("| implementation | ms / token | tok/s | × torch.nn.LSTM stepped |\n|---|---:|---:|---:|")
-    ref = statistics.median(gen["torch.nn.LSTM stepped"])
-    for k, ts in gen.items():
-        s = statistics.median(ts)
-        print(f"| {k} | {s / n * 1e3:.2f} | {n / s:,.0f} | {ref / s:.2f} |")
+    print_table(gen, "torch.nn.LSTM stepped", "token", 1e3 / n, 2, n)
 
+
+def print_table(times: dict, peer: str, unit: str, ms_per_second: float, digits: int, tokens: int) -> None:
+    """One row per implementation: median ms per `unit`, tok/s, and the ratio to `peer` timed in the same rounds."""
+    print(f"| implementation | ms / {unit} | tok/s | × {peer} |\n|---|---:|---:|---:|")
+    ref = statistics.median(times[peer])
+    for k, ts in times.items():
+        s = statistics.median(ts)
+        print(f"| {k} | {s * ms_per_second:.{digits}f} | {tokens / s:,.0f} | {ref / s:.2f} |")
 
 if __name__ == "__main__":
     main()
