@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from recurrent.sampling import filter_logits, sample_next
+from recurrent.sampling import Sampler, filter_logits, sample_next
 
 
 def nucleus_brute_force(probs: list[float], p: float) -> set[int]:
@@ -47,3 +47,27 @@ def test_greedy_and_bad_values():
         sample_next(logits, temperature=0)
     with pytest.raises(ValueError, match="top_p=1.5"):
         filter_logits(logits, top_p=1.5)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_gumbel_sampler_draws_from_the_softmax(temperature):
+    """Frequencies over 40,000 draws (noise blocks refilled many times) match softmax(logits / T) within 5 sigma."""
+    logits = torch.tensor([[1.0, 0.0, -1.0, 2.0, 0.5]])
+    sample = Sampler(temperature, generator=torch.Generator().manual_seed(0), block=1000)
+    n = 40_000
+    counts = torch.bincount(torch.cat([sample(logits) for _ in range(n)]), minlength=5).double()
+    p = (logits[0].double() / temperature).softmax(-1)
+    sigma = (n * p * (1 - p)).sqrt()
+    assert ((counts - n * p).abs() < 5 * sigma).all(), (counts / n, p)
+
+
+def test_sampler_with_the_same_seed_repeats_and_block_size_does_not_change_the_draws():
+    logits = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+
+    def draws(block):
+        sample = Sampler(1.3, top_k=5, generator=torch.Generator().manual_seed(7), block=block)
+        return torch.stack([sample(logits) for _ in range(50)])
+
+    assert torch.equal(draws(50), draws(50)) and torch.equal(draws(50), draws(7))
+    assert not torch.equal(draws(50), torch.stack([Sampler(1.3, top_k=5, generator=torch.Generator().manual_seed(8),
+                                                           block=50)(logits) for _ in range(50)]))

@@ -31,6 +31,10 @@ dW = sum_t dgh_tᵀ s_{t-1} as one matrix product after it:
     step(gx_t, gh_t, state, *extras)      -> (new_state, saved)   the pointwise part; gh_t is None if no W
     step_backward(dstate, saved, *extras) -> (dgx_t, dgh_t, dstate_prev, dextras)
 
+A cell whose step reads gx_t and gh_t only through their sum gx_t + gh_t (LSTM, Elman) sets
+`sums_halves = True` and accepts gh_t = None with the whole sum in gx_t; generation then does one
+product [x_t, s_{t-1}] [U W]ᵀ per layer instead of two.
+
 `step_backward` receives dL/d(new state) and returns dL/d(gx_t), dL/d(gh_t), the part of
 dL/d(state_{t-1}) that does not pass through W (its `h` may be None when h_{t-1} only
 reaches the step through W), and a tuple of gradients for `extra_params()`. A cell that
@@ -54,6 +58,7 @@ class Cell(nn.Module):
     """Base class for cells. See the module docstring for the protocol."""
 
     state_type: type = RNNState
+    sums_halves: bool = False  # step uses gx + gh only, and takes gh=None with the sum in gx
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()

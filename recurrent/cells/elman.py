@@ -26,6 +26,7 @@ class ElmanCell(ProjectedCell):
 
     num_gates = 1
     state_type = RNNState
+    sums_halves = True
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  weight_drop: float = 0.0):
@@ -34,8 +35,8 @@ class ElmanCell(ProjectedCell):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, weight_drop)
 
-    def step(self, gx: Tensor, gh: Tensor, state: RNNState):  # gx, gh (B, H)
-        pre = gx + gh
+    def step(self, gx: Tensor, gh: Tensor | None, state: RNNState):  # gx, gh (B, H)
+        pre = gx if gh is None else gx + gh
         s = torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
         return RNNState(s), s
 

@@ -30,10 +30,11 @@ class LSTMCell(ProjectedCell):
 
     num_gates = 4
     state_type = LSTMState
+    sums_halves = True
 
-    def step(self, gx: Tensor, gh: Tensor, state: LSTMState):  # gx, gh (B, 4H)
+    def step(self, gx: Tensor, gh: Tensor | None, state: LSTMState):  # gx, gh (B, 4H)
         H = self.hidden_size
-        pre = gx + gh  # (B, 4H)
+        pre = gx if gh is None else gx + gh  # (B, 4H)
         gates = torch.sigmoid(pre)  # i, f, o are read from here; the g block is unused
         g = torch.tanh(pre[:, 2 * H : 3 * H])
         i, f, o = gates[:, :H], gates[:, H : 2 * H], gates[:, 3 * H :]

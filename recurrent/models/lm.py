@@ -18,7 +18,7 @@ import recurrent as rc
 from recurrent import kernels
 from recurrent.cells import ProjectedCell
 from recurrent.regularizers import embedding_dropout, locked_dropout
-from recurrent.sampling import sample_next
+from recurrent.sampling import Sampler
 
 LAYERS = {
     "lstm": rc.LSTM,
@@ -43,7 +43,11 @@ class LMConfig:
     dropout_embedding: float = 0.0  # drop whole words from the embedding matrix (dropoute)
     weight_drop: float = 0.0  # DropConnect on every W_hh (wdrop)
     init_range: float = 0.0  # > 0: every parameter uniform(-r, r), as Zaremba et al.; 0: torch's defaults
+    #                          (tied weights: the shared matrix uniform(-0.1, 0.1), as AWD-LSTM)
     backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
+
+
+PRIME_PASS_MIN = 64  # a prime longer than this runs through the layers in one pass; a shorter one is stepped
 
 
 class LMOutput(NamedTuple):
@@ -72,6 +76,9 @@ class LanguageModel(nn.Module):
         if config.init_range > 0:
             for p in self.parameters():
                 nn.init.uniform_(p, -config.init_range, config.init_range)
+        elif config.tie_weights:  # N(0, 1) embeddings would make the tied decoder's first logits huge
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)  # AWD-LSTM's init of the shared matrix
+            nn.init.zeros_(self.decoder.bias)
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight  # (V, E), one parameter
 
@@ -94,7 +101,8 @@ class LanguageModel(nn.Module):
                  greedy: bool = False, generator: torch.Generator | None = None, bf16: bool = False) -> Iterator[int]:
         """Yield `length` token ids continuing `prime` (P,), one at a time, as they are sampled.
 
-        The prime runs through the layers in one pass; then each new token steps the cells directly.
+        Each new token steps the cells directly (`Stepper`); so does a short prime (a long one runs through
+        the layers in one pass).
         bf16: keep the per-token weights in bfloat16 (half the bytes read per token: faster, not bit-equal).
         """
         if prime.numel() == 0:
@@ -102,11 +110,17 @@ class LanguageModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self(prime.view(1, -1))
             stepper = Stepper(self, torch.bfloat16 if bf16 else None)
-            logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
+            if prime.numel() > PRIME_PASS_MIN:  # one pass through the layers
+                out = self(prime.view(1, -1))
+                logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
+            else:  # stepping is cheaper than a layer call for a short prime
+                states = stepper.initial_states(1)
+                for token in prime.view(-1, 1):
+                    logits, states = stepper.step(token, states)
+            sample = Sampler(temperature, top_k, top_p, greedy, generator)
             for _ in range(length):
-                token = sample_next(logits, temperature, top_k, top_p, greedy, generator)  # (1,)
+                token = sample(logits)  # (1,)
                 yield int(token)
                 logits, states = stepper.step(token, states)
         finally:
@@ -117,35 +131,46 @@ class Stepper:
     """Runs a LanguageModel one token at a time by calling its cells directly: no unroll, no graph.
 
     At batch 1 each token is a few matrix-vector products whose weights no cache holds, so the cost is the
-    bytes of weight read per token. Hence: layer 0's input projection U e_v + b of every vocabulary entry v is
-    computed once (a table lookup per token); the other products use weights packed once for oneDNN (about
-    1.4x faster than F.linear on CPU), optionally in bfloat16 (half the bytes again).
+    bytes of weight read per token, plus a few microseconds per tensor op. Hence:
+    - layer 0's input projection U e_v + b of every vocabulary entry v is computed once (a table lookup);
+    - a cell whose step only needs gx + gh (LSTM, Elman: `sums_halves`) gets one product per layer,
+      [x_t, s_{t-1}] [U W]ᵀ + b, instead of two;
+    - the products use weights packed once for oneDNN (about 1.4x faster than F.linear on CPU), optionally
+      in bfloat16 (half the bytes again); states and the pointwise step stay in float32.
     """
 
     def __init__(self, model: LanguageModel, dtype: torch.dtype | None = None):
+        self.layers = model.layers
         self.cells = [layer.cells[0][0] for layer in model.layers]
         self.embedding, self.decoder, self.dtype = model.embedding, model.decoder, dtype
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
-        # per cell: x -> U x + b_ih and h -> W h + b_hh, packed once (cells whose projection is that plain product)
-        plain = [isinstance(c, ProjectedCell) and type(c).project_input is ProjectedCell.project_input
-                 for c in self.cells]
-        self.products = [self._pack(cell) if ok else None for cell, ok in zip(self.cells, plain)]
+        self.products = [self._pack(cell, l) if _plain(cell) else None for l, cell in enumerate(self.cells)]
+        self.decode = kernels.linear(model.decoder.weight, model.decoder.bias, 1)  # h (B, E) -> logits (B, V)
 
-    def _pack(self, cell: ProjectedCell):
+    def _pack(self, cell: ProjectedCell, l: int):
+        """The products of layer l: (project, recur) with x -> U x + b_ih and h -> W h + b_hh, or for a
+        `sums_halves` cell above layer 0 (None, joint) with [x, h] -> [U W] [x, h] + b_ih + b_hh."""
         cast = (lambda t: t) if self.dtype is None else (lambda t: None if t is None else t.to(self.dtype))
         W, b_hh = cell.recurrence()
-        return (kernels.linear(cast(cell.weight_ih), cast(cell.bias_ih), 1),
-                kernels.linear(cast(W), cast(b_hh), 1))
+        if l > 0 and cell.sums_halves:
+            bias = None if b_hh is None else cell.bias_ih + b_hh
+            return None, kernels.linear(cast(torch.cat([cell.weight_ih, W], 1)), cast(bias), 1)
+        return kernels.linear(cast(cell.weight_ih), cast(cell.bias_ih), 1), kernels.linear(cast(W), cast(b_hh), 1)
 
     @staticmethod
     def from_layer_states(layer_states: tuple) -> list:
         """Layer states with fields (1, 1, B, H) -> cell states with fields (B, H)."""
         return [type(s)(*(f[0, 0] for f in s)) for s in layer_states]
 
+    def initial_states(self, batch_size: int) -> list:
+        """Each layer's initial state (zeros or learned) as cell states with fields (B, H)."""
+        like = self.embedding.weight
+        return self.from_layer_states(tuple(layer.initial_state(batch_size, like) for layer in self.layers))
+
     def step(self, token: Tensor, states: list) -> tuple[Tensor, list]:
         """token (B,) -> logits (B, V) for the next token, and the new cell states."""
-        x = self.embedding(token)  # (B, E)
+        x = self.embedding(token) if self.table is None else None  # (B, E)
         new_states = []
         for l, (cell, state, products) in enumerate(zip(self.cells, states, self.products)):
             if not cell.has_step():
@@ -155,13 +180,20 @@ class Stepper:
                 W, b_hh = cell.recurrence()
                 gh = None if W is None else F.linear(state.h, W, b_hh)
                 state = cell.step(gx, gh, state, *cell.extra_params())[0]
+            elif l == 0:
+                state = cell.step(self.table.index_select(0, token), self._apply(products[1], state.h), state)[0]
+            elif products[0] is None:  # one product for the whole pre-activation: gh is folded into gx
+                state = cell.step(self._apply(products[1], torch.cat([x, state.h], 1)), None, state)[0]
             else:
-                project, recur = products
-                gx = self.table[token] if l == 0 else self._apply(project, x)  # (B, G)
-                state = cell.step(gx, self._apply(recur, state.h), state)[0]
+                state = cell.step(self._apply(products[0], x), self._apply(products[1], state.h), state)[0]
             new_states.append(state)
             x = state.h
-        return self.decoder(x), new_states
+        return self.decode(x), new_states
 
     def _apply(self, product, x: Tensor) -> Tensor:
         return product(x) if self.dtype is None else product(x.to(self.dtype)).float()
+
+
+def _plain(cell) -> bool:
+    """True for a cell whose projections are the plain products of ProjectedCell (so they can be packed)."""
+    return isinstance(cell, ProjectedCell) and type(cell).project_input is ProjectedCell.project_input
