@@ -41,14 +41,15 @@ class BPTT(torch.autograd.Function):
     def forward(ctx, cell: Cell, n_fields: int, gx: Tensor, W, b_hh, *tensors: Tensor):
         state = cell.state_type(*tensors[:n_fields])  # each (B, H)
         extras = tensors[n_fields:]
-        recur = None if W is None else kernels.linear(W, b_hh, gx.shape[1])  # h -> h Wᵀ + b_hh
+        recur = None if W is None else _in_dtype(kernels.linear(W, b_hh, gx.shape[1]), W.dtype, state.h.dtype)
+        gx = gx.to(state.h.dtype)  # the steps run in the states' dtype (float32 under autocast)
         # bufs[k][t] holds field k of s_t for t = 0..T, so s_{t-1} for every t is the view bufs[0][:-1]
         bufs = [f.new_empty((gx.shape[0] + 1, *f.shape)) for f in state]  # n_fields x (T+1, B, H)
         for buf, f in zip(bufs, state):
             buf[0] = f
         saved = []
         for t in range(gx.shape[0]):
-            gh = None if W is None else recur(state.h)  # (B, G)
+            gh = None if W is None else recur(state.h)  # (B, G): h -> h Wᵀ + b_hh
             new, s = cell.step(gx[t], gh, state, *extras)
             for buf, f in zip(bufs, new):
                 buf[t + 1] = f
@@ -73,7 +74,7 @@ class BPTT(torch.autograd.Function):
         dextras = [torch.zeros_like(e) for e in extras]
         # fields other than h get outside gradients only at a few steps (final states): add only there
         live = [None] + [d.flatten(1).any(1).tolist() for d in dseqs[1:]]
-        back = None if W is None else kernels.linear(W.t(), None, B)  # dG -> dG W
+        back = None if W is None else _in_dtype(kernels.linear(W.t(), None, B), W.dtype, h_all.dtype)  # dG -> dG W
         dstate = cell.state_type(*(d[-1] for d in dseqs))
         for t in reversed(range(T)):
             dgx, dgh, dprev, dext = cell.step_backward(dstate, saved[t], *extras)
@@ -94,9 +95,16 @@ class BPTT(torch.autograd.Function):
         dW = db = None
         if W is not None:
             h_prev = h_all[:-1]  # (T, B, H): s_{t-1} for each t
-            dW = dGH.flatten(0, 1).t() @ h_prev.flatten(0, 1)  # (G, H) = Σ_t dG_tᵀ s_{t-1}: one product
-            db = dGH.sum((0, 1)) if b_hh is not None else None
+            dW = dGH.flatten(0, 1).t().to(W.dtype) @ h_prev.flatten(0, 1).to(W.dtype)  # (G, H) = Σ_t dG_tᵀ s_{t-1}
+            db = dGH.sum((0, 1)).to(b_hh.dtype) if b_hh is not None else None
         return (None, None, dGX, dW, db, dh, *dprev[1:], *dextras)
+
+
+def _in_dtype(product, dtype: torch.dtype, outer: torch.dtype):
+    """product (W in `dtype`, e.g. bfloat16 under autocast) as a map from and to `outer` (the states' dtype)."""
+    if dtype == outer:
+        return product
+    return lambda v: product(v.to(dtype)).to(outer)
 
 
 def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
@@ -121,6 +129,9 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str) -> tuple[Te
     """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H)."""
     if backend == "bptt":
         W, b_hh = cell.recurrence()
+        if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
+            dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
+            W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
         return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
     if backend == "autograd":
         return _loop(cell, x, state)

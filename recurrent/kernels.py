@@ -55,7 +55,8 @@ PACK_MIN_ROWS = 256  # packing W costs about one (256, K) product; below that, p
 
 def project(x: Tensor, W: Tensor, bias: Tensor | None) -> Tensor:
     """F.linear(x, W, bias) for x (..., K); on CPU float32/bfloat16 through oneDNN, forward and backward."""
-    if not uses_onednn(W) or x.dtype != W.dtype or x.numel() < PACK_MIN_ROWS * x.shape[-1]:
+    if (not uses_onednn(W) or x.dtype != W.dtype or x.numel() < PACK_MIN_ROWS * x.shape[-1]
+            or torch.is_autocast_enabled(x.device.type)):  # autocast casts F.linear to bfloat16
         return torch.nn.functional.linear(x, W, bias)
     y = _PackedLinear.apply(x.reshape(-1, x.shape[-1]), W, bias)  # (M, N)
     return y.view(*x.shape[:-1], W.shape[0])

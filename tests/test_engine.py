@@ -83,3 +83,25 @@ def test_last_valid_takes_each_sequence_at_its_last_step():
     for b, n in enumerate(LENGTHS.tolist()):
         torch.testing.assert_close(last[b], seq[n - 1, b])
     torch.testing.assert_close(last_valid(seq, None), seq[-1])
+
+
+@pytest.mark.parametrize("layer", [rc.LSTM, rc.GRU, rc.RNN])
+def test_bptt_under_bf16_autocast_tracks_float32_and_really_runs_bf16(layer):
+    """Under CPU autocast the bptt engine does its products in bfloat16 (states and steps stay float32): outputs
+    and every gradient stay within bf16 rounding of the float32 run, parameter grads stay float32."""
+    torch.manual_seed(0)
+    net = layer(16, 32, num_layers=2, backend="bptt")
+    x = torch.randn(4, 12, 16)
+    results = {}
+    for bf16 in (False, True):
+        net.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out, _ = net(xi)
+        out.float().pow(2).sum().backward()
+        results[bf16] = [out.float()] + [xi.grad] + [p.grad.clone() for p in net.parameters()]
+    assert all(p.grad.dtype == torch.float32 for p in net.parameters())
+    for got, want in zip(results[True], results[False]):
+        scale = want.abs().max()
+        assert (got - want).abs().max() <= 0.03 * scale, (got - want).abs().max() / scale
+    assert not torch.equal(results[True][0], results[False][0])
