@@ -1,15 +1,16 @@
 """Language-model speed against torch.nn, measured in one run (the LM issue's speed targets).
 
 1. Training tok/s (forward + backward + AdamW step) of the 2x512 char LSTM LM, B=32 T=128:
-   ours fp32, ours bf16 (autocast; AMX on Sapphire Rapids), and the same model built from
-   torch.nn.Embedding/LSTM/Linear in fp32 (the peer). Target: bf16 >= 1.8x the peer.
+   ours fp32, ours bf16 (autocast) on the fused backend (oneDNN's LSTM) and on our bptt engine
+   (bf16 products, float32 steps), and the same model built from torch.nn.Embedding/LSTM/Linear in
+   fp32 (the peer). Target: bf16 >= 1.8x the peer.
 2. Generation tok/s at batch 1: our `LanguageModel.generate` (cells stepped directly, layer-0
    projection table, weights packed once; fp32 and bf16 weights) against stepping torch.nn.LSTM one
    token at a time. Target: >= 15x.
 
 Rounds are interleaved and medians taken, since this machine is shared and noisy.
 
-    python benchmarks/lm_speed.py [--rounds 5] [--tokens 300]
+    python benchmarks/lm_speed.py [--rounds 5] [--tokens 300] [--threads N]
 """
 import argparse
 import statistics
@@ -70,12 +71,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=300, help="tokens generated per generation round")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = LanguageModel(LMConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L))
     peer = TorchLM(ours)
+    bptt = LanguageModel(LMConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L, backend="bptt"))
+    bptt.load_state_dict(ours.state_dict())
     x, y = torch.randint(V, (B, T)), torch.randint(V, (B, T))
-    runs = {"torch.nn fp32": (peer, False), "recurrent fp32": (ours, False), "recurrent bf16": (ours, True)}
+    runs = {"torch.nn fp32": (peer, False), "recurrent fp32": (ours, False), "recurrent bf16": (ours, True),
+            "recurrent bf16, bptt backend": (bptt, True)}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in runs.items()}
     train = {k: [] for k in runs}
     for k, (m, bf16) in runs.items():

@@ -137,6 +137,11 @@ class Seq2Seq(nn.Module):
     # --- one decoder step --------------------------------------------------------------------------------------
     def decode_step(self, token: Tensor, state: DecoderState, encoded: Encoded) -> StepOutput:
         """token (B,) the previous target token -> logits (B, V) for the next, the new state, attention (B, S)."""
+        state, weights = self._advance(token, state, encoded)
+        return StepOutput(self._logits(state.feed), state, weights)
+
+    def _advance(self, token: Tensor, state: DecoderState, encoded: Encoded) -> tuple[DecoderState, Tensor | None]:
+        """The step up to h̃_t (in the new state's `feed`), and the attention weights (B, S) or None."""
         p, training = self.config.dropout, self.training
         x = F.dropout(self.tgt_embedding(token), p, training)  # (B, E)
         if self.input_feeding:
@@ -151,8 +156,11 @@ class Seq2Seq(nn.Module):
             context, weights = self.attention(x, encoded.keys, encoded.memory, encoded.mask)  # (B, H), (B, S)
             x = torch.cat([x, context], dim=-1)  # (B, 2H)
         attentional = torch.tanh(self.combine(x))  # h̃_t (B, A)
-        logits = self.out(F.dropout(attentional, p, training))  # (B, V)
-        return StepOutput(logits, DecoderState(tuple(cells), attentional), weights)
+        return DecoderState(tuple(cells), attentional), weights
+
+    def _logits(self, attentional: Tensor) -> Tensor:
+        """h̃ (..., A) -> logits (..., V)."""
+        return self.out(F.dropout(attentional, self.config.dropout, self.training))
 
     # --- training: the whole target sentence -----------------------------------------------------------------
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None,
@@ -160,22 +168,25 @@ class Seq2Seq(nn.Module):
         """src (B, S), tgt_in (B, T) = <s> y_1..y_n, tgt_out (B, T) = y_1..y_n </s> (PAD-padded).
 
         teacher_forcing: the probability that step t reads the true y_{t-1} rather than the model's own previous
-        argmax (scheduled sampling, Bengio et al. 2015); drawn per sentence and step. 1.0: always the truth.
+        argmax (scheduled sampling, Bengio et al. 2015); drawn per sentence and step. 1.0: always the truth, and
+        then the output layer runs once over all steps (one (B·T, A) x (A, V) product) after the loop.
         """
         encoded = self.encode(src, src_lengths)
         state = self.initial_state(encoded)
-        token, logits, weights = tgt_in[:, 0], [], []
+        sampled = teacher_forcing < 1.0
+        token, attentionals, logits, weights = tgt_in[:, 0], [], [], []
         for t in range(tgt_in.shape[1]):
             if t > 0:
                 token = tgt_in[:, t]
-                if teacher_forcing < 1.0:
+                if sampled:
                     own = torch.rand(token.shape, device=token.device) >= teacher_forcing
                     token = torch.where(own, logits[-1].argmax(-1), token)
-            step = self.decode_step(token, state, encoded)
-            state = step.state
-            logits.append(step.logits)
-            weights.append(step.attention)
-        logits = torch.stack(logits, dim=1)  # (B, T, V)
+            state, w = self._advance(token, state, encoded)
+            attentionals.append(state.feed)
+            weights.append(w)
+            if sampled:  # the next step may read this step's argmax
+                logits.append(self._logits(state.feed))
+        logits = torch.stack(logits, dim=1) if sampled else self._logits(torch.stack(attentionals, dim=1))  # (B, T, V)
         attention = torch.stack(weights, dim=1) if self.uses_attention else None  # (B, T, S)
         loss = None
         if tgt_out is not None:

@@ -76,6 +76,7 @@ class TrainTranslateConfig:
     epochs: int = 10
     teacher_forcing: float = 1.0  # probability of feeding the true previous token (1: always)
     label_smoothing: float = 0.0  # of the training loss (Szegedy et al. 2016); valid loss is plain
+    bf16: bool = False  # autocast the training forward to bfloat16 (CPU): about 2x faster steps here
     # evaluation and stopping
     eval_every: int = 500  # steps between validation runs (and one at the end)
     eval_batch_size: int = 128
@@ -205,7 +206,8 @@ def train_translate(config: TrainTranslateConfig) -> Path:
         for batch in bucket_batches(train, config.batch_size, shuffle=True, generator=generator):
             lr = schedule.lr(step, epoch)
             set_lr(optimizer, lr)
-            loss = train_step(model, optimizer, clip, batch, config.teacher_forcing, config.label_smoothing)
+            loss = train_step(model, optimizer, clip, batch, config.teacher_forcing, config.label_smoothing,
+                              config.bf16)
             step += 1
             tokens = int((batch.tgt_out != PAD_ID).sum())
             log_loss, log_tokens, log_steps = log_loss + loss, log_tokens + tokens, log_steps + 1
@@ -241,14 +243,15 @@ def train_translate(config: TrainTranslateConfig) -> Path:
 
 
 def train_step(model: Seq2Seq, optimizer, clip: ClipStats, batch, teacher_forcing: float,
-               label_smoothing: float) -> float:
+               label_smoothing: float, bf16: bool = False) -> float:
     """One batch: forward over the whole target, backward, clip, step. Returns the plain loss (nats/token)."""
     model.train()
-    out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, teacher_forcing)  # logits (B, T, V)
-    loss = out.loss
-    if label_smoothing:
-        loss = F.cross_entropy(out.logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
-                               label_smoothing=label_smoothing)
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=bf16):  # the loss stays float32
+        out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, teacher_forcing)  # logits (B, T, V)
+        loss = out.loss
+        if label_smoothing:
+            loss = F.cross_entropy(out.logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+                                   label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip.clip(model.parameters())

@@ -129,3 +129,35 @@ def test_learns_to_reverse_length_8_sequences():
                 break
     assert accuracy >= 0.99, f"exact match {accuracy:.3f} after {step} steps"
     assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("attention", ATTENTION_TYPES + ["none"])
+def test_teacher_forced_forward_equals_stepping_decode_step(attention):
+    """forward applies the output layer once over all steps; decode_step applies it per step: same logits."""
+    model = tiny(attention=attention).eval()
+    batch = padded_batch()
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in).logits  # (B, T, V)
+    encoded = model.encode(batch.src, batch.src_lengths)
+    state = model.initial_state(encoded)
+    for t in range(batch.tgt_in.shape[1]):
+        step = model.decode_step(batch.tgt_in[:, t], state, encoded)
+        torch.testing.assert_close(step.logits, logits[:, t])
+        state = step.state
+
+
+def test_bf16_autocast_training_step_tracks_float32():
+    torch.manual_seed(0)
+    model = tiny(dropout=0.0).float()
+    batch = padded_batch()
+    results = {}
+    for bf16 in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out).loss
+        loss.backward()
+        results[bf16] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
+    assert results[True][0].dtype == torch.float32
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=0.02, atol=0.0)
+    got, want = (torch.cat([g.flatten() for g in results[bf16][1]]) for bf16 in (True, False))
+    assert (got - want).norm() <= 0.03 * want.norm(), ((got - want).norm() / want.norm())
+    assert results[True][0] != results[False][0]  # it really ran in bfloat16
