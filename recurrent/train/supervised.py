@@ -145,7 +145,7 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     batches_per_epoch = -(-len(train) // config.batch_size)
     total = config.max_steps or config.epochs * batches_per_epoch
-    schedule = Schedule(config.schedule, config.lr, config.warmup_steps, total_steps=total)
+    schedule = Schedule(config.schedule, config.lr, config.warmup_steps, total_steps=total, total_time=config.max_time)
     clip, budget = ClipStats(config.clip), Budget(config.max_steps, config.max_time)
     shuffle = torch.Generator().manual_seed(config.seed)
     step, epoch, best, evals_since_best, evaluated_at = 0, 1, None, 0, None
@@ -178,7 +178,7 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
     stop = budget.exhausted(step)
     while epoch <= config.epochs and not stop:
         for indices in bucket_batches(lengths, config.batch_size, shuffle):
-            lr = schedule.lr(step, epoch)
+            lr = schedule.lr(step, epoch, budget.elapsed())
             set_lr(optimizer, lr)
             model.train()
             out = model(**collate([train[i] for i in indices]))

@@ -172,7 +172,7 @@ def train_translate(config: TrainTranslateConfig) -> Path:
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     batches_per_epoch = math.ceil(len(train) / config.batch_size)
     schedule = Schedule(config.schedule, config.lr, config.warmup_steps,
-                        total_steps=config.max_steps or config.epochs * batches_per_epoch)
+                        total_steps=config.max_steps or config.epochs * batches_per_epoch, total_time=config.max_time)
     clip = ClipStats(config.clip)
 
     run_dir = Path(config.out)
@@ -204,7 +204,7 @@ def train_translate(config: TrainTranslateConfig) -> Path:
     log_loss, log_tokens, log_steps, log_start, stop = 0.0, 0, 0, time.monotonic(), None
     while epoch <= config.epochs and stop is None and not budget.exhausted(step):
         for batch in bucket_batches(train, config.batch_size, shuffle=True, generator=generator):
-            lr = schedule.lr(step, epoch)
+            lr = schedule.lr(step, epoch, budget.elapsed())
             set_lr(optimizer, lr)
             loss = train_step(model, optimizer, clip, batch, config.teacher_forcing, config.label_smoothing,
                               config.bf16)
