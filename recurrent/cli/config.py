@@ -14,9 +14,11 @@ import dataclasses
 import tomllib
 import typing
 
+import torch
+
 from recurrent.errors import UserError
 
-_NOT_FIELDS = {"config", "func", "command", "subcommand"}
+_NOT_FIELDS = {"config", "func", "command", "subcommand", "threads"}
 
 
 def add_config_args(parser, config_class: type, skip: set[str] = frozenset(), suppress_defaults: bool = False) -> None:
@@ -47,12 +49,19 @@ def add_train_args(parser, train_class: type, model_class: type, derived: set[st
                    train_skip: set[str] = frozenset()) -> None:
     """--config, then the trainer's fields ("training") and the model's ("model"), less those `derived` from data."""
     parser.add_argument("--config", default=None, help="a TOML file whose keys are the flags' field names")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's choice). On a shared machine use 1: busy cores make "
+                             "OpenMP threads wait on each other")
     add_config_args(parser.add_argument_group("training"), train_class, {"model", *train_skip}, True)
     add_config_args(parser.add_argument_group("model"), model_class, derived, True)
 
 
 def train_config_from_args(args: argparse.Namespace, train_class: type, model_class: type, derived: set[str]):
-    """Dataclass defaults, then the TOML file, then the flags given on the command line."""
+    """Dataclass defaults, then the TOML file, then the flags given on the command line. Applies --threads."""
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     values = read_toml(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k not in _NOT_FIELDS})
     model_names = {f.name for f in dataclasses.fields(model_class)} - derived

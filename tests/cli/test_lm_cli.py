@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from recurrent.cli.main import main
 
@@ -68,9 +69,21 @@ def test_toml_config_fills_flags_and_explicit_flags_win(data, tmp_path, capsys):
     assert config["lr"] == 0.01 and config["bptt"] == 6 and config["model"]["hidden_size"] == 8
 
 
+def test_threads_flag_sets_torch_threads_and_is_not_a_config_field(data, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "lm", "--data", str(data), "--out", str(tmp_path / "run"), "--threads", "1",
+                     "--hidden-size", "8", "--max-steps", "1", "--no-progress"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "threads" not in json.loads((tmp_path / "run" / "config.json").read_text())
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "lm", "--data", "{data}", "--bptt", "0"], "bptt must be >= 1, got 0"),
     (["train", "lm", "--data", "{data}", "--schedule", "linear"], "schedule must be one of"),
+    (["train", "lm", "--data", "{data}", "--threads", "-1"], "--threads must be >= 0 (0: torch's default), got -1"),
     (["train", "lm", "--data", "{missing}"], "no such file or directory"),
     (["train", "lm", "--data", "{latin1}"], "is not UTF-8"),
     (["train", "lm", "--data", "{empty}"], "is empty"),
