@@ -29,13 +29,24 @@ def main():
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--max-time", type=float, default=0.0, help="override the time budget (seconds)")
     p.add_argument("--out", default="runs/bench-sst")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a trainer field, or model.FIELD (repeatable), e.g. --set schedule=cosine "
+                        "--set model.dropout=0.6")
     args = p.parse_args()
     files = {split: Path(args.data) / f"{split}.txt" for split in ("train", "dev", "test")}
     if not all(f.is_file() for f in files.values()):
         raise SystemExit(f"{args.data} lacks train/dev/test.txt: the benchmark needs ../shared/data/sst")
     trainer = dict(TRAINER, **CONFIGS[args.config], **({"max_time": args.max_time} if args.max_time else {}))
+    model = dict(MODEL)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        target, key = (model, key[len("model."):]) if key.startswith("model.") else (trainer, key)
+        try:
+            target[key] = json.loads(value)  # numbers, true/false
+        except ValueError:
+            target[key] = value  # a string, e.g. cosine
     config = TrainClassifyConfig(train=str(files["train"]), valid=str(files["dev"]), out=f"{args.out}-{args.config}",
-                                 progress=False, model=ClassifierConfig(**MODEL), **trainer)
+                                 progress=False, model=ClassifierConfig(**model), **trainer)
     start = time.monotonic()
     run_dir = train_classify(config)
     wall = time.monotonic() - start
