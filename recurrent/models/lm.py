@@ -96,6 +96,14 @@ class LanguageModel(nn.Module):
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return LMOutput(logits, loss, tuple(new_state))
 
+    def stepper(self, dtype: torch.dtype | None = None) -> Stepper:
+        """The model's Stepper (weights packed for per-token stepping), kept between calls until a parameter
+        changes: every in-place update (optimizer steps, load_state_dict) bumps a tensor's version."""
+        key = (dtype, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        if getattr(self, "_stepper", (None, None))[0] != key:
+            self._stepper = (key, Stepper(self, dtype))
+        return self._stepper[1]
+
     @torch.inference_mode()
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  greedy: bool = False, generator: torch.Generator | None = None, bf16: bool = False) -> Iterator[int]:
@@ -110,7 +118,7 @@ class LanguageModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            stepper = Stepper(self, torch.bfloat16 if bf16 else None)
+            stepper = self.stepper(torch.bfloat16 if bf16 else None)
             if prime.numel() > PRIME_PASS_MIN:  # one pass through the layers
                 out = self(prime.view(1, -1))
                 logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
@@ -181,7 +189,8 @@ class Stepper:
                 gh = None if W is None else F.linear(state.h, W, b_hh)
                 state = cell.step(gx, gh, state, *cell.extra_params())[0]
             elif l == 0:
-                state = cell.step(self.table.index_select(0, token), self._apply(products[1], state.h), state)[0]
+                gx = self.table[int(token)].unsqueeze(0) if token.numel() == 1 else self.table[token]  # (B, G)
+                state = cell.step(gx, self._apply(products[1], state.h), state)[0]
             elif products[0] is None:  # one product for the whole pre-activation: gh is folded into gx
                 state = cell.step(self._apply(products[1], torch.cat([x, state.h], 1)), None, state)[0]
             else:

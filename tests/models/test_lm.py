@@ -141,3 +141,17 @@ def test_bf16_stepper_stays_close_to_float32(cell):
             assert logits[torch.bfloat16].dtype == torch.float32
             torch.testing.assert_close(logits[torch.bfloat16], logits[None], atol=0.05, rtol=0.05)
             assert not torch.equal(logits[torch.bfloat16], logits[None])  # it really ran in bfloat16
+
+
+def test_stepper_is_kept_between_generate_calls_until_a_parameter_changes():
+    torch.manual_seed(5)
+    model = make().eval()
+    prime = torch.tensor([1, 2])
+    first = list(model.generate(prime, 8, greedy=True))
+    stepper = model.stepper()
+    assert model.stepper() is stepper and model.stepper(torch.bfloat16) is not stepper
+    model.stepper()  # back to float32
+    with torch.no_grad():
+        model.decoder.bias.add_(torch.arange(V, dtype=torch.float) * 100.0)  # in place: makes the last token win
+    assert model.stepper() is not stepper
+    assert list(model.generate(prime, 8, greedy=True)) == [V - 1] * 8 != first
