@@ -82,7 +82,7 @@ def main() -> None:
             vocab="word" if args.files == "tok" else "bpe", min_freq=args.min_freq,
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_time=args.max_time,
             eval_every=args.eval_every, seed=args.seed, bf16=args.bf16, label_smoothing=args.label_smoothing,
-            schedule=args.schedule,
+            schedule=args.schedule, progress=False,
             model=Seq2SeqConfig(cell=args.cell, attention=attention, embedding_size=args.embedding_size,
                                 hidden_size=args.hidden_size, dropout=args.dropout))
         start = time.monotonic()
