@@ -154,7 +154,6 @@ class Stepper:
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
         self.products = [self._pack(cell, l) if _plain(cell) else None for l, cell in enumerate(self.cells)]
-        self.decode = kernels.linear(model.decoder.weight, model.decoder.bias, 1)  # h (B, E) -> logits (B, V)
 
     def _pack(self, cell: ProjectedCell, l: int):
         """The products of layer l: (project, recur) with x -> U x + b_ih and h -> W h + b_hh, or for a
@@ -197,7 +196,7 @@ class Stepper:
                 state = cell.step(self._apply(products[0], x), self._apply(products[1], state.h), state)[0]
             new_states.append(state)
             x = state.h
-        return self.decode(x), new_states
+        return F.linear(x, self.decoder.weight, self.decoder.bias), new_states  # (B, V): small, so not packed
 
     def _apply(self, product, x: Tensor) -> Tensor:
         return product(x) if self.dtype is None else product(x.to(self.dtype)).float()
