@@ -41,7 +41,7 @@ class BPTT(torch.autograd.Function):
     def forward(ctx, cell: Cell, n_fields: int, gx: Tensor, W, b_hh, *tensors: Tensor):
         state = cell.state_type(*tensors[:n_fields])  # each (B, H)
         extras = tensors[n_fields:]
-        recur = None if W is None else _in_dtype(kernels.linear(W, b_hh, gx.shape[1]), W.dtype, state.h.dtype)
+        recur = None if W is None else kernels.linear(W, b_hh, gx.shape[1], io_dtype=state.h.dtype)
         gx = gx.to(state.h.dtype)  # the steps run in the states' dtype (float32 under autocast)
         # bufs[k][t] holds field k of s_t for t = 0..T, so s_{t-1} for every t is the view bufs[0][:-1]
         bufs = [f.new_empty((gx.shape[0] + 1, *f.shape)) for f in state]  # n_fields x (T+1, B, H)
@@ -74,7 +74,7 @@ class BPTT(torch.autograd.Function):
         dextras = [torch.zeros_like(e) for e in extras]
         # fields other than h get outside gradients only at a few steps (final states): add only there
         live = [None] + [d.flatten(1).any(1).tolist() for d in dseqs[1:]]
-        back = None if W is None else _in_dtype(kernels.linear(W.t(), None, B), W.dtype, h_all.dtype)  # dG -> dG W
+        back = None if W is None else kernels.linear(W.t(), None, B, io_dtype=h_all.dtype)  # dG -> dG W
         dstate = cell.state_type(*(d[-1] for d in dseqs))
         for t in reversed(range(T)):
             dgx, dgh, dprev, dext = cell.step_backward(dstate, saved[t], *extras)
@@ -98,13 +98,6 @@ class BPTT(torch.autograd.Function):
             dW = dGH.flatten(0, 1).t().to(W.dtype) @ h_prev.flatten(0, 1).to(W.dtype)  # (G, H) = Σ_t dG_tᵀ s_{t-1}
             db = dGH.sum((0, 1)).to(b_hh.dtype) if b_hh is not None else None
         return (None, None, dGX, dW, db, dh, *dprev[1:], *dextras)
-
-
-def _in_dtype(product, dtype: torch.dtype, outer: torch.dtype):
-    """product (W in `dtype`, e.g. bfloat16 under autocast) as a map from and to `outer` (the states' dtype)."""
-    if dtype == outer:
-        return product
-    return lambda v: product(v.to(dtype)).to(outer)
 
 
 def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:

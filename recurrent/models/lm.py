@@ -159,11 +159,13 @@ class Stepper:
         """The products of layer l: (project, recur) with x -> U x + b_ih and h -> W h + b_hh, or for a
         `sums_halves` cell above layer 0 (None, joint) with [x, h] -> [U W] [x, h] + b_ih + b_hh."""
         cast = (lambda t: t) if self.dtype is None else (lambda t: None if t is None else t.to(self.dtype))
+        io = cell.weight_ih.dtype  # states and steps keep the model's dtype; only the products run in self.dtype
         W, b_hh = cell.recurrence()
         if l > 0 and cell.sums_halves:
             bias = None if b_hh is None else cell.bias_ih + b_hh
-            return None, kernels.linear(cast(torch.cat([cell.weight_ih, W], 1)), cast(bias), 1)
-        return kernels.linear(cast(cell.weight_ih), cast(cell.bias_ih), 1), kernels.linear(cast(W), cast(b_hh), 1)
+            return None, kernels.linear(cast(torch.cat([cell.weight_ih, W], 1)), cast(bias), 1, io)
+        return (kernels.linear(cast(cell.weight_ih), cast(cell.bias_ih), 1, io),
+                kernels.linear(cast(W), cast(b_hh), 1, io))
 
     @staticmethod
     def from_layer_states(layer_states: tuple) -> list:
@@ -183,23 +185,23 @@ class Stepper:
             if not cell.has_step():
                 state = cell(x, state)
             elif products is None:  # any other cell with the fast-path protocol
-                gx = self.table[token] if l == 0 else cell.project_input(x.unsqueeze(0))[0]  # (B, G)
+                gx = self._table_rows(token) if l == 0 else cell.project_input(x.unsqueeze(0))[0]  # (B, G)
                 W, b_hh = cell.recurrence()
                 gh = None if W is None else F.linear(state.h, W, b_hh)
                 state = cell.step(gx, gh, state, *cell.extra_params())[0]
             elif l == 0:
-                gx = self.table[int(token)].unsqueeze(0) if token.numel() == 1 else self.table[token]  # (B, G)
-                state = cell.step(gx, self._apply(products[1], state.h), state)[0]
+                state = cell.step(self._table_rows(token), products[1](state.h), state)[0]
             elif products[0] is None:  # one product for the whole pre-activation: gh is folded into gx
-                state = cell.step(self._apply(products[1], torch.cat([x, state.h], 1)), None, state)[0]
+                state = cell.step(products[1](torch.cat([x, state.h], 1)), None, state)[0]
             else:
-                state = cell.step(self._apply(products[0], x), self._apply(products[1], state.h), state)[0]
+                state = cell.step(products[0](x), products[1](state.h), state)[0]
             new_states.append(state)
             x = state.h
         return F.linear(x, self.decoder.weight, self.decoder.bias), new_states  # (B, V): small, so not packed
 
-    def _apply(self, product, x: Tensor) -> Tensor:
-        return product(x) if self.dtype is None else product(x.to(self.dtype)).float()
+    def _table_rows(self, token: Tensor) -> Tensor:
+        """Layer 0's U e + b_ih for tokens (B,) -> (B, G); a batch of one is a row view, not a gather."""
+        return self.table[int(token)].unsqueeze(0) if token.numel() == 1 else self.table[token]
 
 
 def _plain(cell) -> bool:
