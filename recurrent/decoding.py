@@ -66,7 +66,7 @@ def greedy_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int
     """The most likely token at every step, for a batch of sources src (B, S). One Hypothesis per sentence."""
     model.eval()
     B = src.shape[0]
-    limits = max_lengths(src_lengths, max_len, a, b)  # (B,)
+    limits = max_lengths(src_lengths.to(src.device), max_len, a, b)  # (B,) on the model's device
     encoded = model.encode(src, src_lengths)
     state = model.initial_state(encoded)
     token = torch.full((B,), BOS_ID, dtype=torch.long, device=src.device)
@@ -85,14 +85,15 @@ def greedy_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len: int
         state = step.state
         if bool((ended >= 0).all()):
             break
-    tokens = torch.stack(tokens, dim=1)  # (B, t)
-    attention = torch.stack(weights, dim=1) if model.uses_attention else None  # (B, t, S)
+    # to the CPU once, not one element at a time (each would wait for the device)
+    tokens = torch.stack(tokens, dim=1).cpu()  # (B, t)
+    attention = torch.stack(weights, dim=1).cpu() if model.uses_attention else None  # (B, t, S)
+    ended, log_prob, src_lengths = ended.tolist(), log_prob.tolist(), src_lengths.tolist()
     out = []
     for i in range(B):
-        n = int(ended[i]) + 1  # output length with </s>
-        attn = None if attention is None else attention[i, :n, : int(src_lengths[i])]
-        out.append(Hypothesis(tokens[i, : n - 1].tolist(), normalise(float(log_prob[i]), n, alpha),
-                              float(log_prob[i]), attn))
+        n = ended[i] + 1  # output length with </s>
+        attn = None if attention is None else attention[i, :n, : src_lengths[i]]
+        out.append(Hypothesis(tokens[i, : n - 1].tolist(), normalise(log_prob[i], n, alpha), log_prob[i], attn))
     return out
 
 
@@ -104,7 +105,10 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
     model.eval()
     B, K, device = src.shape[0], beam_size, src.device
-    limits = max_lengths(src_lengths.cpu(), max_len, a, b)  # (B,); the search's bookkeeping lives on the CPU
+    # The scores of all K·V candidates stay on the model's device; only each step's best 2K go to the CPU,
+    # where the search's bookkeeping (finished hypotheses, histories) lives.
+    limits = max_lengths(src_lengths.cpu(), max_len, a, b)  # (B,)
+    last_step = (limits - 1).repeat_interleave(K).to(device)  # (B*K,): each hypothesis's last allowed step
     encoded = model.encode(src, src_lengths)
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) hypothesis -> sentence
     encoded = select(encoded, rows)  # every field repeated K times: (B*K, ...)
@@ -120,10 +124,10 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int
     for t in range(int(limits.max())):
         step = model.decode_step(token, state, encoded)
         V = step.logits.shape[-1]
-        logp = _forbid_specials(_log_softmax(step.logits).cpu())  # (B*K, V)
-        logp = _force_eos(logp, (limits - 1 == t).repeat_interleave(K)).view(B, K, V)
-        candidates = (scores.unsqueeze(-1) + logp).view(B, K * V)  # (B, K*V)
-        top, flat = candidates.topk(min(2 * K, K * V), dim=-1)  # (B, 2K) best first
+        logp = _forbid_specials(_log_softmax(step.logits))  # (B*K, V)
+        logp = _force_eos(logp, last_step == t).view(B, K, V)
+        candidates = (scores.to(device).unsqueeze(-1) + logp).view(B, K * V)  # (B, K*V)
+        top, flat = (x.cpu() for x in candidates.topk(min(2 * K, K * V), dim=-1))  # (B, 2K) best first
         beam, tok = flat // V, flat % V  # which hypothesis each candidate extends, and with which token
         if model.uses_attention:
             weights = step.attention.cpu().view(B, K, 1, -1)

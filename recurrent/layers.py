@@ -115,7 +115,7 @@ class Recurrent(nn.Module):
                 lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
-        state = self.initial_state(B, x) if state is None else self._check_state(state, B)
+        state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
         if self._backend.name == "fused":
             return self._forward_fused(x, state, lengths)
 
@@ -159,7 +159,7 @@ class Recurrent(nn.Module):
             raise ValueError(f"x must have at least one sequence and one time step, got shape {tuple(x.shape)}")
         return B, T
 
-    def _check_state(self, state, B: int) -> NamedTuple:
+    def _check_state(self, state, B: int, device: torch.device | None = None) -> NamedTuple:
         fields = self.state_type._fields
         if isinstance(state, Tensor):
             state = (state,)
@@ -172,6 +172,8 @@ class Recurrent(nn.Module):
                 got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
                 raise ValueError(f"state.{name} must have shape (layers, directions, batch, hidden) = {expected}, "
                                  f"got {got}")
+            if device is not None and s.device != device:
+                raise ValueError(f"state.{name} must be on x's device {device}, got {s.device}")
         return self.state_type(*state)
 
     def extra_repr(self) -> str:

@@ -47,8 +47,12 @@ class Sampler:
         if self.top_k or self.top_p < 1.0:  # the nucleus is taken after temperature
             logits, scale = filter_logits(logits / self.temperature, self.top_k, self.top_p), 1.0
         if self.noise is None or self.row == len(self.noise) or self.noise.shape[1:] != logits.shape:
-            e = torch.empty(self.block, *logits.shape).exponential_(generator=self.generator)
-            self.noise, self.row = e.clamp_(min=torch.finfo(e.dtype).tiny).log_().neg_(), 0  # finite: ≤ 87.4
+            # drawn on the generator's device (a CPU generator gives the same draws whatever device the model is
+            # on), then moved to the logits' device once per block
+            where = logits.device if self.generator is None else self.generator.device
+            e = torch.empty(self.block, *logits.shape, device=where).exponential_(generator=self.generator)
+            e = e.clamp_(min=torch.finfo(e.dtype).tiny).log_().neg_()  # finite: ≤ 87.4
+            self.noise, self.row = e.to(logits.device), 0
         g, self.row = self.noise[self.row], self.row + 1
         return torch.add(logits, g, alpha=scale).argmax(-1)
 

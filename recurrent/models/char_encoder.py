@@ -38,7 +38,7 @@ class CharEncoder(nn.Module):
         if self.kind == "lstm":
             _, state = self.rnn(x, lengths=lengths)
             return torch.cat([state.h[-1, 0], state.h[-1, 1]], dim=-1)  # (N, 2H)
-        valid = torch.arange(chars.shape[1], device=chars.device) < lengths.unsqueeze(1)  # (N, C)
+        valid = torch.arange(chars.shape[1], device=chars.device) < lengths.to(chars.device).unsqueeze(1)  # (N, C)
         x = x * valid.unsqueeze(2)  # zeros past each word, as the convolution's own padding: width never matters
         y = self.conv(x.transpose(1, 2)).transpose(1, 2)  # (N, C, H)
         return y.masked_fill(~valid.unsqueeze(2), float("-inf")).max(dim=1).values  # (N, H)

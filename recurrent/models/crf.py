@@ -78,7 +78,7 @@ class CRF(nn.Module):
     def path_score(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """s(tags), (B,)."""
         trans, start, end = self.scores()
-        mask = mask.to(emissions.dtype)
+        mask, tags = mask.to(emissions.device, emissions.dtype), tags.to(emissions.device)
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T): e[t, y_t]
         step = trans[tags[:, :-1], tags[:, 1:]]  # (B, T-1): A[y_{t-1}, y_t]
         lengths = mask.sum(1).long()
@@ -88,6 +88,7 @@ class CRF(nn.Module):
     def log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """log Z per sequence, (B,), by the forward algorithm."""
         trans, start, end = self.scores()
+        mask = mask.to(emissions.device)
         alpha = start + emissions[:, 0]  # (B, K)
         for t in range(1, emissions.shape[1]):
             nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]  # (B, K): sum over from
@@ -99,6 +100,7 @@ class CRF(nn.Module):
         """The Viterbi path, (B, T) long, 0 past each sequence's length."""
         self._check(emissions, mask)
         trans, start, end = self.scores()
+        mask = mask.to(emissions.device)
         B, T, K = emissions.shape
         alpha = start + emissions[:, 0]  # (B, K)
         keep = torch.arange(K, device=emissions.device).expand(B, K)  # padding's back-pointer: stay put

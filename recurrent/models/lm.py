@@ -115,6 +115,7 @@ class LanguageModel(nn.Module):
         """
         if prime.numel() == 0:
             raise ValueError("prime must hold at least one token")
+        prime = prime.to(self.embedding.weight.device)  # token ids follow the model
         was_training = self.training
         self.eval()
         try:
@@ -200,8 +201,11 @@ class Stepper:
         return F.linear(x, self.decoder.weight, self.decoder.bias), new_states  # (B, V): small, so not packed
 
     def _table_rows(self, token: Tensor) -> Tensor:
-        """Layer 0's U e + b_ih for tokens (B,) -> (B, G); a batch of one is a row view, not a gather."""
-        return self.table[int(token)].unsqueeze(0) if token.numel() == 1 else self.table[token]
+        """Layer 0's U e + b_ih for tokens (B,) -> (B, G). One token on the CPU is a row view, not a gather; on a GPU,
+        int(token) would wait for the device, so there it is a gather."""
+        if token.numel() == 1 and token.device.type == "cpu":
+            return self.table[int(token)].unsqueeze(0)
+        return self.table[token]
 
 
 def _plain(cell) -> bool:

@@ -79,6 +79,7 @@ class SequenceTagger(nn.Module):
         has a char encoder, tags (B, T) -> emissions (B, T, K)."""
         B, T = words.shape
         p = self.config.dropout
+        lengths = lengths.to(words.device)  # the masks below follow the input's device
         x = self.embedding(words)  # (B, T, E)
         if self.chars is not None:
             if chars is None:
@@ -94,7 +95,8 @@ class SequenceTagger(nn.Module):
         return TaggerOutput(emissions, None if tags is None else self.loss(emissions, lengths, tags))
 
     def loss(self, emissions: Tensor, lengths: Tensor, tags: Tensor) -> Tensor:
-        mask = valid_mask(lengths, emissions.shape[1])
+        mask = valid_mask(lengths.to(emissions.device), emissions.shape[1])  # (B, T)
+        tags = tags.to(emissions.device)
         if self.crf is not None:
             return -self.crf.log_likelihood(emissions, tags, mask).mean()
         return F.cross_entropy(emissions[mask], tags[mask])
@@ -102,6 +104,6 @@ class SequenceTagger(nn.Module):
     @torch.no_grad()
     def decode(self, emissions: Tensor, lengths: Tensor) -> list[list[int]]:
         """The best tag ids of each sentence: Viterbi with a CRF, else the per-token argmax."""
-        mask = valid_mask(lengths, emissions.shape[1])
+        mask = valid_mask(lengths.to(emissions.device), emissions.shape[1])  # (B, T)
         best = self.crf.decode(emissions, mask) if self.crf is not None else emissions.argmax(-1)  # (B, T)
         return [row[:n] for row, n in zip(best.tolist(), lengths.tolist())]
