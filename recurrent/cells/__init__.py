@@ -4,5 +4,7 @@ from recurrent.cells.elman import ElmanCell
 from recurrent.cells.gru import GRUCell
 from recurrent.cells.layernorm_lstm import LayerNormLSTMCell
 from recurrent.cells.lstm import LSTMCell
+from recurrent.cells.tree import BinaryTreeLSTMCell, TreeRNNCell
 
-__all__ = ["Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell"]
+__all__ = ["Cell", "ProjectedCell", "ElmanCell", "LSTMCell", "GRUCell", "LayerNormLSTMCell", "BinaryTreeLSTMCell",
+           "TreeRNNCell"]

@@ -1,6 +1,7 @@
 """`recurrent predict RUN`: label or tag sentences read from stdin, one per line, tokens separated by spaces.
 
     recurrent predict runs/sent < sentences.txt     # classifier: one label per line
+    recurrent predict runs/sst-tree < trees.txt     # tree classifier: one PTB-bracketed tree per line
     recurrent predict runs/ner < sentences.txt      # tagger: token/TAG pairs, e.g. "EU/B-ORG rejects/O"
 
 One output line per input line, in order; an empty input line gives an empty output line.
@@ -36,7 +37,15 @@ def run(args: argparse.Namespace) -> int:
     kept = [s for s in sentences if s]
     if task == "classify":
         from recurrent.train.classify import load_classifier
-        outputs = iter(load_classifier(args.run).predict(kept, args.batch_size) if kept else [])
+        classifier = load_classifier(args.run)
+        if classifier.reads_trees:
+            from recurrent.data.labelled import parse_tree
+            try:
+                kept = [parse_tree(line, f"stdin:{n}") for n, line in enumerate(lines, start=1) if line.split()]
+            except UserError as e:
+                raise UserError(f"{e} (this classifier composes parse trees: give one PTB-bracketed tree per "
+                                "line, such as (3 (2 a) (3 film)); the labels are ignored)") from None
+        outputs = iter(classifier.predict(kept, args.batch_size) if kept else [])
         for s in sentences:
             print(next(outputs) if s else "")
     else:

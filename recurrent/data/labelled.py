@@ -24,6 +24,7 @@ class Example(NamedTuple):
     tokens: list[str]
     label: str | list[str]  # a class label, or one tag per token
     line: int  # 1-based line where the example starts, for error messages
+    tree: Tree | None = None  # SST: the parse tree (or phrase) the example was read from
 
 
 class Read(NamedTuple):
@@ -162,7 +163,7 @@ def read_sst(path, binary: bool = False, phrases: bool = False) -> Read:
         for node in (tree.subtrees() if phrases else [tree]):
             label = SST2.get(node.label) if binary else node.label
             if label is not None:
-                examples.append(Example(node.leaves(), label, line))
+                examples.append(Example(node.leaves(), label, line, node))
     if not examples:
         raise UserError(f"{path} holds no trees")
     return Read(examples, skipped)

@@ -20,20 +20,24 @@ from torch import Tensor, nn
 from recurrent.models.lm import LAYERS
 
 POOLINGS = ("last", "mean", "max", "attention")
+STRUCTURES = ("sequence", "tree")
 
 
 @dataclass
 class ClassifierConfig:
     vocab_size: int = 0  # V: taken from the data
     num_classes: int = 0  # C: taken from the data
+    structure: str = field(default="sequence", metadata={
+        "help": "sequence: a (bi)RNN over the words; tree: a recursive network over SST parse trees "
+                "(recurrent.models.tree; cell lstm = Tree-LSTM, elman = recursive NN)"})
     cell: str = field(default="lstm", metadata={"help": f"recurrent cell: one of {sorted(LAYERS)}"})
     embedding_size: int = 100  # E
     hidden_size: int = 150  # H, per direction
-    num_layers: int = 1
+    num_layers: int = 1  # sequence only, as the three below
     bidirectional: bool = True
     pooling: str = field(default="max", metadata={"help": f"one of {POOLINGS}"})
-    dropout: float = 0.5  # on the embeddings and on the pooled vector
     backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
+    dropout: float = 0.5  # on the embeddings and on the pooled vector (tree: on every node's h)
 
 
 class ClassifierOutput(NamedTuple):
@@ -62,12 +66,16 @@ def pool(out: Tensor, state, lengths: Tensor, pooling: str, attention: nn.Module
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
+def check_sizes(config: ClassifierConfig) -> None:
+    """ValueError unless the data gave the config a vocabulary and classes."""
+    if config.vocab_size < 1 or config.num_classes < 1:
+        raise ValueError(f"vocab_size and num_classes must be >= 1, got {config.vocab_size}, {config.num_classes}")
+
+
 class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
-        if config.vocab_size < 1 or config.num_classes < 1:
-            raise ValueError(f"vocab_size and num_classes must be >= 1, got {config.vocab_size}, "
-                             f"{config.num_classes}")
+        check_sizes(config)
         if config.cell not in LAYERS:
             raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {config.cell!r}")
         if config.pooling not in POOLINGS:

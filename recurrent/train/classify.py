@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from recurrent.data.buckets import bucket_batches, pad
-from recurrent.data.labelled import Read, read_sst, read_tabular
+from recurrent.data.labelled import SST2, Read, Tree, read_sst, read_tabular
 from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
-from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
+from recurrent.models.classifier import STRUCTURES, ClassifierConfig, SequenceClassifier
+from recurrent.models.tree import NO_LABEL, EncodedTree, TreeClassifier, batch_trees, encode_tree
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
                                         format_confusion, load_run, log, lookup, macro_f1,
                                         replace_singletons, seed_everything, singleton_ids)
@@ -45,12 +46,20 @@ class TrainClassifyConfig(SupervisedConfig):
         super().validate()
         if self.format not in FORMATS:
             raise UserError(f"format must be one of {FORMATS}, got {self.format!r}")
+        if self.model.structure not in STRUCTURES:
+            raise UserError(f"structure must be one of {STRUCTURES}, got {self.model.structure!r}")
+        if self.model.structure == "tree" and self.format != "sst":
+            raise UserError(f"structure 'tree' needs parse trees: format must be 'sst', got {self.format!r}")
 
 
 def read_classification(path, config: TrainClassifyConfig, training: bool = False) -> Read:
-    """The examples of a file in the run's format; phrases only for training."""
+    """The examples of a file in the run's format; phrases only for training. A tree model reads whole trees
+    (every tree in training, neutral roots too, since its phrases carry labels) and finds the phrases inside."""
     if config.format == "sst":
-        read = read_sst(path, binary=config.binary, phrases=config.phrases and training)
+        if config.model.structure == "tree" and training:
+            read = read_sst(path)
+        else:
+            read = read_sst(path, binary=config.binary, phrases=config.phrases and training)
     else:
         read = read_tabular(path, config.text_col, config.label_col, config.header,
                             "," if config.format == "csv" else "\t")
@@ -61,34 +70,60 @@ def read_classification(path, config: TrainClassifyConfig, training: bool = Fals
 
 @dataclass
 class Classifier:
-    """A trained model with its vocabularies: what predict and evaluate need."""
+    """A trained model with its vocabularies: what predict and evaluate need. A sequence model reads token
+    lists, a tree model parse trees (`recurrent.data.labelled.Tree`)."""
 
-    model: SequenceClassifier
+    model: SequenceClassifier | TreeClassifier
     words: list[str]
     labels: list[str]
     config: dict  # the trainer config it was trained with
 
     def __post_init__(self):
         self.stoi = lookup(self.words)
+        self.reads_trees = isinstance(self.model, TreeClassifier)
 
     def encode(self, tokens: list[str]) -> list[int]:
         unk = self.stoi[UNK]
         return [self.stoi.get(t.lower() if self.config["lowercase"] else t, unk) for t in tokens]
 
+    def encode_tree(self, tree: Tree, label_id=lambda label: NO_LABEL) -> EncodedTree:
+        return encode_tree(tree, lambda word: self.encode([word])[0], label_id)
+
+    def encode_input(self, x: list[str] | Tree) -> list[int] | EncodedTree:
+        """A sentence's model input: word ids, or an encoded tree (no labels)."""
+        if not self.reads_trees:
+            return self.encode(x.leaves() if isinstance(x, Tree) else x)
+        if not isinstance(x, Tree):
+            raise UserError("this classifier composes parse trees: give one PTB-bracketed tree per line, "
+                            "such as (3 (2 a) (3 film)); the labels are ignored")
+        return self.encode_tree(x)
+
+    def batch(self, inputs: list) -> dict:
+        """Encoded inputs -> the model's keyword arguments."""
+        if self.reads_trees:
+            return {"trees": batch_trees(inputs)}
+        words, lengths = pad(inputs)
+        return {"words": words, "lengths": lengths}
+
     @torch.no_grad()
-    def predict_ids(self, sentences: list[list[str]], batch_size: int = 64) -> list[int]:
+    def predict_ids(self, sentences: list, batch_size: int = 64) -> list[int]:
         self.model.eval()
-        ids = [self.encode(s) for s in sentences]
-        out = [0] * len(ids)
-        for batch in bucket_batches([len(x) for x in ids], batch_size):
-            words, lengths = pad([ids[i] for i in batch])
-            for i, p in zip(batch, self.model(words, lengths).logits.argmax(-1).tolist()):
+        inputs = [self.encode_input(s) for s in sentences]
+        out = [0] * len(inputs)
+        for batch in bucket_batches([input_size(x) for x in inputs], batch_size):
+            logits = self.model(**self.batch([inputs[i] for i in batch])).logits
+            for i, p in zip(batch, logits.argmax(-1).tolist()):
                 out[i] = p
         return out
 
-    def predict(self, sentences: list[list[str]], batch_size: int = 64) -> list[str]:
-        """One label per sentence (each a non-empty token list), in order."""
+    def predict(self, sentences: list, batch_size: int = 64) -> list[str]:
+        """One label per sentence (a non-empty token list, or a Tree for a tree model), in order."""
         return [self.labels[i] for i in self.predict_ids(sentences, batch_size)]
+
+
+def input_size(x: list[int] | EncodedTree) -> int:
+    """Words in an encoded input: what batches are bucketed by."""
+    return len(x.words) if isinstance(x, EncodedTree) else len(x)
 
 
 def encode_labels(read: Read, labels: list[str], path) -> list[int]:
@@ -107,27 +142,33 @@ def train_classify(config: TrainClassifyConfig) -> Path:
     seed_everything(config.seed)
     train = read_classification(config.train, config, training=True)
     valid = read_classification(config.valid, config)
+    trees = config.model.structure == "tree"
     norm = (lambda t: t.lower()) if config.lowercase else (lambda t: t)
     words = build_index(([norm(t) for t in ex.tokens] for ex in train.examples), config.min_freq)
     singletons = singleton_ids(([norm(t) for t in ex.tokens] for ex in train.examples), words)
-    labels = sorted({ex.label for ex in train.examples})
+    sst_label = (lambda raw: SST2.get(raw)) if config.binary else (lambda raw: raw)  # None: dropped (neutral)
+    if trees:
+        labels = sorted({sst_label(n.label) for ex in train.examples for n in ex.tree.subtrees()} - {None})
+    else:
+        labels = sorted({ex.label for ex in train.examples})
     model_config = dataclasses.replace(config.model, vocab_size=len(words), num_classes=len(labels))
     try:
-        model = SequenceClassifier(model_config)
+        model = (TreeClassifier if trees else SequenceClassifier)(model_config)
     except ValueError as e:
         raise UserError(str(e)) from None
     if config.embeddings:
         init_embedding(model.embedding, config.embeddings, words, log)
     classifier = Classifier(model, words, labels, dataclasses.asdict(config))
-
-    def encode(read: Read, path) -> list[tuple[list[int], int]]:
-        return list(zip((classifier.encode(ex.tokens) for ex in read.examples), encode_labels(read, labels, path)))
-
-    train_items, valid_items = encode(train, config.train), encode(valid, config.valid)
+    train_items = encode_training_trees(classifier, train, config.phrases, sst_label) if trees else \
+        encode_items(classifier, train, config.train)
+    valid_items = encode_items(classifier, valid, config.valid)
 
     def collate(items):
-        words_, lengths = pad([x for x, _ in items])
-        return {"words": replace_singletons(words_, singletons, config.unk_replace), "lengths": lengths,
+        inputs = classifier.batch([x for x, _ in items])
+        if trees:
+            t = inputs["trees"]
+            return {"trees": t._replace(words=replace_singletons(t.words, singletons, config.unk_replace))}
+        return {**inputs, "words": replace_singletons(inputs["words"], singletons, config.unk_replace),
                 "labels": torch.tensor([y for _, y in items])}
 
     def score(model, items) -> dict:
@@ -136,8 +177,28 @@ def train_classify(config: TrainClassifyConfig) -> Path:
                 "macro_f1": report.macro_f1}
 
     meta = {"model": dataclasses.asdict(model_config), "words": words, "labels": labels}
-    return fit(config, "classify", model, train_items, [len(x) for x, _ in train_items], valid_items, collate,
-               score, meta)
+    return fit(config, "classify", model, train_items, [input_size(x) for x, _ in train_items], valid_items,
+               collate, score, meta)
+
+
+def encode_items(classifier: Classifier, read: Read, path) -> list[tuple[list[int] | EncodedTree, int]]:
+    """(model input, label id) per example: the label of the sentence (a tree model: of the root)."""
+    inputs = [classifier.encode_input(ex.tree if classifier.reads_trees else ex.tokens) for ex in read.examples]
+    return list(zip(inputs, encode_labels(read, classifier.labels, path)))
+
+
+def encode_training_trees(classifier: Classifier, read: Read, phrases: bool, sst_label) -> list:
+    """(tree with a label id on every labelled node, root label id) per training tree. Without `phrases` only
+    the roots keep their labels; a tree left with no label at all (SST-2: a neutral sentence) is dropped."""
+    index = lookup(classifier.labels)
+    items = []
+    for ex in read.examples:
+        tree = classifier.encode_tree(ex.tree, lambda raw: index.get(sst_label(raw), NO_LABEL))
+        if not phrases:
+            tree = tree._replace(labels=[NO_LABEL] * (len(tree.labels) - 1) + tree.labels[-1:])
+        if any(y != NO_LABEL for y in tree.labels):
+            items.append((tree, tree.labels[-1]))
+    return items
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -162,10 +223,9 @@ def evaluate_items(classifier: Classifier, items: list[tuple[list[int], int]],
     was_training = model.training
     model.eval()
     gold, pred, loss = [], [], 0.0
-    for batch in bucket_batches([len(x) for x, _ in items], batch_size):
-        words, lengths = pad([items[i][0] for i in batch])
+    for batch in bucket_batches([input_size(x) for x, _ in items], batch_size):
         labels = torch.tensor([items[i][1] for i in batch])
-        logits = model(words, lengths).logits
+        logits = model(**classifier.batch([items[i][0] for i in batch])).logits
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
         gold += labels.tolist()
         pred += logits.argmax(-1).tolist()
@@ -178,17 +238,15 @@ def evaluate_items(classifier: Classifier, items: list[tuple[list[int], int]],
 def evaluate_classifier(classifier: Classifier, path, batch_size: int = 64) -> ClassificationReport:
     """Score a labelled file, read in the format the model was trained on."""
     config = TrainClassifyConfig(**{k: v for k, v in classifier.config.items() if k != "model"})
-    read = read_classification(path, config)
-    items = list(zip((classifier.encode(ex.tokens) for ex in read.examples),
-                     encode_labels(read, classifier.labels, path)))
-    return evaluate_items(classifier, items, batch_size)
+    return evaluate_items(classifier, encode_items(classifier, read_classification(path, config), path), batch_size)
 
 
 def load_classifier(run_dir) -> Classifier:
     tensors, meta = load_run(run_dir)
     if "labels" not in meta or "words" not in meta:
         raise UserError(f"{run_dir} does not hold a classifier checkpoint (no labels or words)")
-    model = SequenceClassifier(ClassifierConfig(**meta["model"]))
+    model_config = ClassifierConfig(**meta["model"])
+    model = (TreeClassifier if model_config.structure == "tree" else SequenceClassifier)(model_config)
     model.load_state_dict(tensors)
     model.eval()
     return Classifier(model, meta["words"], meta["labels"], meta["trainer"])

@@ -23,6 +23,7 @@ def files(tmp_path_factory):
     (d / "eng.train").write_text(CONLL)
     (d / "bad.tsv").write_text("pos\tgood\nneg\n")
     (d / "sst.txt").write_text("(3 (2 a) (4 good))\n(0 (1 bad) (2 film)\n")
+    (d / "trees.txt").write_text("(3 (2 a) (4 good))\n(0 (1 bad) (2 film))\n(4 (2 (2 a) (2 film)) (4 good))\n")
     return d
 
 
@@ -60,6 +61,32 @@ def test_predict_classifier_one_label_per_line_in_order(classify_run):
     assert len(lines) == 4 and lines[1] == "" and lines[3] == "" and {lines[0], lines[2]} <= {"pos", "neg"}
 
 
+@pytest.fixture(scope="module")
+def tree_run(files):
+    out = files / "tree"
+    trees = str(files / "trees.txt")
+    assert main(["train", "classify", "--format", "sst", "--structure", "tree", "--phrases", "--train", trees,
+                 "--valid", trees, "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_tree_classifier_trains_predicts_and_evaluates(tree_run, files, capsys):
+    meta = json.loads((tree_run / "model.json").read_text())
+    assert meta["model"]["structure"] == "tree" and meta["labels"] == ["0", "1", "2", "3", "4"]  # phrases' too
+    result = recurrent("predict", str(tree_run), stdin="(2 (2 a) (2 film))\n\n(2 good)\n")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().split("\n")
+    assert len(lines) == 4 and lines[1] == "" and {lines[0], lines[2]} <= set(meta["labels"])
+    assert main(["evaluate", str(tree_run), "--data", str(files / "trees.txt")]) == 0
+    assert re.search(r"^test accuracy \d\.\d{3}$", capsys.readouterr().out, re.M)
+
+
+def test_tree_classifier_refuses_plain_sentences(tree_run):
+    result = recurrent("predict", str(tree_run), stdin="a good film\n")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("\n") == 1 and "stdin:1: word 'a' outside any parenthesis (this classifier composes parse trees" in err, err
+
+
 def test_predict_tagger_token_tag_pairs(tag_run):
     result = recurrent("predict", str(tag_run), stdin="Peter lives in Paris\nRome\n")
     assert result.returncode == 0, result.stderr.decode()
@@ -87,13 +114,17 @@ def test_evaluate_tagger(tag_run, files, capsys):
     (["train", "classify", "--train", "{train}", "--valid", "{train}", "--batch-size", "0"], "batch_size must be >= 1"),
     (["train", "classify", "--train", "{bad}", "--valid", "{train}"], "bad.tsv:2: expected 2 columns, got 1"),
     (["train", "classify", "--format", "sst", "--train", "{sst}", "--valid", "{sst}"], "sst.txt:2: unbalanced"),
+    (["train", "classify", "--train", "{train}", "--valid", "{train}", "--structure", "tree"],
+     "structure 'tree' needs parse trees: format must be 'sst', got 'tsv'"),
+    (["train", "classify", "--format", "sst", "--train", "{trees}", "--valid", "{trees}", "--structure", "tree",
+      "--cell", "gru"], "a tree classifier's cell must be one of ['elman', 'lstm'], got 'gru'"),
     (["train", "tag", "--train", "{conll}", "--valid", "{conll}", "--char-encoder", "gru"], "char_encoder must be"),
     (["train", "tag", "--train", "{conll}"], "needs --train FILE and --valid FILE"),
     (["predict", "{missing}"], "does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, message, files, tmp_path, capsys):
     paths = {"train": files / "train.tsv", "bad": files / "bad.tsv", "sst": files / "sst.txt",
-             "conll": files / "eng.train", "missing": tmp_path / "missing"}
+             "trees": files / "trees.txt", "conll": files / "eng.train", "missing": tmp_path / "missing"}
     argv = [a.format(**paths) for a in argv] + (["--out", str(tmp_path / "out")] if argv[0] == "train" else [])
     assert main(argv) == 2
     err = capsys.readouterr().err

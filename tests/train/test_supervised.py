@@ -119,3 +119,56 @@ def test_unk_replace_touches_only_singletons():
     words = torch.tensor([[2, 3, 3, 0]])
     assert replace_singletons(words, singletons, 1.0).tolist() == [[2, 1, 1, 0]]
     assert replace_singletons(words, singletons, 0.0).tolist() == words.tolist()
+
+
+def treebank_file(path, n: int, seed: int):
+    """Right-branching SST-style trees: the sentiment word labels every phrase that holds it; the rest is 2."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        label = rng.choice(["0", "2", "4"])
+        words = [rng.choice(["the", "film", "was", "a"]) for _ in range(rng.randint(1, 4))]
+        if label != "2":
+            words.insert(rng.randint(0, len(words)), rng.choice(["good", "great"] if label == "4" else ["bad", "dull"]))
+        polar = [w in ("good", "great", "bad", "dull") for w in words]
+        text = f"({label if polar[-1] else 2} {words[-1]})"
+        for w, p, k in zip(words[-2::-1], polar[-2::-1], range(len(words) - 2, -1, -1)):
+            inner = label if any(polar[k:]) else "2"
+            text = f"({inner} ({label if p else 2} {w}) {text})"
+        lines.append(text)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("phrases", [True, False])
+def test_tree_classifier_learns_sst2_from_trees(tmp_path, phrases):
+    train, dev = treebank_file(tmp_path / "train.txt", 96, 0), treebank_file(tmp_path / "dev.txt", 48, 1)
+    config = TrainClassifyConfig(train=str(train), valid=str(dev), out=str(tmp_path / "run"), format="sst",
+                                 binary=True, phrases=phrases, epochs=20, lr=0.02, batch_size=16, progress=False,
+                                 model=ClassifierConfig(structure="tree", embedding_size=12, hidden_size=12,
+                                                        dropout=0.0))
+    run = train_classify(config)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["labels"] == ["negative", "positive"]
+    classifier = load_classifier(run)
+    report = evaluate_classifier(classifier, dev)
+    assert sum(map(sum, report.confusion)) == sum(1 for line in dev.read_text().splitlines() if line[1] != "2")
+    assert report.accuracy > 0.9 and report.accuracy == meta["metrics"]["accuracy"]
+
+
+def test_tree_training_items_keep_neutral_sentences_only_for_their_phrases(tmp_path):
+    from recurrent.data.labelled import SST2, read_sst
+    from recurrent.models.tree import NO_LABEL, TreeClassifier
+    from recurrent.train.classify import Classifier, encode_training_trees
+
+    path = tmp_path / "t.txt"
+    path.write_text("(2 (2 a) (4 good))\n(0 (0 bad) (2 film))\n")
+    model = TreeClassifier(ClassifierConfig(vocab_size=6, num_classes=2, structure="tree"))
+    classifier = Classifier(model, ["<pad>", "<unk>", "a", "good", "bad", "film"], ["negative", "positive"],
+                            {"lowercase": False})
+    read = read_sst(path)
+    with_phrases = encode_training_trees(classifier, read, True, SST2.get)
+    assert [t.labels for t, _ in with_phrases] == [[NO_LABEL, 1, NO_LABEL], [0, NO_LABEL, 0]]
+    assert [y for _, y in with_phrases] == [NO_LABEL, 0]
+    roots_only = encode_training_trees(classifier, read, False, SST2.get)
+    assert [t.labels for t, _ in roots_only] == [[NO_LABEL, NO_LABEL, 0]]
