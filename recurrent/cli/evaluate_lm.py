@@ -16,7 +16,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluating a language model needs --data FILE")
     if args.batch_size < 1 or args.bptt < 1:
         raise UserError(f"--batch-size and --bptt must be >= 1, got {args.batch_size} and {args.bptt}")
-    model, vocab = load_lm(args.run)
+    model, vocab = load_lm(args.run, args.device)
     score = evaluate_lm(model, vocab, read_text(args.data), args.batch_size, args.bptt)
     print(f"{args.name} {score}")
     return 0

@@ -28,7 +28,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if len(src) != len(refs):
         raise UserError(f"source and target differ in length: {args.src} has {len(src)} lines, "
                         f"{args.tgt} has {len(refs)}")
-    translator = load_translator(args.run)
+    translator = load_translator(args.run, args.device)
     keep = [i for i in range(len(src)) if src[i].strip() and refs[i].strip()]
     if not keep:
         raise UserError(f"{args.src} and {args.tgt} hold no sentence pairs")

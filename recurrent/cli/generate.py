@@ -2,6 +2,10 @@
 
     recurrent generate runs/shakespeare --prime "ROMEO:" --length 500 --temperature 0.8 --top-k 40
     recurrent generate runs/shakespeare --prime-file opening.txt --greedy
+    recurrent generate runs/shakespeare --device cuda          # the same samples for a --seed, on the GPU
+
+The sampling noise comes from a CPU generator seeded with --seed whatever the device, so a seed picks the same
+noise on the CPU and the GPU (the logits themselves may differ in their last bits).
 """
 from __future__ import annotations
 
@@ -30,12 +34,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 weights for the per-token products: about twice as fast, samples not bit-equal")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    model, vocab = load_lm(args.run)
+    model, vocab = load_lm(args.run, args.device)
     prime = read_text(args.prime_file) if args.prime_file else args.prime
     if prime is None:
         prime = "\n" if "\n" in vocab.stoi or vocab.level == "word" else vocab.itos[0]

@@ -26,6 +26,7 @@ def register(subparsers) -> None:
                    help="translate this sentence and save its attention heatmap to --out (PNG)")
     p.add_argument("--out", default="attention.png", help="where --plot-attention writes the PNG")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     p.set_defaults(func=run)
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    translator = load_translator(args.run)
+    translator = load_translator(args.run, args.device)
     if args.plot_attention is not None:
         return plot(translator, args)
     lines = sys.stdin.read().splitlines()

@@ -14,6 +14,7 @@ A run folder holds:
     model.safetensors/.json    the best model so far (lowest valid loss), its config, vocabulary and metrics
     last.safetensors/.json     everything needed to resume: model, optimizer, RNG states, schedule, position
                                in the epoch and the carried hidden state
+Checkpoints hold CPU tensors whatever `device` trained the model, so a GPU run loads on a CPU-only machine.
     metrics.jsonl, loss.png    one JSON object per log line, and the loss curves
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ from recurrent.errors import UserError
 from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.state import detach
 from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
-                                    make_optimizer, plot_losses, set_lr)
+                                    make_optimizer, model_device, plot_losses, resolve_device, set_lr)
 
 BEST, LAST = "model", "last"  # checkpoint names in the run folder
 
@@ -75,7 +76,8 @@ class TrainLMConfig:
     eval_batch_size: int = 10
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
     log_every: int = 50  # steps between metrics lines
-    bf16: bool = False  # autocast the forward to bfloat16 (CPU)
+    bf16: bool = False  # autocast the forward to bfloat16 (on the CPU or the GPU)
+    device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
     seed: int = 0
     max_steps: int = 0  # stop after this many steps in all (0: no limit)
     max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
@@ -110,6 +112,7 @@ class TrainLMConfig:
         for name in ("hidden_size", "num_layers"):
             if getattr(self.model, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self.model, name)!r}")
+        resolve_device(self.device)
 
 
 @dataclass
@@ -145,8 +148,10 @@ def train_lm(config: TrainLMConfig) -> Path:
         model = LanguageModel(model_config)
     except ValueError as e:
         raise UserError(str(e)) from None
+    device = resolve_device(config.device)
+    model.to(device)  # before the optimizer, whose state follows the parameters
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    train_streams = batchify(vocab.encode(corpus.train), config.batch_size)  # (B, L)
+    train_streams = batchify(vocab.encode(corpus.train), config.batch_size).to(device)  # (B, L): windows are views
     valid_ids = vocab.encode(corpus.valid)  # (N,)
     windows_per_epoch = num_bptt_batches(train_streams, config.bptt)
     schedule = Schedule(config.schedule, config.lr, config.warmup_steps,
@@ -158,7 +163,7 @@ def train_lm(config: TrainLMConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     if resumed:
-        pos, state = _restore(resumed, model, optimizer, schedule, clip)
+        pos, state = _restore(resumed, model, optimizer, schedule, clip, device)
     else:
         metrics_path.write_text("")
     (run_dir / "config.json").write_text(json.dumps({"task": "lm", **asdict(config)}, indent=2) + "\n")
@@ -235,9 +240,10 @@ def train_lm(config: TrainLMConfig) -> Path:
 
 
 def train_step(model: LanguageModel, optimizer, clip: ClipStats, x: Tensor, y: Tensor, state, bf16: bool):
-    """One window: forward from the carried state, backward, clip, step. Returns (loss, new state)."""
+    """One window on x's device (the model's): forward from the carried state, backward, clip, step.
+    Returns (loss, new state)."""
     model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x, state, targets=y)  # logits (B, t, V)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
@@ -277,18 +283,19 @@ def _load_last(run_dir: Path) -> tuple[dict, dict]:
     return load_checkpoint(run_dir, name=LAST)
 
 
-def _restore(resumed, model, optimizer, schedule: Schedule, clip: ClipStats):
+def _restore(resumed, model, optimizer, schedule: Schedule, clip: ClipStats, device: torch.device):
+    """Load a last checkpoint (CPU tensors) into a model and optimizer already on `device`."""
     tensors, meta = resumed
     model_keys = set(model.state_dict())
-    model.load_state_dict({k: v for k, v in tensors.items() if k in model_keys})
-    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
+    model.load_state_dict({k: v for k, v in tensors.items() if k in model_keys})  # copies onto the parameters' device
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))  # torch moves it to the params
     set_rng_state(tensors, meta["rng"])
     schedule.load_state_dict(meta["schedule"])
     clip.load_state_dict(meta["clip"])
     state = None
     if meta["state"] is not None:  # the hidden state carried into the next window, one named state per layer
         types = [getattr(rc_state, name) for name in meta["state"]]  # LSTMState or RNNState
-        state = tuple(kind(*(tensors[f"state.{l}.{i}"] for i in range(len(kind._fields))))
+        state = tuple(kind(*(tensors[f"state.{l}.{i}"].to(device) for i in range(len(kind._fields))))
                       for l, kind in enumerate(types))
     return Position(**meta["position"]), state
 
@@ -300,15 +307,17 @@ def _restore(resumed, model, optimizer, schedule: Schedule, clip: ClipStats):
 def evaluate_loss(model: LanguageModel, ids: Tensor, batch_size: int = 10, bptt: int = 64,
                   bf16: bool = False) -> float:
     """Mean cross-entropy in nats/token over a whole token stream (N,), read as `batch_size` streams with the
-    state carried from window to window, without dropout. Up to batch_size - 1 trailing tokens are not scored."""
+    state carried from window to window, without dropout, on the model's device. Up to batch_size - 1 trailing
+    tokens are not scored."""
     B = min(batch_size, ids.numel() // 2)
     if B < 1:
         raise UserError(f"{ids.numel()} tokens are too few to evaluate on: need at least 2")
     was_training = model.training
     model.eval()
     total, count, state = 0.0, 0, None
-    for x, y in bptt_batches(batchify(ids, B), bptt):  # x, y (B, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = model_device(model)
+    for x, y in bptt_batches(batchify(ids, B).to(device), bptt):  # x, y (B, t)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x, state, targets=y)
         total += out.loss.float().item() * y.numel()
         count += y.numel()
@@ -341,12 +350,13 @@ def evaluate_lm(model: LanguageModel, vocab: Vocab, text: str, batch_size: int =
     return LMScore(evaluate_loss(model, vocab.encode(text), batch_size, bptt), vocab.level)
 
 
-def load_lm(run_dir) -> tuple[LanguageModel, Vocab]:
-    """The best model of a run folder (in eval mode) and its vocabulary."""
+def load_lm(run_dir, device: str = "cpu") -> tuple[LanguageModel, Vocab]:
+    """The best model of a run folder (in eval mode, on `device`) and its vocabulary."""
+    device = resolve_device(device)
     tensors, meta = load_checkpoint(run_dir, name=BEST)
     if "model" not in meta or "vocab" not in meta:
         raise UserError(f"{run_dir} does not hold a language model checkpoint (no model config or vocabulary)")
     model = LanguageModel(LMConfig(**meta["model"]))
     model.load_state_dict(tensors)
-    model.eval()
+    model.to(device).eval()
     return model, Vocab.from_dict(meta["vocab"])

@@ -8,6 +8,8 @@ and loss.png, and the step/time budget.
 
 A run folder holds config.json ({"task": ..., the config}), model.safetensors + model.json (the best model; the
 JSON has the model config, the word/char/label lists and the dev metrics), metrics.jsonl and loss.png.
+`fit` trains on `config.device`: it moves the model there and each collated batch; checkpoints hold CPU tensors.
+A task's `score` runs the model where it is, so it must move its own batches (`to_device(batch, model_device(model))`).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from recurrent.checkpoint import load_checkpoint, save_checkpoint
 from recurrent.data.buckets import bucket_batches
 from recurrent.errors import UserError
 from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
-                                    make_optimizer, plot_losses, set_lr)
+                                    make_optimizer, plot_losses, resolve_device, set_lr, to_device)
 
 BEST = "model"
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every word and character list
@@ -60,6 +62,7 @@ class SupervisedConfig:
     max_steps: int = 0  # stop after this many steps (0: no limit)
     max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
     progress: bool = True  # tqdm progress bar on stderr
+    device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
 
     def validate(self) -> None:
         """UserError naming the first bad value."""
@@ -85,6 +88,7 @@ class SupervisedConfig:
         for name in ("embedding_size", "hidden_size", "num_layers"):
             if getattr(model, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(model, name)!r}")
+        resolve_device(self.device)
 
 
 # --- vocabularies -------------------------------------------------------------------------------------------
@@ -142,6 +146,8 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.write_text("")
 
+    device = resolve_device(config.device)
+    model.to(device)  # before the optimizer, whose state follows the parameters
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     batches_per_epoch = -(-len(train) // config.batch_size)
     total = config.max_steps or config.epochs * batches_per_epoch
@@ -181,7 +187,7 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
             lr = schedule.lr(step, epoch, budget.elapsed())
             set_lr(optimizer, lr)
             model.train()
-            out = model(**collate([train[i] for i in indices]))
+            out = model(**to_device(collate([train[i] for i in indices]), device))
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             clip.clip(model.parameters())

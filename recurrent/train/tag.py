@@ -26,6 +26,7 @@ from recurrent.data.labelled import CONLLU_FIELDS, Read, is_iob, read_conll, rea
 from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
+from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
                                         format_confusion, load_run, log, lookup, replace_singletons,
                                         seed_everything, singleton_ids)
@@ -110,7 +111,7 @@ class Tagger:
         self.model.eval()
         out = [None] * len(encoded)
         for indices in bucket_batches([len(w) for w, _ in encoded], batch_size):
-            batch = self.batch([encoded[i] for i in indices])
+            batch = to_device(self.batch([encoded[i] for i in indices]), model_device(self.model))
             emissions = self.model(*batch).emissions
             for i, path in zip(indices, self.model.decode(emissions, batch.lengths)):
                 out[i] = path
@@ -215,8 +216,8 @@ def evaluate_items(tagger: Tagger, items: list, batch_size: int = 64) -> Tagging
     model.eval()
     gold, pred, loss = [], [], 0.0
     for indices in bucket_batches([len(w) for w, _, _ in items], batch_size):
-        batch = tagger.batch([items[i][:2] for i in indices])
-        target = pad([items[i][2] for i in indices])[0]
+        batch = to_device(tagger.batch([items[i][:2] for i in indices]), model_device(model))
+        target = pad([items[i][2] for i in indices])[0].to(model_device(model))
         out = model(*batch, tags=target)
         loss += out.loss.item() * len(indices)
         pred += model.decode(out.emissions, batch.lengths)
@@ -241,11 +242,13 @@ def evaluate_tagger(tagger: Tagger, path, batch_size: int = 64) -> TaggingReport
     return evaluate_items(tagger, items, batch_size)
 
 
-def load_tagger(run_dir) -> Tagger:
+def load_tagger(run_dir, device: str = "cpu") -> Tagger:
+    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
+    device = resolve_device(device)
     tensors, meta = load_run(run_dir)
     if "tags" not in meta or "words" not in meta:
         raise UserError(f"{run_dir} does not hold a tagger checkpoint (no tags or words)")
     model = SequenceTagger(TaggerConfig(**meta["model"]), meta["tags"])
     model.load_state_dict(tensors)
-    model.eval()
+    model.to(device).eval()
     return Tagger(model, meta["words"], meta["chars"], meta["tags"], meta["trainer"])
