@@ -41,22 +41,30 @@ class TorchLM(nn.Module):
 
 
 def train_step(model, opt, x, y, bf16=False) -> float:
+    """Seconds for one step on x's device (on a GPU the clock waits for the device: benchmarks/gpu_speed.py)."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
     start = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(x)[0] if isinstance(model, TorchLM) else model(x).logits
         loss = nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
     opt.zero_grad()
     loss.backward()
     opt.step()
+    sync()
     return time.perf_counter() - start
 
 
 @torch.inference_mode()
-def torch_generate(model: TorchLM, prime, n, gen):
+def torch_generate(model: TorchLM, prime, n, gen, stream: bool = False):
+    """n tokens sampled by stepping nn.LSTM one token at a time; stream: read each token on the host as it comes
+    (as a program printing them does, and as our generate's iterator does), which on a GPU waits for the device."""
     logits, state = model(prime.view(1, -1))
     logits = logits[:, -1]
     for _ in range(n):
         token = torch.multinomial(logits.softmax(-1), 1, generator=gen)  # (1, 1)
+        if stream:
+            int(token)
         logits, state = model(token, state)  # one token through nn.LSTM
         logits = logits[:, -1]
 
