@@ -12,6 +12,9 @@ bptt backend (`BPTT`, a torch.autograd.Function), as in min-char-rnn:
                dW = Σ_t dgh_tᵀ s_{t-1}                                 one matrix product after the loop
                dU, dx follow from dgx by autograd through the input projection.
 
+For a plain LSTMCell on CPU the bptt backend runs this loop in C++ instead (recurrent/native: one
+product and one fused pointwise loop per step), with the same results.
+
 autograd backend: the same forward loop, differentiated by autograd. It is the
 reference the bptt backend is tested against, and the path for cells that only define
 `forward(x, state)`.
@@ -26,6 +29,7 @@ from torch import Tensor
 
 from recurrent import kernels
 from recurrent.cells.base import Cell
+from recurrent.native import lstm as native_lstm
 
 BACKENDS = ("auto", "fused", "bptt", "autograd")
 
@@ -125,6 +129,8 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str) -> tuple[Te
         if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
             dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
             W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
+        if native_lstm.runs(cell, state, W):  # a plain LSTMCell on CPU: the whole loop in C++, same results
+            return native_lstm.lstm_loop(cell, x, state, W, b_hh)
         return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
     if backend == "autograd":
         return _loop(cell, x, state)
@@ -145,6 +151,8 @@ def cell_backend(cell: Cell, backend: str = "auto") -> tuple[str, str]:
         )
     if backend == "bptt" or (backend == "auto" and cell.has_backward()):
         why = "forced by backend='bptt'" if backend == "bptt" else f"{name} supplies step_backward"
+        if native_lstm.is_plain_lstm(cell):
+            why += "; on CPU its time loop runs in C++ (recurrent.native, where it builds)"
         return "bptt", why
     why = "forced by backend='autograd'" if backend == "autograd" else f"{name} has no step_backward"
     return "autograd", why

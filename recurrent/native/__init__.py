@@ -1,0 +1,81 @@
+"""Native (C++) kernels: compiled with g++ on first use, cached, loaded as torch ops.
+
+The only one so far is the LSTM layer's time loop (`lstm.cpp`, wrapped by `recurrent.native.lstm`),
+the fast path of the `bptt` backend for a plain LSTMCell on CPU. The library is built once per source,
+torch version and CPU into build/native/ at the repository root (git-ignored; or $RECURRENT_BUILD_DIR),
+which takes about 10 s. Where it cannot be built (no g++, no headers) or RECURRENT_NATIVE=0 is set,
+`load()` returns None with a one-line warning, and the engine runs its Python loop: same results.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("lstm.cpp")
+FLAGS = ["-O3", "-march=native", "-fno-trapping-math", "-std=c++20", "-shared", "-fPIC", "-w"]
+_state: dict = {}  # "ops" once loaded, or "error": why it could not be
+
+
+def build_dir() -> Path:
+    if "RECURRENT_BUILD_DIR" in os.environ:
+        return Path(os.environ["RECURRENT_BUILD_DIR"])
+    root = Path(__file__).resolve().parents[2]  # the repository, for a source checkout
+    return root / "build" / "native" if (root / "pyproject.toml").exists() else Path.home() / ".cache" / "recurrent"
+
+
+def _cpu_flags() -> str:  # -march=native: a library built for one CPU must not be loaded on another
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _compile(target: Path) -> None:
+    from torch.utils import cpp_extension
+
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
+    libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu"]
+    abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then rename: safe if two race
+        out = Path(tmp) / target.name
+        cmd = [os.environ.get("CXX", "g++"), *FLAGS, abi, *includes, str(SOURCE), *libs, "-o", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        os.replace(out, target)
+
+
+def load():
+    """torch.ops.recurrent_native once built and loaded, or None (with one warning) where it cannot be."""
+    if "ops" in _state or "error" in _state:
+        return _state.get("ops")
+    if os.environ.get("RECURRENT_NATIVE", "1") == "0":
+        _state["error"] = "disabled by RECURRENT_NATIVE=0"
+        return None
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), torch.__version__, sys.version, *FLAGS, _cpu_flags()])
+                         .encode()).hexdigest()[:16]
+    target = build_dir() / f"recurrent_native_{key}.so"
+    try:
+        if not target.exists():
+            _compile(target)
+        torch.ops.load_library(str(target))
+        _state["ops"] = torch.ops.recurrent_native
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        _state["error"] = f"{type(e).__name__}: {e}"
+        warnings.warn(f"recurrent: native LSTM loop unavailable ({_state['error']}); bptt runs its Python loop",
+                      stacklevel=2)
+    return _state.get("ops")
+
+
+def status() -> str:
+    """'loaded', 'not loaded yet', or why the native kernels are unavailable."""
+    return "loaded" if "ops" in _state else _state.get("error", "not loaded yet")

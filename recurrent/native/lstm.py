@@ -1,0 +1,57 @@
+"""The LSTM layer's time loop in C++ (lstm.cpp): the `bptt` backend's fast path for a plain LSTMCell on CPU.
+
+It computes what engine.BPTT computes by looping LSTMCell.step / step_backward (the same equations, in
+the cell's docstring), but each step is one product and one fused pointwise loop instead of a dozen
+torch calls from Python. Under autocast the products run in bfloat16 and the states in float32, as on
+the Python path. Key: T time, B batch, H hidden, G = 4H.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from recurrent import native
+from recurrent.cells.base import ProjectedCell
+from recurrent.cells.lstm import LSTMCell
+from recurrent.state import LSTMState
+
+# (state dtype, product dtype) pairs the kernel is compiled for
+DTYPES = {(torch.float32, torch.float32), (torch.float32, torch.bfloat16), (torch.float64, torch.float64)}
+
+
+class LSTMLoop(torch.autograd.Function):
+    """gx (T, B, G) in W's dtype, W (G, H), bias (G,), h0, c0 (B, H) -> h, c at every step, each (T, B, H)."""
+
+    @staticmethod
+    def forward(ctx, gx: Tensor, W: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
+        with torch.autocast("cpu", enabled=False):  # the kernel picks its own dtypes
+            h, c, h_low, act = native.load().lstm_forward(gx, W, bias, h0, c0)  # h, c (T+1, B, H); act T x (B, G)
+        ctx.save_for_backward(W, c, h_low, *act)
+        return h[1:], c[1:]
+
+    @staticmethod
+    def backward(ctx, dh: Tensor, dc: Tensor):  # (T, B, H) each: dL/dh_t, dL/dc_t from outside
+        W, c, h_low, *act = ctx.saved_tensors
+        dgx, dW, db, dh0, dc0 = native.load().lstm_backward(dh, dc, W, c, h_low, act)
+        return dgx, dW, db, dh0, dc0
+
+
+def is_plain_lstm(cell) -> bool:
+    """An LSTMCell whose steps and projection are LSTMCell's own: not changed by a subclass, nor on the instance."""
+    own = lambda name, cls: getattr(getattr(cell, name), "__func__", None) is getattr(cls, name)  # noqa: E731
+    return (isinstance(cell, LSTMCell) and own("step", LSTMCell) and own("step_backward", LSTMCell)
+            and own("project_input", ProjectedCell) and not cell.extra_params())
+
+
+def runs(cell, state: LSTMState, W: Tensor) -> bool:
+    """True if the native loop runs this cell: a plain LSTMCell on CPU, dtypes it is built for, kernel loaded."""
+    return (is_plain_lstm(cell) and W.device.type == "cpu" and state.h.device.type == "cpu"
+            and (state.h.dtype, W.dtype) in DTYPES and state.c.dtype == state.h.dtype and native.load() is not None)
+
+
+def lstm_loop(cell: LSTMCell, x: Tensor, state: LSTMState, W: Tensor, b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
+    """x (T, B, I) -> (h, c) at every step, each (T, B, H). W is the cell's W_hh, already in the products' dtype."""
+    gx = cell.project_input(x).to(W.dtype).contiguous()  # (T, B, G): U x_t + b_ih for all t, one product
+    dtype = state.h.dtype
+    bias = gx.new_zeros(gx.shape[-1], dtype=dtype) if b_hh is None else b_hh.to(dtype)  # b_hh, added in the loop
+    return LSTMLoop.apply(gx, W, bias, state.h, state.c)

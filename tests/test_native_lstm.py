@@ -1,0 +1,148 @@
+"""The native LSTM loop (recurrent/native) against torch.nn.LSTM, the Python BPTT loop and gradcheck.
+
+Key: B batch, T time, I input, H hidden, L layers, D directions, G = 4H.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import recurrent as rc
+from recurrent import native
+from recurrent.engine import BPTT
+from recurrent.native import lstm as native_lstm
+
+B, T, I, H = 3, 6, 5, 4
+LENGTHS = torch.tensor([T, 2, 4])
+
+needs_native = pytest.mark.skipif(native.load() is None, reason=f"native kernels unavailable: {native.status()}")
+
+
+def grad_fns(t: torch.Tensor) -> set[str]:
+    """The names of every node in t's autograd graph."""
+    names, todo, seen = set(), [t.grad_fn], set()
+    while todo:
+        fn = todo.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        todo += [f for f, _ in fn.next_functions]
+    return names
+
+
+def python_loop(cell: rc.LSTMCell, x, state, W, b_hh):
+    """The reference: engine.BPTT over LSTMCell.step / step_backward. x (T, B, I) -> h, c (T, B, H)."""
+    return BPTT.apply(cell, 2, cell.project_input(x), W, b_hh, *state)
+
+
+@needs_native
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_layer_matches_torch_lstm(bidirectional, with_lengths):
+    """Outputs, final states and every gradient equal torch.nn.LSTM's (copied weights), from a carried state."""
+    L, D = 2, 2 if bidirectional else 1
+    module = nn.LSTM(I, H, L, batch_first=True, bidirectional=bidirectional)
+    layer = rc.LSTM.from_torch(module, backend="bptt")
+    x = torch.randn(B, T, I)
+    h0, c0 = torch.randn(L * D, B, H), torch.randn(L * D, B, H)
+    lengths = LENGTHS if with_lengths else None
+
+    out, state = layer(x, rc.LSTMState(h0.view(L, D, B, H), c0.view(L, D, B, H)), lengths=lengths)
+    assert "LSTMLoopBackward" in grad_fns(out)  # the native loop ran
+    packed = x if lengths is None else nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
+    ref, (h_n, c_n) = module(packed, (h0, c0))
+    if lengths is not None:
+        ref = nn.utils.rnn.pad_packed_sequence(ref, batch_first=True, total_length=T)[0]
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state.h.reshape(L * D, B, H), h_n, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(state.c.reshape(L * D, B, H), c_n, atol=1e-6, rtol=1e-5)
+
+    w = torch.randn_like(out)  # a loss that reaches every output and both final states
+    ours = torch.autograd.grad((out * w).sum() + state.h.sum() + state.c.square().sum(), list(layer.parameters()))
+    theirs = torch.autograd.grad((ref * w).sum() + h_n.sum() + c_n.square().sum(), list(module.parameters()))
+    names = [name for name, _ in layer._torch_names()]
+    by_name = dict(zip([n for n, _ in module.named_parameters()], theirs))
+    for name, got in zip(names, ours):
+        torch.testing.assert_close(got, by_name[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+@needs_native
+@pytest.mark.parametrize("bias", [True, False])
+def test_loop_matches_the_python_bptt_loop_in_float64(bias):
+    cell = rc.LSTMCell(I, H, bias=bias).double()
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    state = rc.LSTMState(*(torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(2)))
+    W, b_hh = cell.recurrence()
+
+    got = native_lstm.lstm_loop(cell, x, state, W, b_hh)
+    want = python_loop(cell, x, state, W, b_hh)
+    dh, dc = torch.randn_like(got[0]), torch.randn_like(got[1])
+    inputs = [x, *state, *cell.parameters()]
+    got_grads = torch.autograd.grad(got, inputs, (dh, dc))
+    want_grads = torch.autograd.grad(want, inputs, (dh, dc))
+    for a, b in zip(got + got_grads, want + want_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@needs_native
+def test_gradcheck_in_float64():
+    G = 4 * H
+    args = (torch.randn(T, B, G, dtype=torch.float64), torch.randn(G, H, dtype=torch.float64) / 2,
+            torch.randn(G, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64),
+            torch.randn(B, H, dtype=torch.float64))
+    args = tuple(a.requires_grad_() for a in args)  # gx, W, bias, h0, c0
+    assert torch.autograd.gradcheck(native_lstm.LSTMLoop.apply, args)
+
+
+@needs_native
+def test_bfloat16_products_agree_with_the_python_loop(monkeypatch):
+    """Under autocast both paths multiply in bfloat16 and step in float32: they agree to bfloat16 precision."""
+    layer = rc.LSTM(I, H, num_layers=2, backend="bptt")
+    x = torch.randn(B, T, I)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer(x)
+        assert "LSTMLoopBackward" in grad_fns(out) and out.dtype == state.c.dtype == torch.float32
+    grads = torch.autograd.grad(out.sum() + state.c.sum(), list(layer.parameters()))
+    monkeypatch.setattr(native_lstm, "runs", lambda *args: False)  # the same through engine.BPTT's Python loop
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, ref_state = layer(x)
+        assert "LSTMLoopBackward" not in grad_fns(ref)
+    ref_grads = torch.autograd.grad(ref.sum() + ref_state.c.sum(), list(layer.parameters()))
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
+
+
+def test_only_plain_lstm_cells_run_natively(cells_doc):
+    class Custom(rc.LSTMCell):
+        def step(self, gx, gh, state):
+            return super().step(gx, gh, state)
+
+    assert native_lstm.is_plain_lstm(rc.LSTMCell(I, H))
+    assert not native_lstm.is_plain_lstm(Custom(I, H))
+    assert not native_lstm.is_plain_lstm(rc.GRUCell(I, H))
+    assert not native_lstm.is_plain_lstm(cells_doc["PeepholeLSTMCell"](I, H))
+
+
+def test_without_a_compiler_bptt_falls_back_with_one_warning(monkeypatch, tmp_path):
+    """No g++: load() warns once and returns None, and the bptt backend gives the same results in Python."""
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("RECURRENT_BUILD_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    layer = rc.LSTM(I, H, backend="bptt").double()
+    x = torch.randn(B, T, I, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="native LSTM loop unavailable") as caught:
+        out, _ = layer(x)
+        layer(x)
+    assert len(caught) == 1 and "FileNotFoundError" in native.status()
+    assert "LSTMLoopBackward" not in grad_fns(out)
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.setenv("RECURRENT_NATIVE", "0")  # switched off: no warning, same results
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(layer(x)[0], out)
+    assert native.status() == "disabled by RECURRENT_NATIVE=0"
