@@ -5,6 +5,7 @@ Everything is batch-first. Internally the engine runs time-major (T, B, ...).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -209,8 +210,14 @@ class _TorchCompatible(Recurrent):
     def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
         L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
         hx = tuple(s.reshape(L * D, B, H) for s in state)  # torch's layout
-        out, final = fused_forward(self.mode, x, hx, self._flat_weights(), self.bias, L, self.dropout,
-                                   self.training, self.bidirectional, lengths)
+        with warnings.catch_warnings():
+            # Each cell owns its weights (so that every backend can run it), so cuDNN copies them into one
+            # buffer per call and warns about it, suggesting a flatten_parameters() we do not have. The copy is
+            # one pass over the weights (16 MB for the 2x512 LSTM LM: microseconds on a GPU); gpu_speed.py
+            # measures this layer at torch.nn's speed.
+            warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
+            out, final = fused_forward(self.mode, x, hx, self._flat_weights(), self.bias, L, self.dropout,
+                                       self.training, self.bidirectional, lengths)
         return out, self.state_type(*(f.view(L, D, B, H) for f in final))
 
     # --- weights both ways ----------------------------------------------------------------------

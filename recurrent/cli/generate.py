@@ -33,7 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights for the per-token products: about twice as fast, samples not bit-equal")
+                   help="bfloat16 weights for the per-token products: on the CPU about twice as fast (on a GPU "
+                        "no faster at batch 1: benchmarks/gpu_speed.py); samples not bit-equal")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     p.set_defaults(func=run)
 

@@ -111,7 +111,8 @@ class LanguageModel(nn.Module):
 
         Each new token steps the cells directly (`Stepper`); so does a short prime (a long one runs through
         the layers in one pass).
-        bf16: keep the per-token weights in bfloat16 (half the bytes read per token: faster, not bit-equal).
+        bf16: keep the per-token weights in bfloat16 (half the bytes read per token: faster on the CPU, not
+        bit-equal; on a GPU at batch 1 a token costs kernel launches, not bytes, and the casts make it slower).
         """
         if prime.numel() == 0:
             raise ValueError("prime must hold at least one token")
