@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--src", help="translation: the source file to translate")
     p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
     p.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs (lm, tag, translate)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     p.set_defaults(func=run)
 
 
@@ -39,6 +39,4 @@ def run(args: argparse.Namespace) -> int:
     if task not in EVALUATORS:
         raise UserError(f"cannot evaluate a run of task {task!r}; known tasks: {sorted(EVALUATORS)}")
     resolve_device(args.device)  # a bad --device fails before any model is loaded
-    if task == "classify" and args.device != "cpu":  # its evaluation builds CPU batches (train/classify.py)
-        raise UserError(f"--device {args.device!r}: classifier runs are evaluated on the CPU for now")
     return importlib.import_module(EVALUATORS[task]).evaluate(args)

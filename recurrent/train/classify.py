@@ -24,6 +24,7 @@ from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
 from recurrent.models.classifier import STRUCTURES, ClassifierConfig, SequenceClassifier
 from recurrent.models.tree import NO_LABEL, EncodedTree, TreeClassifier, batch_trees, encode_tree
+from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
                                         format_confusion, load_run, log, lookup, macro_f1,
                                         replace_singletons, seed_everything, singleton_ids)
@@ -98,12 +99,16 @@ class Classifier:
                             "such as (3 (2 a) (3 film)); the labels are ignored")
         return self.encode_tree(x)
 
-    def batch(self, inputs: list) -> dict:
-        """Encoded inputs -> the model's keyword arguments."""
+    def collate(self, inputs: list) -> dict:
+        """Encoded inputs -> the model's keyword arguments, on the CPU."""
         if self.reads_trees:
             return {"trees": batch_trees(inputs)}
         words, lengths = pad(inputs)
         return {"words": words, "lengths": lengths}
+
+    def batch(self, inputs: list) -> dict:
+        """collate(inputs) on the model's device."""
+        return to_device(self.collate(inputs), model_device(self.model))
 
     @torch.no_grad()
     def predict_ids(self, sentences: list, batch_size: int = 64) -> list[int]:
@@ -164,7 +169,7 @@ def train_classify(config: TrainClassifyConfig) -> Path:
     valid_items = encode_items(classifier, valid, config.valid)
 
     def collate(items):
-        inputs = classifier.batch([x for x, _ in items])
+        inputs = classifier.collate([x for x, _ in items])  # fit moves it to the device
         if trees:
             t = inputs["trees"]
             return {"trees": t._replace(words=replace_singletons(t.words, singletons, config.unk_replace))}
@@ -224,8 +229,8 @@ def evaluate_items(classifier: Classifier, items: list[tuple[list[int], int]],
     model.eval()
     gold, pred, loss = [], [], 0.0
     for batch in bucket_batches([input_size(x) for x, _ in items], batch_size):
-        labels = torch.tensor([items[i][1] for i in batch])
         logits = model(**classifier.batch([items[i][0] for i in batch])).logits
+        labels = torch.tensor([items[i][1] for i in batch], device=logits.device)
         loss += F.cross_entropy(logits, labels, reduction="sum").item()
         gold += labels.tolist()
         pred += logits.argmax(-1).tolist()
@@ -241,12 +246,14 @@ def evaluate_classifier(classifier: Classifier, path, batch_size: int = 64) -> C
     return evaluate_items(classifier, encode_items(classifier, read_classification(path, config), path), batch_size)
 
 
-def load_classifier(run_dir) -> Classifier:
+def load_classifier(run_dir, device: str = "cpu") -> Classifier:
+    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
+    device = resolve_device(device)
     tensors, meta = load_run(run_dir)
     if "labels" not in meta or "words" not in meta:
         raise UserError(f"{run_dir} does not hold a classifier checkpoint (no labels or words)")
     model_config = ClassifierConfig(**meta["model"])
     model = (TreeClassifier if model_config.structure == "tree" else SequenceClassifier)(model_config)
     model.load_state_dict(tensors)
-    model.eval()
+    model.to(device).eval()
     return Classifier(model, meta["words"], meta["labels"], meta["trainer"])

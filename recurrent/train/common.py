@@ -48,13 +48,16 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def to_device(batch, device: torch.device):
-    """A batch moved to `device`: a tensor, or a dict or NamedTuple of them (other values are kept as they are)."""
+    """A batch moved to `device`: a tensor, or a dict, NamedTuple, list or tuple of them (other values are kept
+    as they are)."""
     if isinstance(batch, Tensor):
         return batch.to(device)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
         return type(batch)(*(to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):  # e.g. a TreeBatch's per-level index pairs
+        return type(batch)(to_device(v, device) for v in batch)
     return batch
 
 

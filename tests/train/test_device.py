@@ -10,6 +10,7 @@ import torch
 
 from recurrent.cli.main import main
 from recurrent.errors import UserError
+from recurrent.train.classify import TrainClassifyConfig
 from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.lm import TrainLMConfig
 from recurrent.train.tag import TrainTagConfig
@@ -44,6 +45,7 @@ def test_cpu_resolves_to_the_cpu():
     lambda d: TrainLMConfig(data="x.txt", device=d),
     lambda d: TrainTranslateConfig(synthetic="reverse", device=d),
     lambda d: TrainTagConfig(train="a", valid="b", device=d),
+    lambda d: TrainClassifyConfig(train="a", valid="b", device=d),
 ])
 def test_every_trainer_config_validates_its_device(no_gpu, config):
     config("cpu").validate()
@@ -69,6 +71,8 @@ def text(tmp_path_factory):
     lambda text, out: ["train", "translate", "--task", "reverse", "--out", str(out), "--max-steps", "1",
                        "--no-progress"],
     lambda text, out: ["train", "tag", "--train", str(text), "--valid", str(text), "--out", str(out),
+                       "--max-steps", "1", "--no-progress"],
+    lambda text, out: ["train", "classify", "--train", str(text), "--valid", str(text), "--out", str(out),
                        "--max-steps", "1", "--no-progress"],
 ])
 def test_train_commands_fail_in_one_line_before_training(no_gpu, text, tmp_path, capsys, command, device, message):
@@ -100,3 +104,10 @@ def test_to_device_moves_tensors_in_dicts_and_named_tuples():
     assert type(moved["x"]) is Batch and moved["n"] == 4
     assert {t.device.type for t in (moved["x"].words, moved["x"].lengths, moved["t"])} == {"meta"}
     assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+
+
+def test_to_device_moves_lists_of_index_pairs():
+    levels = [(torch.tensor([1]), torch.tensor([2])), (torch.tensor([0]), torch.tensor([3]))]
+    moved = to_device({"levels": levels}, torch.device("meta"))["levels"]
+    assert type(moved) is list and all(type(pair) is tuple for pair in moved)
+    assert {t.device.type for pair in moved for t in pair} == {"meta"}
