@@ -130,7 +130,7 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str) -> tuple[Te
             dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
             W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
         if native_lstm.runs(cell, state, W):  # a plain LSTMCell on CPU: the whole loop in C++, same results
-            return native_lstm.lstm_loop(cell, x, state, W, b_hh)
+            return native_lstm.lstm_loop(cell, x, state, W)
         return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
     if backend == "autograd":
         return _loop(cell, x, state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recurrent import native
+from recurrent import kernels, native
 from recurrent.cells.base import ProjectedCell
 from recurrent.cells.lstm import LSTMCell
 from recurrent.state import LSTMState
@@ -40,7 +40,7 @@ def is_plain_lstm(cell) -> bool:
     """An LSTMCell whose steps and projection are LSTMCell's own: not changed by a subclass, nor on the instance."""
     own = lambda name, cls: getattr(getattr(cell, name), "__func__", None) is getattr(cls, name)  # noqa: E731
     return (isinstance(cell, LSTMCell) and own("step", LSTMCell) and own("step_backward", LSTMCell)
-            and own("project_input", ProjectedCell) and not cell.extra_params())
+            and own("project_input", ProjectedCell) and own("recurrence", ProjectedCell) and not cell.extra_params())
 
 
 def runs(cell, state: LSTMState, W: Tensor) -> bool:
@@ -49,9 +49,14 @@ def runs(cell, state: LSTMState, W: Tensor) -> bool:
             and (state.h.dtype, W.dtype) in DTYPES and state.c.dtype == state.h.dtype and native.load() is not None)
 
 
-def lstm_loop(cell: LSTMCell, x: Tensor, state: LSTMState, W: Tensor, b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
-    """x (T, B, I) -> (h, c) at every step, each (T, B, H). W is the cell's W_hh, already in the products' dtype."""
-    gx = cell.project_input(x).to(W.dtype).contiguous()  # (T, B, G): U x_t + b_ih for all t, one product
-    dtype = state.h.dtype
-    bias = gx.new_zeros(gx.shape[-1], dtype=dtype) if b_hh is None else b_hh.to(dtype)  # b_hh, added in the loop
+def lstm_loop(cell: LSTMCell, x: Tensor, state: LSTMState, W: Tensor) -> tuple[Tensor, Tensor]:
+    """x (T, B, I) -> (h, c) at every step, each (T, B, H). W is the cell's W_hh, already in the products' dtype.
+
+    Both biases are added inside the loop, in the states' dtype: more exact than in a bfloat16 gx, and the
+    loop's db serves b_ih too (no second sum of dG over T and B)."""
+    gx = kernels.project(x, cell.weight_ih, None).to(W.dtype).contiguous()  # (T, B, G): U x_t for all t
+    if cell.bias_ih is None:
+        bias = gx.new_zeros(gx.shape[-1], dtype=state.h.dtype)
+    else:
+        bias = (cell.bias_ih + cell.bias_hh).to(state.h.dtype)  # (G,)
     return LSTMLoop.apply(gx, W, bias, state.h, state.c)
