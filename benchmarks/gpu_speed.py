@@ -8,8 +8,10 @@
    against stepping torch.nn.LSTM one token at a time, with and without reading each token on the host.
 
 Every step is timed between torch.cuda.synchronize() calls after warm-up steps; rounds are interleaved (every
-contender once per round) and medians taken. A contender that torch cannot run (e.g. bf16 on a cuDNN without
-bf16 RNNs) is listed under its table with the error instead of a time.
+contender once per round) and medians taken. Under bf16 autocast torch runs cuDNN's LSTM in float16 (its
+_cudnn_rnn autocast wrapper), our fused layer runs it in bfloat16, and bptt keeps float32 states with bf16
+products: each bf16 table says which dtype each LSTM produced. A contender that torch cannot run (e.g. bf16
+on a cuDNN without bf16 RNNs) is listed under its table with the error instead of a time.
 
     python benchmarks/gpu_speed.py [--rounds 10] [--warmup 3] [--tokens 500]
 """
@@ -59,6 +61,16 @@ def time_training(models: dict, B: int, bf16: bool, rounds: int, warmup: int) ->
     return times, failed
 
 
+@torch.no_grad()
+def lstm_dtypes(models: dict) -> str:
+    """The dtype of each model's first LSTM output under CUDA bf16 autocast."""
+    x = torch.randint(V, (2, 4), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        dtypes = {k: (m.lstm(m.embedding(x)) if k.startswith("torch") else m.layers[0](m.embedding(x)))[0].dtype
+                  for k, m in models.items()}
+    return ", ".join(f"{k} {str(d).removeprefix('torch.')}" for k, d in dtypes.items())
+
+
 def time_generation(models: dict, n: int, rounds: int) -> dict:
     """Seconds to generate n tokens at batch 1 after a 3-token prime, for each way of generating."""
     peer, ours = models["torch.nn (cuDNN)"].eval(), models["recurrent fused"].eval()
@@ -100,6 +112,8 @@ def main():
             print_table(times, peer, "step", 1e3, 2, B * T)
             for k, error in failed.items():
                 print(f"- {k}: not run: {error}")
+            if bf16:
+                print(f"- LSTM output dtype under this autocast: {lstm_dtypes(models)}")
     n = args.tokens
     print(f"\ngeneration: batch 1, {n} tokens per round after a 3-token prime, median of {args.rounds} rounds")
     print_table(time_generation(models, n, args.rounds), "torch.nn.LSTM stepped", "token", 1e3 / n, 3, n)

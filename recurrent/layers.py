@@ -6,6 +6,7 @@ Everything is batch-first. Internally the engine runs time-major (T, B, ...).
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -210,13 +211,21 @@ class _TorchCompatible(Recurrent):
     def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
         L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
         hx = tuple(s.reshape(L * D, B, H) for s in state)  # torch's layout
-        with warnings.catch_warnings():
+        weights, autocast = self._flat_weights(), nullcontext()
+        if _cuda_bf16_autocast(x):
+            # torch's autocast runs cuDNN RNNs in float16 whatever dtype it was asked for (its _cudnn_rnn wrapper
+            # casts to a float16 buffer), so a bf16 run would silently be fp16, with fp16's range and no loss
+            # scaling. We cast to bfloat16 ourselves (cuDNN >= 9.13 has bf16 RNNs) and keep autocast out of it.
+            bf16 = torch.bfloat16
+            x, hx, weights = x.to(bf16), tuple(h.to(bf16) for h in hx), [w.to(bf16) for w in weights]
+            autocast = torch.autocast("cuda", enabled=False)
+        with warnings.catch_warnings(), autocast:
             # Each cell owns its weights (so that every backend can run it), so cuDNN copies them into one
             # buffer per call and warns about it, suggesting a flatten_parameters() we do not have. The copy is
             # one pass over the weights (16 MB for the 2x512 LSTM LM: microseconds on a GPU); gpu_speed.py
             # measures this layer at torch.nn's speed.
             warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
-            out, final = fused_forward(self.mode, x, hx, self._flat_weights(), self.bias, L, self.dropout,
+            out, final = fused_forward(self.mode, x, hx, weights, self.bias, L, self.dropout,
                                        self.training, self.bidirectional, lengths)
         return out, self.state_type(*(f.view(L, D, B, H) for f in final))
 
@@ -262,6 +271,12 @@ class _TorchCompatible(Recurrent):
             for d, cell in enumerate(layer):
                 for n in names:
                     yield f"{n}_l{l}{'_reverse' if d else ''}", getattr(cell, n)
+
+
+def _cuda_bf16_autocast(x: Tensor) -> bool:
+    """True when x (float32, or already bfloat16) enters the layer under CUDA autocast to bfloat16."""
+    return (x.is_cuda and x.dtype in (torch.float32, torch.bfloat16) and torch.is_autocast_enabled("cuda")
+            and torch.get_autocast_dtype("cuda") == torch.bfloat16)
 
 
 class RNN(_TorchCompatible):
