@@ -38,7 +38,7 @@ def _cpu_flags() -> str:  # -march=native: a library built for one CPU must not 
         return ""
 
 
-def _compile(target: Path) -> None:
+def _compile(target: Path, compiler: str) -> None:
     from torch.utils import cpp_extension
 
     includes = [f"-I{p}" for p in cpp_extension.include_paths()]
@@ -47,10 +47,12 @@ def _compile(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then rename: safe if two race
         out = Path(tmp) / target.name
-        cmd = [os.environ.get("CXX", "g++"), *FLAGS, abi, *includes, str(SOURCE), *libs, "-o", str(out)]
+        cmd = [compiler, *FLAGS, abi, *includes, str(SOURCE), *libs, "-o", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+            lines = done.stderr.splitlines()
+            first_error = next((line for line in lines if "error" in line), lines[-1] if lines else "")
+            raise RuntimeError(f"{cmd[0]} exited with {done.returncode}: {first_error.strip()}")
         os.replace(out, target)
 
 
@@ -61,12 +63,12 @@ def load():
     if os.environ.get("RECURRENT_NATIVE", "1") == "0":
         _state["error"] = "disabled by RECURRENT_NATIVE=0"
         return None
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), torch.__version__, sys.version, *FLAGS, _cpu_flags()])
-                         .encode()).hexdigest()[:16]
-    target = build_dir() / f"recurrent_native_{key}.so"
+    compiler = os.environ.get("CXX", "g++")
+    key = "\n".join([SOURCE.read_text(), torch.__version__, sys.version, compiler, *FLAGS, _cpu_flags()])
+    target = build_dir() / f"recurrent_native_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
     try:
         if not target.exists():
-            _compile(target)
+            _compile(target, compiler)
         torch.ops.load_library(str(target))
         _state["ops"] = torch.ops.recurrent_native
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:

@@ -38,7 +38,10 @@ class LSTMLoop(torch.autograd.Function):
 
 def is_plain_lstm(cell) -> bool:
     """An LSTMCell whose steps and projection are LSTMCell's own: not changed by a subclass, nor on the instance."""
-    own = lambda name, cls: getattr(getattr(cell, name), "__func__", None) is getattr(cls, name)  # noqa: E731
+
+    def own(name: str, cls: type) -> bool:  # cell.name is cls.name, bound: not overridden anywhere
+        return getattr(getattr(cell, name), "__func__", None) is getattr(cls, name)
+
     return (isinstance(cell, LSTMCell) and own("step", LSTMCell) and own("step_backward", LSTMCell)
             and own("project_input", ProjectedCell) and own("recurrence", ProjectedCell) and not cell.extra_params())
 
