@@ -23,14 +23,18 @@ from torch.testing import assert_close
 import recurrent as rc
 from recurrent.checkpoint import load_checkpoint
 from recurrent.cli.main import main
+from recurrent.data.labelled import parse_tree
 from recurrent.data.parallel import PAD_ID
 from recurrent.decoding import beam_search, greedy_search
+from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
 from recurrent.models.crf import CRF, bio_constraints
 from recurrent.models.lm import PRIME_PASS_MIN, LanguageModel, LMConfig
 from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
+from recurrent.models.tree import TreeClassifier, batch_trees, encode_tree
 from recurrent.sampling import Sampler
-from recurrent.train.common import model_device
+from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
+from recurrent.train.common import model_device, to_device
 from recurrent.train.lm import TrainLMConfig, evaluate_loss, load_lm, train_lm
 from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
 from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate
@@ -415,3 +419,53 @@ def test_train_tag_on_cuda_two_steps_then_predict_and_evaluate_there(no_tf32, tm
     assert len(tagger.predict([["a", "dog", "sat"]])[0]) == 3
     report = evaluate_tagger(tagger, data)
     assert 0 <= report.accuracy <= 1 and report.accuracy == evaluate_tagger(load_tagger(run), data).accuracy
+
+
+# --- classifiers: sequence and tree ------------------------------------------------------------------------
+
+TREES = ["(3 (2 a) (4 (3 good) (2 film)))", "(1 (1 (2 not) (3 good)) (2 .))", "(0 bad)",
+         "(4 (2 a) (4 (4 (3 good) (4 (3 good) (2 film))) (2 .)))"]
+
+
+def test_sequence_classifier_agrees_on_cpu_and_gpu_with_lengths_left_on_the_cpu():
+    cpu = SequenceClassifier(ClassifierConfig(vocab_size=20, num_classes=3, embedding_size=6, hidden_size=5,
+                                              pooling="attention")).double().eval()
+    gpu = on_gpu(cpu)
+    lengths = torch.tensor([5, 2, 4])
+    words = torch.randint(2, 20, (3, 5)) * (torch.arange(5) < lengths.unsqueeze(1))  # (B, T), 0 = padding
+    labels = torch.tensor([0, 2, 1])
+    out_c, out_g = cpu(words, lengths, labels), gpu(words.to(CUDA), lengths, labels.to(CUDA))
+    assert_close(out_g.logits.cpu(), out_c.logits)
+    assert_close(out_g.loss.cpu(), out_c.loss)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "elman"])
+def test_tree_classifier_agrees_on_cpu_and_gpu(cell):
+    words = {"a": 2, "good": 3, "film": 4, "bad": 5, ".": 6, "not": 7}
+    batch = batch_trees([encode_tree(parse_tree(t), words.__getitem__, int) for t in TREES])
+    cpu = TreeClassifier(ClassifierConfig(vocab_size=8, num_classes=5, structure="tree", cell=cell,
+                                          embedding_size=4, hidden_size=3)).double()
+    gpu = on_gpu(cpu)
+    out_c, out_g = cpu(batch), gpu(to_device(batch, CUDA))
+    assert_close(out_g.logits.cpu(), out_c.logits)
+    assert_close(out_g.loss.cpu(), out_c.loss)
+    out_c.loss.backward()
+    out_g.loss.backward()
+    for (name, p_c), p_g in zip(cpu.named_parameters(), gpu.parameters()):
+        assert_close(p_g.grad.cpu(), p_c.grad, msg=name)
+
+
+@pytest.mark.parametrize("structure", ["sequence", "tree"])
+def test_train_classify_on_cuda_two_steps_then_predict_and_evaluate_there(no_tf32, tmp_path, structure):
+    data = tmp_path / "sst.txt"
+    data.write_text("\n".join(TREES) + "\n")
+    config = TrainClassifyConfig(train=str(data), valid=str(data), out=str(tmp_path / "run"), format="sst",
+                                 phrases=True, max_steps=2, batch_size=2, progress=False, device="cuda",
+                                 model=ClassifierConfig(structure=structure, embedding_size=4, hidden_size=4))
+    run = train_classify(config)
+    tensors, _ = load_checkpoint(run)
+    assert {t.device.type for t in tensors.values()} == {"cpu"}
+    classifier = load_classifier(run, "cuda")
+    assert len(classifier.predict([parse_tree(TREES[0])] if structure == "tree" else [["a", "film"]])) == 1
+    report = evaluate_classifier(classifier, data)
+    assert report.accuracy == evaluate_classifier(load_classifier(run), data).accuracy

@@ -95,6 +95,7 @@ class SequenceClassifier(nn.Module):
     def forward(self, words: Tensor, lengths: Tensor, labels: Tensor | None = None) -> ClassifierOutput:
         """words (B, T) ids (0 = padding), lengths (B,), labels (B,) -> logits (B, C)."""
         p = self.config.dropout
+        lengths = lengths.to(words.device)  # the masks are built where the outputs are
         x = F.dropout(self.embedding(words), p, self.training)  # (B, T, E)
         out, state = self.rnn(x, lengths=lengths)  # (B, T, D*H)
         pooled = F.dropout(pool(out, state, lengths, self.config.pooling, self.attention), p, self.training)
