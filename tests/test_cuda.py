@@ -444,7 +444,7 @@ def test_tree_classifier_agrees_on_cpu_and_gpu(cell):
     words = {"a": 2, "good": 3, "film": 4, "bad": 5, ".": 6, "not": 7}
     batch = batch_trees([encode_tree(parse_tree(t), words.__getitem__, int) for t in TREES])
     cpu = TreeClassifier(ClassifierConfig(vocab_size=8, num_classes=5, structure="tree", cell=cell,
-                                          embedding_size=4, hidden_size=3)).double()
+                                          embedding_size=4, hidden_size=3, dropout=0.0)).double()
     gpu = on_gpu(cpu)
     out_c, out_g = cpu(batch), gpu(to_device(batch, CUDA))
     assert_close(out_g.logits.cpu(), out_c.logits)
