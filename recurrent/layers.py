@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent import native
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from recurrent.engine import check_lengths, cell_backend, flip_valid, last_valid, run_cell, zero_padding
 from recurrent.fused import fused_forward
+from recurrent.native import lstm as native_lstm
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,13 +114,18 @@ class Recurrent(nn.Module):
     def _choose_backend(self, backend: str) -> Backend:
         return Backend(*cell_backend(self.cells[0][0], backend))
 
+    def _backend_for(self, x: Tensor) -> str:
+        """The backend this call runs on: the layer's."""
+        return self._backend.name
+
     # --- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, state: NamedTuple | None = None,
                 lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
-        if self._backend.name == "fused":
+        backend = self._backend_for(x)
+        if backend == "fused":
             return self._forward_fused(x, state, lengths)
 
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
@@ -128,7 +135,7 @@ class Recurrent(nn.Module):
             outs = []
             for d, cell in enumerate(layer):
                 xin = inp if d == 0 else flip_valid(inp, lengths)  # reverse only the valid part
-                seqs = run_cell(cell, xin, self.state_type(*(s[l, d] for s in state)), self._backend.name)
+                seqs = run_cell(cell, xin, self.state_type(*(s[l, d] for s in state)), backend)
                 outs.append(seqs[0] if d == 0 else flip_valid(seqs[0], lengths))  # (T, B, H)
                 finals.append([last_valid(s, lengths) for s in seqs])
             inp = torch.cat(outs, dim=-1) if D == 2 else outs[0]  # (T, B, D*H)
@@ -190,11 +197,24 @@ class _TorchCompatible(Recurrent):
     mode: str  # the fused kernel: "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
 
     def _choose_backend(self, backend: str) -> Backend:
+        self._auto = backend == "auto"
         if backend in ("fused", "auto"):
             why = "forced by backend='fused'" if backend == "fused" else (
                 f"plain built-in {type(self).__name__}: torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)")
+            if self._auto and self.mode == "LSTM":
+                why += "; under CPU bf16 autocast, the bptt engine's C++ loop, which is faster than oneDNN's"
             return Backend("fused", why)
         return super()._choose_backend(backend)
+
+    def _backend_for(self, x: Tensor) -> str:
+        """auto's choice, per call: an LSTM under CPU bf16 autocast runs the bptt engine's C++ loop where it
+        builds (1.9x torch.nn fp32 against oneDNN's bf16 LSTM at 1.5x in benchmarks/lm_speed.py); all else fused."""
+        cpu_bf16 = (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                    and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        if (self._backend.name == "fused" and self._auto and self.mode == "LSTM" and cpu_bf16
+                and native_lstm.is_plain_lstm(self.cells[0][0]) and native.load() is not None):
+            return "bptt"
+        return self._backend.name
 
     def _flat_weights(self) -> list[Tensor]:
         """Weights in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh].

@@ -5,6 +5,7 @@ Key: B batch, T time, I input, H hidden, L layers, D directions.
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 
@@ -379,3 +380,25 @@ def test_detach_cuts_the_graph_of_nested_states():
     for before, after in zip([*states[0], *states[1]], [*cut[0], *cut[1]]):
         assert before.grad_fn is not None and after.grad_fn is None and torch.equal(before, after)
     assert rc.detach(None) is None
+
+
+def test_auto_lstm_under_cpu_bf16_autocast_runs_the_native_bptt_loop(monkeypatch):
+    from recurrent import native
+
+    torch.manual_seed(0)
+    auto = rc.LSTM(6, 8, num_layers=2)
+    bptt, fused = copy.deepcopy(auto), copy.deepcopy(auto)
+    bptt.backend, fused.backend = "bptt", "fused"
+    gru = rc.GRU(6, 8)
+    x = torch.randn(3, 5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = auto(x)[0]
+        if native.load() is not None:  # the C++ loop: float32 states, exactly the forced bptt layer's output
+            assert out.dtype == torch.float32 and torch.equal(out, bptt(x)[0])
+        else:
+            assert out.dtype == torch.bfloat16
+        assert fused(x)[0].dtype == torch.bfloat16  # forced onto fused: stays there
+        assert fused._backend_for(x) == gru._backend_for(x) == "fused"  # forced / not an LSTM
+        monkeypatch.setattr(native, "load", lambda: None)  # where it cannot build: oneDNN's bf16 LSTM
+        assert torch.equal(auto(x)[0], fused(x)[0])
+    assert auto.backend == "fused" and torch.equal(auto(x)[0], fused(x)[0])  # no autocast: fused
