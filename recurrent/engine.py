@@ -76,8 +76,9 @@ class BPTT(torch.autograd.Function):
         saved = flat if ctx.cache_is_tensor else [flat[i : i + len(flat) // T] for i in range(0, len(flat), len(flat) // T)]
         dGX = dGH = None  # (T, B, G), filled step by step
         dextras = [torch.zeros_like(e) for e in extras]
-        # fields other than h get outside gradients only at a few steps (final states): add only there
-        live = [None] + [d.flatten(1).any(1).tolist() for d in dseqs[1:]]
+        # fields other than h get outside gradients only at a few steps (final states): add only there. On a GPU
+        # finding them would make the host wait once per layer, so there every step adds (zeros: same values)
+        live = [None] + [d.flatten(1).any(1).tolist() if d.device.type == "cpu" else [True] * T for d in dseqs[1:]]
         back = None if W is None else kernels.linear(W.t(), None, B, io_dtype=h_all.dtype)  # dG -> dG W
         dstate = cell.state_type(*(d[-1] for d in dseqs))
         for t in reversed(range(T)):
