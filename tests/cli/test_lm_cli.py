@@ -107,3 +107,13 @@ def test_bad_flag_in_a_subprocess_is_one_line_without_traceback(run):
     result = recurrent("generate", str(run), "--length", "-3")
     err = result.stderr.decode()
     assert result.returncode == 2 and err == "recurrent: error: --length must be >= 0, got -3\n"
+
+
+def test_a_closed_pipe_ends_generate_quietly(run):
+    """`recurrent generate ... | head -c 10`: the reader leaves early; no traceback, exit 141 as for SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "recurrent", "generate", str(run), "--length", "200000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
