@@ -146,3 +146,68 @@ def test_without_a_compiler_bptt_falls_back_with_one_warning(monkeypatch, tmp_pa
         warnings.simplefilter("error")
         torch.testing.assert_close(layer(x)[0], out)
     assert native.status() == "disabled by RECURRENT_NATIVE=0"
+
+
+def lm_step_reference(table, tokens, weights, biases, states, dec_W, dec_b, low):
+    """What native lm_step computes, in torch: LSTMCell.step's equations, products with weights (and inputs)
+    rounded to `low`, sums in float32."""
+    def product(W, x):
+        return x.to(low).float() @ W.to(low).float().t()
+
+    hs, cs = [], []
+    x = None
+    for l, ((h, c), W, b) in enumerate(zip(states, weights, biases)):
+        pre = table[tokens] + product(W, h) + b if l == 0 else product(W, torch.cat([x, h], 1)) + b  # (B, G)
+        i, f, g, o = pre.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        x = torch.sigmoid(o) * torch.tanh(c)
+        hs.append(x), cs.append(c)
+    return x @ dec_W.t() + dec_b, hs, cs
+
+
+@needs_native
+@pytest.mark.parametrize("low", [torch.float32, torch.bfloat16])
+def test_lm_step_matches_torch_for_odd_sizes_and_either_thread_count(low):
+    """Three layers of sizes that fill no 16-wide block (G = 20, 28, 36; K odd), batch 3 and batch 1: equal to
+    the torch reference, and the same bits whether the products run on one thread or are split over two."""
+    torch.manual_seed(0)
+    ops, V, E, sizes = native.load(), 7, 5, [5, 7, 9]
+    table = torch.randn(V, 4 * sizes[0])
+    weights = [torch.randn(4 * sizes[0], sizes[0])] + [torch.randn(4 * sizes[l], sizes[l - 1] + sizes[l])
+                                                       for l in (1, 2)]
+    biases = [torch.randn(4 * s) for s in sizes]
+    dec_W, dec_b = torch.randn(V, sizes[-1]), torch.randn(V)
+    packed = [ops.gemv_pack([W], low) for W in weights[:1]] + [ops.gemv_pack(list(W.split([I, H], 1)), low)
+                                                              for W, I, H in zip(weights[1:], sizes, sizes[1:])]
+    dec_P = ops.gemv_pack([dec_W], torch.float32)
+    for batch in (3, 1):
+        tokens = torch.randint(V, (batch,))
+        states = [(torch.randn(batch, s), torch.randn(batch, s)) for s in sizes]
+        want = lm_step_reference(table, tokens, weights, biases, states, dec_W, dec_b, low)
+        runs = [ops.lm_step(table, tokens, packed, biases, [h for h, _ in states], [c for _, c in states],
+                            dec_P, dec_b, threads) for threads in (1, 2)]
+        tol = 1e-5 if low == torch.float32 else 1e-4  # the reference rounds the same inputs to bfloat16
+        torch.testing.assert_close(runs[0][0], want[0], atol=tol, rtol=tol)
+        for got, ref in zip(runs[0][1] + runs[0][2], want[1] + want[2]):
+            torch.testing.assert_close(got, ref, atol=tol, rtol=tol)
+        for one, two in zip(runs[0][1] + runs[0][2] + [runs[0][0]], runs[1][1] + runs[1][2] + [runs[1][0]]):
+            assert torch.equal(one, two)
+
+
+@needs_native
+def test_lm_step_splits_a_large_product_over_two_threads_with_the_same_bits():
+    """A product of 64 blocks of 16 outputs is split between the caller and the helper thread: same result as
+    one thread, over many calls in a row (the helper spins between them) and after a pause (it sleeps)."""
+    import time
+
+    torch.manual_seed(1)
+    ops, V, H = native.load(), 3, 256
+    table, W, b = torch.randn(V, 4 * H), torch.randn(4 * H, H), torch.randn(4 * H)
+    P, dec_P = ops.gemv_pack([W], torch.bfloat16), ops.gemv_pack([torch.randn(V, H)], torch.float32)
+    dec_b = torch.zeros(V)
+    h, c = torch.randn(1, H), torch.randn(1, H)
+    one = ops.lm_step(table, torch.tensor([1]), [P], [b], [h], [c], dec_P, dec_b, 1)
+    for pause in (0, 0, 0, 0.05, 0, 0.05):
+        time.sleep(pause)
+        two = ops.lm_step(table, torch.tensor([1]), [P], [b], [h], [c], dec_P, dec_b, 2)
+        assert all(torch.equal(x, y) for x, y in zip([one[0], *one[1], *one[2]], [two[0], *two[1], *two[2]]))

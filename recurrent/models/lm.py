@@ -17,6 +17,7 @@ from torch import Tensor, nn
 import recurrent as rc
 from recurrent import kernels
 from recurrent.cells import ProjectedCell
+from recurrent.native import step as native_step
 from recurrent.regularizers import embedding_dropout, locked_dropout
 from recurrent.sampling import Sampler
 
@@ -146,7 +147,10 @@ class Stepper:
     - a cell whose step only needs gx + gh (LSTM, Elman: `sums_halves`) gets one product per layer,
       [x_t, s_{t-1}] [U W]ᵀ + b, instead of two;
     - the products use weights packed once for oneDNN (about 1.4x faster than F.linear on CPU), optionally
-      in bfloat16 (half the bytes again); states and the pointwise step stay in float32.
+      in bfloat16 (half the bytes again); states and the pointwise step stay in float32;
+    - a stack of plain LSTMCells on the CPU runs the whole step, decoder included, as one native call
+      (recurrent/native/step.py: no per-op overhead, products split over two cores); `self.native` says
+      whether it does (None: the Python path below).
     """
 
     def __init__(self, model: LanguageModel, dtype: torch.dtype | None = None):
@@ -155,7 +159,15 @@ class Stepper:
         self.embedding, self.decoder, self.dtype = model.embedding, model.decoder, dtype
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
-        self.products = [self._pack(cell, l) if _plain(cell) else None for l, cell in enumerate(self.cells)]
+        on = native_step.applies(self.cells, self.table, dtype)
+        self.native = native_step.NativeStep(self.cells, self.table, model.decoder, dtype) if on else None
+        self._products = None  # packed on first use: with `native`, only for a batch it does not take
+
+    @property
+    def products(self) -> list:
+        if self._products is None:
+            self._products = [self._pack(cell, l) if _plain(cell) else None for l, cell in enumerate(self.cells)]
+        return self._products
 
     def _pack(self, cell: ProjectedCell, l: int):
         """The products of layer l: (project, recur) with x -> U x + b_ih and h -> W h + b_hh, or for a
@@ -181,6 +193,8 @@ class Stepper:
 
     def step(self, token: Tensor, states: list) -> tuple[Tensor, list]:
         """token (B,) -> logits (B, V) for the next token, and the new cell states."""
+        if self.native is not None and self.native.takes(token, states):
+            return self.native.step(token, states)
         x = self.embedding(token) if self.table is None else None  # (B, E)
         new_states = []
         for l, (cell, state, products) in enumerate(zip(self.cells, states, self.products)):

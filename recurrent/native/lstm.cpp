@@ -11,16 +11,29 @@
 //             dG_t = [dc g i(1-i); dc c_{t-1} f(1-f); dc i (1-g²); dh tanh(c_t) o(1-o)]
 //             dc_{t-1} = dc f
 //   after it  dW = Σ_t dG_tᵀ h_{t-1} (one product), db = Σ_t Σ_b dG_t
+//
+// At the end: a whole language-model step for generation (lm_step, wrapped by step.py), on weights packed
+// for matrix-vector products (gemv_pack).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <thread>
 #include <tuple>
 #include <type_traits>
+#include <vector>
+
+#include <pthread.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -230,15 +243,335 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& d
   return backward_loop<float, float>(dh_, dc_, W, c, h_low, act);
 }
 
+
+// --- generation: a whole LM step for batch 1 (a few rows), used by the Stepper (see step.py) -----------
+//
+// At batch 1 a product is a matrix-vector product (GEMV) whose cost is reading the weights once; oneDNN's
+// GEMM machinery and the dozen torch calls around it cost more than that here. So the step runs on
+// weights packed for a GEMV: 16 outputs side by side, K running down,
+//   float32   P[n/16][k][16]                  y[n..n+16) += P[n/16][k] * x[k]
+//   bfloat16  P[n/16][k/2][16][2]              y[n..n+16) += P[n/16][k/2] · (x[k], x[k+1])  (vdpbf16ps)
+// read as one stream from start to end. N and K are padded (zeros) to multiples of 16 and 2.
+
+constexpr int64_t LANES = 16;
+
+#if defined(__AVX512F__)
+// y[0, n) = bias[0, n) + the sum of eight accumulators (eight chains of products: the FMA's latency)
+inline void finish(const __m512* a, const float* bias, float* y, int64_t n) {
+  __m512 acc = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+                             _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7])));
+  const __mmask16 m = __mmask16((1u << n) - 1);
+  _mm512_mask_storeu_ps(y, m, _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, bias)));
+}
+#endif
+
+// W = [W_1 ... W_m] (N, K), given as its column blocks W_i (N, K_i), float32 -> the packed layout above, in
+// `dtype` (float32 or bfloat16); one pass, as a Stepper is built for each generate call that changes the dtype
+Tensor gemv_pack(at::TensorList parts, at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "gemv_pack: dtype must be float32 or bfloat16");
+  const int64_t N = parts.at(0).size(0);
+  int64_t K = 0;
+  for (const Tensor& W : parts) {
+    TORCH_CHECK(W.dim() == 2 && W.size(0) == N && W.scalar_type() == at::kFloat,
+                "gemv_pack: every part must be float32 (N, K_i) with N = ", N, ", got ", W.sizes());
+    K += W.size(1);
+  }
+  const int64_t NB = (N + LANES - 1) / LANES, Kp = K + K % 2;
+  const bool bf16 = dtype == at::kBFloat16;
+  Tensor P = bf16 ? at::zeros({NB, Kp / 2, LANES, 2}, parts[0].options().dtype(at::kBFloat16))
+                  : at::zeros({NB, Kp, LANES}, parts[0].options());
+  float* pf = bf16 ? nullptr : P.data_ptr<float>();
+  uint16_t* pb = bf16 ? bits<c10::BFloat16>(P) : nullptr;
+  int64_t k0 = 0;
+  for (const Tensor& part : parts) {
+    const Tensor W = part.contiguous();
+    const float* w = W.data_ptr<float>();
+    const int64_t Ki = W.size(1);
+    for (int64_t n = 0; n < N; ++n) {  // a row at a time: reads in sequence, writes within one block (L2)
+      const int64_t nb = n / LANES, l = n % LANES;
+      const float* row = w + n * Ki;
+      if (bf16) {
+        uint16_t* out = pb + nb * Kp * LANES + l * 2;
+        for (int64_t k = k0; k < k0 + Ki; ++k) out[(k / 2) * 2 * LANES + k % 2] = store<uint16_t>(row[k - k0]);
+      } else {
+        float* out = pf + nb * Kp * LANES + l;
+        for (int64_t k = k0; k < k0 + Ki; ++k) out[k * LANES] = row[k - k0];
+      }
+    }
+    k0 += Ki;
+  }
+  return P;
+}
+
+// y[b, n] = bias[n] + Σ_k P[n, k] x[b, k] for the 16-output blocks [nb0, nb1); x is (B, K) in float32 for a
+// float32 P, or (B, K/2) bfloat16 pairs (as uint32) for a bfloat16 P; y (B, ldy) and bias are float32
+void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64_t B, int64_t K, int64_t N,
+              int64_t ldy, int64_t nb0, int64_t nb1) {
+  for (int64_t nb = nb0; nb < nb1; ++nb) {
+    const float* p = P + nb * K * LANES;
+    const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xb = x + b * K;
+#if defined(__AVX512F__)
+      __m512 a[8];
+      for (auto& v : a) v = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k + 8 <= K; k += 8)
+        for (int u = 0; u < 8; ++u)
+          a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(p + (k + u) * LANES), _mm512_set1_ps(xb[k + u]), a[u]);
+      for (; k < K; ++k) a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(p + k * LANES), _mm512_set1_ps(xb[k]), a[0]);
+      finish(a, bias + n0, y + b * ldy + n0, n);
+#else
+      float acc[LANES] = {};
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t l = 0; l < LANES; ++l) acc[l] += p[k * LANES + l] * xb[k];
+      for (int64_t l = 0; l < n; ++l) y[b * ldy + n0 + l] = acc[l] + bias[n0 + l];
+#endif
+    }
+  }
+}
+
+void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y, int64_t B, int64_t K2, int64_t N,
+               int64_t ldy, int64_t nb0, int64_t nb1) {
+  for (int64_t nb = nb0; nb < nb1; ++nb) {
+    const uint16_t* p = P + nb * K2 * 2 * LANES;
+    const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
+    for (int64_t b = 0; b < B; ++b) {
+      const uint32_t* xb = x + b * K2;
+#if defined(__AVX512BF16__)
+      __m512 a[8];
+      for (auto& v : a) v = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k + 8 <= K2; k += 8) {
+        for (int u = 0; u < 8; ++u)
+          a[u] = _mm512_dpbf16_ps(a[u], (__m512bh)_mm512_loadu_si512(p + (k + u) * 2 * LANES),
+                                  (__m512bh)_mm512_set1_epi32(int(xb[k + u])));
+      }
+      for (; k < K2; ++k)
+        a[0] = _mm512_dpbf16_ps(a[0], (__m512bh)_mm512_loadu_si512(p + k * 2 * LANES),
+                                (__m512bh)_mm512_set1_epi32(int(xb[k])));
+      finish(a, bias + n0, y + b * ldy + n0, n);
+#else
+      float acc[LANES] = {};
+      for (int64_t k = 0; k < K2; ++k) {
+        const float x0 = load(uint16_t(xb[k] & 0xFFFF)), x1 = load(uint16_t(xb[k] >> 16));
+        for (int64_t l = 0; l < LANES; ++l)
+          acc[l] += load(p[(k * LANES + l) * 2]) * x0 + load(p[(k * LANES + l) * 2 + 1]) * x1;
+      }
+      for (int64_t l = 0; l < n; ++l) y[b * ldy + n0 + l] = acc[l] + bias[n0 + l];
+#endif
+    }
+  }
+}
+
+// One helper thread for the second core. A product is cut into chunks of 16-output blocks, which the caller and
+// the helper claim one at a time: if the helper is slow to start (descheduled on a busy machine) the caller
+// does them all, rather than wait. torch's OpenMP pool is not used: this library is not built with -fopenmp
+// (at::parallel_for would run serially), and a batch-1 step is a few tens of microseconds, so the helper spins
+// between jobs (about a millisecond, then it sleeps) to start a chunk within a fraction of a microsecond.
+class Helper {
+ public:
+  static Helper& get() {
+    static const bool registered = (pthread_atfork(nullptr, nullptr, [] { instance() = nullptr; }), true);
+    (void)registered;  // a forked child has no helper thread: it starts a new one
+    if (!instance()) instance() = new Helper();  // never freed: it lives as long as the process
+    return *instance();
+  }
+
+  // f(0), ..., f(n - 1), claimed in turn by this thread and the helper; returns when all are done. While
+  // another thread's job holds the helper, this one runs alone.
+  template <typename F> void run(int64_t n, const F& f) {
+    TORCH_CHECK(n < (1 << 15), "Helper::run: too many chunks");
+    std::unique_lock<std::mutex> mine_alone(busy_, std::try_to_lock);
+    if (!mine_alone.owns_lock()) {
+      for (int64_t k = 0; k < n; ++k) f(k);
+      return;
+    }
+    fn_ = [](const void* g, int64_t k) { (*static_cast<const F*>(g))(k); };
+    job_ = &f;
+    done_.store(0);
+    claim_.store(++ticket_ << 32 | uint64_t(n) << 16);  // publishes fn_, job_ and the reset done_
+    if (sleeping_.load()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_one();
+    }
+    int64_t mine = 0;
+    for (int64_t k; (k = int64_t(claim_.fetch_add(1) & 0xFFFF)) < n; ++mine) f(k);
+    while (done_.load(std::memory_order_acquire) + mine < n) pause();
+  }
+
+ private:
+  static Helper*& instance() {
+    static Helper* p = nullptr;
+    return p;
+  }
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  Helper() { std::thread([this] { loop(); }).detach(); }
+
+  void loop() {
+    for (uint64_t seen = 0;;) {
+      for (int spin = 0; claim_.load(std::memory_order_acquire) >> 32 == seen; ++spin) {
+        if (spin < SPINS) {
+          pause();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleeping_.store(true);
+        wake_.wait(lock, [&] { return claim_.load() >> 32 != seen; });
+        sleeping_.store(false);
+      }
+      uint64_t c = claim_.load(std::memory_order_acquire);
+      seen = c >> 32;
+      // claim chunk k of this job only while unclaimed ones are left: then the job (fn_, job_) is still alive
+      while (c >> 32 == seen && (c & 0xFFFF) < ((c >> 16) & 0xFFFF)) {
+        if (claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) {
+          fn_(job_, int64_t(c & 0xFFFF));
+          done_.fetch_add(1, std::memory_order_release);
+          c = claim_.load(std::memory_order_acquire);
+        }
+      }
+    }
+  }
+
+  static constexpr int SPINS = 40000;  // pauses before sleeping: about a millisecond on Zen 4
+  void (*fn_)(const void*, int64_t) = nullptr;
+  const void* job_ = nullptr;
+  uint64_t ticket_ = 0;                 // the caller's count of jobs
+  std::atomic<uint64_t> claim_{0};      // ticket << 32 | chunks << 16 | next unclaimed chunk
+  std::atomic<int64_t> done_{0};        // chunks the helper has finished
+  std::atomic<bool> sleeping_{false};
+  std::mutex busy_, mutex_;  // busy_: held by the thread whose job the helper serves
+  std::condition_variable wake_;
+};
+
+// x (B, K) float32 rows -> what the product reads: the same for float32 weights, bfloat16 pairs for bfloat16
+struct Input {
+  std::vector<float> f32;
+  std::vector<uint32_t> pairs;
+  int64_t K = 0;
+
+  void set(bool bf16, int64_t B, int64_t K_, const float* const* parts, const int64_t* sizes, int n_parts,
+           const int64_t* strides) {
+    K = K_ + K_ % 2;
+    f32.assign(B * K, 0.f);
+    for (int64_t b = 0; b < B; ++b) {
+      float* row = f32.data() + b * K;
+      for (int i = 0; i < n_parts; ++i) {
+        std::memcpy(row, parts[i] + b * strides[i], sizes[i] * sizeof(float));
+        row += sizes[i];
+      }
+    }
+    if (!bf16) return;
+    pairs.resize(B * K / 2);
+    for (int64_t i = 0; i < B * K / 2; ++i)
+      pairs[i] = uint32_t(store<uint16_t>(f32[2 * i])) | uint32_t(store<uint16_t>(f32[2 * i + 1])) << 16;
+  }
+};
+
+// y (B, N) = bias + x Pᵀ, in chunks shared with the helper thread when `threads` > 1
+constexpr int64_t CHUNK = 8;  // blocks of 16 outputs: 256 KiB of bfloat16 weights at K = 1024
+void product(const Tensor& P, const Input& x, const float* bias, float* y, int64_t B, int64_t N, int64_t threads) {
+  const int64_t NB = P.size(0);
+  const bool bf16 = P.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(P.is_contiguous() && NB * LANES >= N && P.size(1) * (bf16 ? 2 : 1) == x.K,
+              "lm_step: packed weights of shape ", P.sizes(), " do not take ", N, " outputs from ", x.K, " inputs");
+  auto part = [&](int64_t nb0, int64_t nb1) {
+    if (bf16)
+      gemv_bf16(reinterpret_cast<const uint16_t*>(P.data_ptr()), x.pairs.data(), bias, y, B, x.K / 2, N, N, nb0, nb1);
+    else
+      gemv_f32(P.data_ptr<float>(), x.f32.data(), bias, y, B, x.K, N, N, nb0, nb1);
+  };
+  if (threads < 2 || NB < 2 * CHUNK) return part(0, NB);
+  Helper::get().run((NB + CHUNK - 1) / CHUNK, [&](int64_t k) { part(k * CHUNK, std::min(NB, (k + 1) * CHUNK)); });
+}
+
+// LSTMCell.step's pointwise part for one row: pre (G,) -> c, h (H,). Not inlined: inside lm_step g++ does not
+// vectorise it (exp_ stays a call per element), on its own with restrict pointers it does
+__attribute__((noinline)) void lstm_gates(const float* __restrict__ pre, const float* __restrict__ c_prev,
+                                          float* __restrict__ c, float* __restrict__ h, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    const float i = sigmoid<float>(pre[j]), f = sigmoid<float>(pre[H + j]);
+    const float g = tanh_<float>(pre[2 * H + j]), o = sigmoid<float>(pre[3 * H + j]);
+    c[j] = f * c_prev[j] + i * g;
+    h[j] = o * tanh_<float>(c[j]);
+  }
+}
+
+// table (V0, G0) float32: layer 0's U e_v + b_ih; tokens (B,) int64; P[l]: layer l's packed weights (W_hh for
+// layer 0, [U W] above it); bias[l] (G_l,) float32 (b_hh for layer 0, b_ih + b_hh above); h[l], c[l] (B, H_l)
+// float32; dec_P, dec_b: the decoder packed, and its bias (V,) -> logits (B, V), new h, new c
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> lm_step(
+    const Tensor& table, const Tensor& tokens, at::TensorList P, at::TensorList bias, at::TensorList h,
+    at::TensorList c, const Tensor& dec_P, const Tensor& dec_b, int64_t threads) {
+  const int64_t L = P.size(), B = tokens.size(0), V0 = table.size(0);
+  TORCH_CHECK(bias.size() == L && h.size() == L && c.size() == L, "lm_step: one weight, bias, h and c per layer");
+  TORCH_CHECK(table.scalar_type() == at::kFloat && table.is_contiguous(), "lm_step: table must be contiguous float32");
+  thread_local Input x;
+  thread_local std::vector<float> pre;
+  const Tensor tokens_ = tokens.to(at::kLong).contiguous();
+  const int64_t* tok = tokens_.data_ptr<int64_t>();
+  std::vector<Tensor> h_new, c_new;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t H = h[l].size(1), G = 4 * H;
+    TORCH_CHECK(h[l].scalar_type() == at::kFloat && c[l].scalar_type() == at::kFloat && h[l].stride(1) == 1 &&
+                    c[l].stride(1) == 1 && h[l].size(0) == B && c[l].sizes() == h[l].sizes() &&
+                    bias[l].scalar_type() == at::kFloat && bias[l].is_contiguous() && bias[l].numel() == G &&
+                    (l > 0 || table.size(1) == G),
+                "lm_step: layer ", l, " has states, bias or table of the wrong dtype or shape");
+    if (l == 0) {
+      const float* parts[] = {h[0].data_ptr<float>()};
+      const int64_t sizes[] = {H}, strides[] = {h[0].stride(0)};
+      x.set(P[0].scalar_type() == at::kBFloat16, B, H, parts, sizes, 1, strides);
+    } else {
+      const int64_t I = h_new[l - 1].size(1);
+      const float* parts[] = {h_new[l - 1].data_ptr<float>(), h[l].data_ptr<float>()};
+      const int64_t sizes[] = {I, H}, strides[] = {I, h[l].stride(0)};
+      x.set(P[l].scalar_type() == at::kBFloat16, B, I + H, parts, sizes, 2, strides);
+    }
+    pre.resize(B * G);
+    product(P[l], x, bias[l].data_ptr<float>(), pre.data(), B, G, threads);
+    Tensor hl = at::empty({B, H}, h[l].options()), cl = at::empty({B, H}, c[l].options());
+    const float* cp = c[l].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      float* r = pre.data() + b * G;
+      if (l == 0) {
+        TORCH_CHECK(0 <= tok[b] && tok[b] < V0, "lm_step: token ", tok[b], " is not in 0..", V0 - 1);
+        const float* row = table.data_ptr<float>() + tok[b] * G;
+        for (int64_t j = 0; j < G; ++j) r[j] += row[j];
+      }
+      const float* c_prev = cp + b * c[l].stride(0);
+      lstm_gates(r, c_prev, cl.data_ptr<float>() + b * H, hl.data_ptr<float>() + b * H, H);
+    }
+    h_new.push_back(hl), c_new.push_back(cl);
+  }
+  const int64_t Hl = h_new.back().size(1), V = dec_b.numel();
+  TORCH_CHECK(dec_b.scalar_type() == at::kFloat && dec_b.is_contiguous(), "lm_step: dec_b must be contiguous float32");
+  const float* parts[] = {h_new.back().data_ptr<float>()};
+  const int64_t sizes[] = {Hl}, strides[] = {Hl};
+  x.set(dec_P.scalar_type() == at::kBFloat16, B, Hl, parts, sizes, 1, strides);
+  Tensor logits = at::empty({B, V}, h[0].options());
+  product(dec_P, x, dec_b.data_ptr<float>(), logits.data_ptr<float>(), B, V, threads);
+  return {logits, h_new, c_new};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(recurrent_native, m) {
   m.def("lstm_forward(Tensor gx, Tensor W, Tensor bias, Tensor h0, Tensor c0) -> (Tensor, Tensor, Tensor, Tensor[])");
   m.def("lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor c, Tensor h_low, Tensor[] act) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gemv_pack(Tensor[] parts, ScalarType dtype) -> Tensor");
+  m.def("lm_step(Tensor table, Tensor tokens, Tensor[] P, Tensor[] bias, Tensor[] h, Tensor[] c, Tensor dec_P, "
+        "Tensor dec_b, int threads) -> (Tensor, Tensor[], Tensor[])");
 }
 
 TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {
   m.impl("lstm_forward", lstm_forward);
   m.impl("lstm_backward", lstm_backward);
+  m.impl("gemv_pack", gemv_pack);
+  m.impl("lm_step", lm_step);
 }

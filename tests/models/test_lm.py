@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from recurrent import native
 from recurrent.models import LanguageModel, LMConfig
 
 V = 11
@@ -155,3 +156,52 @@ def test_stepper_is_kept_between_generate_calls_until_a_parameter_changes():
         model.decoder.bias.add_(torch.arange(V, dtype=torch.float) * 100.0)  # in place: makes the last token win
     assert model.stepper() is not stepper
     assert list(model.generate(prime, 8, greedy=True)) == [V - 1] * 8 != first
+
+
+needs_native = pytest.mark.skipif(native.load() is None, reason=f"native kernels unavailable: {native.status()}")
+
+
+@needs_native
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
+def test_the_stepper_runs_plain_lstms_natively_and_nothing_else(cell, monkeypatch):
+    from recurrent.native.step import NativeStep
+
+    torch.manual_seed(6)
+    model = make(cell=cell).eval()
+    calls = []
+    real_step = NativeStep.step
+    monkeypatch.setattr(NativeStep, "step", lambda self, *a: calls.append(1) or real_step(self, *a))
+    list(model.generate(torch.tensor([1, 2]), 5))
+    assert (model.stepper().native is not None) == (cell == "lstm")
+    assert len(calls) == (2 + 5 if cell == "lstm" else 0)  # every prime token and every new one (the last too)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("kw", [{"num_layers": 3}, {"tie_weights": True, "embedding_size": 12}])
+def test_the_native_step_equals_the_python_step(dtype, kw):
+    """The same logits and states as the Python path (bfloat16: its products round their outputs, ours do not),
+    at batch 2 and 1, from a carried state, and the same samples in float32."""
+    from recurrent.models.lm import Stepper
+
+    torch.manual_seed(7)
+    model = make(**kw).eval()
+    native_path, python_path = Stepper(model, dtype), Stepper(model, dtype)
+    python_path.native = None
+    assert native_path.native is not None
+    tol = 1e-5 if dtype is None else 0.05
+    with torch.no_grad():
+        for batch in (2, 1):
+            states = [Stepper.from_layer_states(model(torch.randint(V, (batch, 5))).state)] * 2
+            for token in torch.randint(V, (4, batch)):
+                (a, states[0]), (b, states[1]) = native_path.step(token, states[0]), python_path.step(token, states[1])
+                torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+                for s, t in zip(*states):
+                    torch.testing.assert_close(s.h, t.h, atol=tol, rtol=tol)
+                    torch.testing.assert_close(s.c, t.c, atol=tol, rtol=tol)
+    if dtype is None:
+        runs = []
+        for path in (native_path, python_path):
+            model.stepper = lambda dtype, path=path: path  # generate steps with this one
+            runs.append(list(model.generate(torch.tensor([1, 2]), 60, generator=torch.Generator().manual_seed(8))))
+        assert runs[0] == runs[1]
