@@ -135,7 +135,7 @@ def test_without_a_compiler_bptt_falls_back_with_one_warning(monkeypatch, tmp_pa
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     layer = rc.LSTM(I, H, backend="bptt").double()
     x = torch.randn(B, T, I, dtype=torch.float64)
-    with pytest.warns(UserWarning, match="native LSTM loop unavailable") as caught:
+    with pytest.warns(UserWarning, match="native LSTM kernels unavailable") as caught:
         out, _ = layer(x)
         layer(x)
     assert len(caught) == 1 and "FileNotFoundError" in native.status()

@@ -98,12 +98,13 @@ class LanguageModel(nn.Module):
         return LMOutput(logits, loss, tuple(new_state))
 
     def stepper(self, dtype: torch.dtype | None = None) -> Stepper:
-        """The model's Stepper (weights packed for per-token stepping), kept between calls until a parameter
-        changes: every in-place update (optimizer steps, load_state_dict) bumps a tensor's version."""
-        key = (dtype, tuple((p.data_ptr(), p._version) for p in self.parameters()))
-        if getattr(self, "_stepper", (None, None))[0] != key:
-            self._stepper = (key, Stepper(self, dtype))
-        return self._stepper[1]
+        """The model's Stepper for `dtype` (weights packed for per-token stepping), kept between calls until a
+        parameter changes: every in-place update (optimizer steps, load_state_dict) bumps a tensor's version."""
+        version = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        kept = self.__dict__.setdefault("_steppers", {})  # dtype -> (version, Stepper); not a submodule
+        if kept.get(dtype, (None,))[0] != version:
+            kept[dtype] = (version, Stepper(self, dtype))
+        return kept[dtype][1]
 
     @torch.inference_mode()
     def generate(self, prime: Tensor, length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

@@ -1,10 +1,11 @@
 """Native (C++) kernels: compiled with g++ on first use, cached, loaded as torch ops.
 
-The only one so far is the LSTM layer's time loop (`lstm.cpp`, wrapped by `recurrent.native.lstm`),
-the fast path of the `bptt` backend for a plain LSTMCell on CPU. The library is built once per source,
+`lstm.cpp` holds two: the LSTM layer's time loop (wrapped by `recurrent.native.lstm`), the fast path of the
+`bptt` backend for a plain LSTMCell on CPU, and a whole generation step of a stack of plain LSTMCells
+(`recurrent.native.step`), the fast path of `LanguageModel.generate` on CPU. The library is built once per source,
 torch version and CPU into build/native/ at the repository root (git-ignored; or $RECURRENT_BUILD_DIR),
 which takes about 10 s. Where it cannot be built (no g++, no headers) or RECURRENT_NATIVE=0 is set,
-`load()` returns None with a one-line warning, and the engine runs its Python loop: same results.
+`load()` returns None with a one-line warning, and the engine and the stepper run their Python paths.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def load():
         _state["ops"] = torch.ops.recurrent_native
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         _state["error"] = f"{type(e).__name__}: {e}"
-        warnings.warn(f"recurrent: native LSTM loop unavailable ({_state['error']}); bptt runs its Python loop",
+        warnings.warn(f"recurrent: native LSTM kernels unavailable ({_state['error']}); bptt and generation run "
+                      "their Python paths",
                       stacklevel=2)
     return _state.get("ops")
 

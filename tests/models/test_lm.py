@@ -149,9 +149,8 @@ def test_stepper_is_kept_between_generate_calls_until_a_parameter_changes():
     model = make().eval()
     prime = torch.tensor([1, 2])
     first = list(model.generate(prime, 8, greedy=True))
-    stepper = model.stepper()
-    assert model.stepper() is stepper and model.stepper(torch.bfloat16) is not stepper
-    model.stepper()  # back to float32
+    stepper, bf16 = model.stepper(), model.stepper(torch.bfloat16)
+    assert bf16 is not stepper and model.stepper() is stepper and model.stepper(torch.bfloat16) is bf16  # one each
     with torch.no_grad():
         model.decoder.bias.add_(torch.arange(V, dtype=torch.float) * 100.0)  # in place: makes the last token win
     assert model.stepper() is not stepper
