@@ -127,7 +127,7 @@ class Classifier:
 
 
 def input_size(x: list[int] | EncodedTree) -> int:
-    """Words in an encoded input: what batches are bucketed by."""
+    """An encoded input's size, what batches are bucketed by: its tokens, or its tree's nodes."""
     return len(x.words) if isinstance(x, EncodedTree) else len(x)
 
 
