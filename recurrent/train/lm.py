@@ -14,8 +14,8 @@ A run folder holds:
     model.safetensors/.json    the best model so far (lowest valid loss), its config, vocabulary and metrics
     last.safetensors/.json     everything needed to resume: model, optimizer, RNG states, schedule, position
                                in the epoch and the carried hidden state
-Checkpoints hold CPU tensors whatever `device` trained the model, so a GPU run loads on a CPU-only machine.
     metrics.jsonl, loss.png    one JSON object per log line, and the loss curves
+Checkpoints hold CPU tensors whatever `device` trained the model, so a GPU run loads on a CPU-only machine.
 """
 from __future__ import annotations
 
