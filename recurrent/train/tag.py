@@ -94,7 +94,8 @@ class Tagger:
         chars = [[self.char_index.get(c, 1) for c in t[:MAX_WORD_CHARS]] for t in tokens]
         return words, chars
 
-    def batch(self, encoded: list[tuple[list[int], list[list[int]]]]) -> Batch:
+    def collate(self, encoded: list[tuple[list[int], list[list[int]]]]) -> Batch:
+        """Encoded sentences -> the model's inputs, on the CPU."""
         words, lengths = pad([w for w, _ in encoded])
         B, T = words.shape
         C = max(len(c) for _, cs in encoded for c in cs)
@@ -106,12 +107,16 @@ class Tagger:
                 char_lengths[b, t] = len(c)
         return Batch(words, lengths, chars, char_lengths)
 
+    def batch(self, encoded: list[tuple[list[int], list[list[int]]]]) -> Batch:
+        """collate(encoded) on the model's device."""
+        return to_device(self.collate(encoded), model_device(self.model))
+
     @torch.no_grad()
     def predict_ids(self, encoded: list, batch_size: int = 64) -> list[list[int]]:
         self.model.eval()
         out = [None] * len(encoded)
         for indices in bucket_batches([len(w) for w, _ in encoded], batch_size):
-            batch = to_device(self.batch([encoded[i] for i in indices]), model_device(self.model))
+            batch = self.batch([encoded[i] for i in indices])
             emissions = self.model(*batch).emissions
             for i, path in zip(indices, self.model.decode(emissions, batch.lengths)):
                 out[i] = path
@@ -161,7 +166,7 @@ def train_tag(config: TrainTagConfig) -> Path:
     train_items, valid_items = encode(train, config.train), encode(valid, config.valid)
 
     def collate(items) -> dict:
-        batch = tagger.batch([(w, c) for w, c, _ in items])
+        batch = tagger.collate([(w, c) for w, c, _ in items])  # fit moves it to the device
         batch = batch._replace(words=replace_singletons(batch.words, singletons, config.unk_replace))
         return {**batch._asdict(), "tags": pad([y for _, _, y in items])[0]}
 
@@ -216,7 +221,7 @@ def evaluate_items(tagger: Tagger, items: list, batch_size: int = 64) -> Tagging
     model.eval()
     gold, pred, loss = [], [], 0.0
     for indices in bucket_batches([len(w) for w, _, _ in items], batch_size):
-        batch = to_device(tagger.batch([items[i][:2] for i in indices]), model_device(model))
+        batch = tagger.batch([items[i][:2] for i in indices])
         target = pad([items[i][2] for i in indices])[0].to(model_device(model))
         out = model(*batch, tags=target)
         loss += out.loss.item() * len(indices)
