@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent import native
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from recurrent.engine import check_lengths, cell_backend, flip_valid, last_valid, run_cell, zero_padding
 from recurrent.fused import fused_forward
@@ -212,7 +211,7 @@ class _TorchCompatible(Recurrent):
         cpu_bf16 = (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
                     and torch.get_autocast_dtype("cpu") == torch.bfloat16)
         if (self._backend.name == "fused" and self._auto and self.mode == "LSTM" and cpu_bf16
-                and native_lstm.is_plain_lstm(self.cells[0][0]) and native.load() is not None):
+                and native_lstm.available(self.cells[0][0])):
             return "bptt"
         return self._backend.name
 

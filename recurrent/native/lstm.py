@@ -46,10 +46,15 @@ def is_plain_lstm(cell) -> bool:
             and own("project_input", ProjectedCell) and own("recurrence", ProjectedCell) and not cell.extra_params())
 
 
+def available(cell) -> bool:
+    """True if the native loop can run this cell on CPU: a plain LSTMCell, and the kernel built and loaded."""
+    return is_plain_lstm(cell) and native.load() is not None
+
+
 def runs(cell, state: LSTMState, W: Tensor) -> bool:
-    """True if the native loop runs this cell: a plain LSTMCell on CPU, dtypes it is built for, kernel loaded."""
-    return (is_plain_lstm(cell) and W.device.type == "cpu" and state.h.device.type == "cpu"
-            and (state.h.dtype, W.dtype) in DTYPES and state.c.dtype == state.h.dtype and native.load() is not None)
+    """True if the native loop runs this cell: available, on CPU, in dtypes it is built for."""
+    return (available(cell) and W.device.type == "cpu" and state.h.device.type == "cpu"
+            and (state.h.dtype, W.dtype) in DTYPES and state.c.dtype == state.h.dtype)
 
 
 def lstm_loop(cell: LSTMCell, x: Tensor, state: LSTMState, W: Tensor) -> tuple[Tensor, Tensor]:

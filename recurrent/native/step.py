@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from recurrent import native
-from recurrent.native.lstm import is_plain_lstm
+from recurrent.native.lstm import available
 from recurrent.state import LSTMState
 
 MAX_BATCH = 8  # the kernel reads the weights once per row: at 2x512, faster than oneDNN up to 8 rows, even at 16
@@ -22,10 +22,9 @@ MAX_BATCH = 8  # the kernel reads the weights once per row: at 2x512, faster tha
 def applies(cells: list, table: Tensor | None, dtype: torch.dtype | None) -> bool:
     """True if `NativeStep` can run these cells: plain LSTMCells on CPU in float32, products in float32 or
     bfloat16, layer 0's input table built, and the native library loaded."""
-    return (table is not None and all(is_plain_lstm(cell) for cell in cells)
+    return (table is not None and table.dtype == torch.float32 and dtype in (None, torch.float32, torch.bfloat16)
             and all(p.device.type == "cpu" and p.dtype == torch.float32 for cell in cells for p in cell.parameters())
-            and table.dtype == torch.float32 and dtype in (None, torch.float32, torch.bfloat16)
-            and native.load() is not None)
+            and all(available(cell) for cell in cells))
 
 
 class NativeStep:
