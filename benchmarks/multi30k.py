@@ -59,7 +59,9 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, default=0, help="score only the first N test sentences (0: all)")
     p.add_argument("--out-dir", default="runs/multi30k")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="autocast training to bfloat16 (about 2x faster steps)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--schedule", default="cosine", help="learning-rate schedule; cosine anneals over --max-time")
     p.add_argument("--threads", type=int, default=1,
@@ -81,7 +83,7 @@ def main() -> None:
             src=train_src, tgt=train_tgt, valid_src=valid_src, valid_tgt=valid_tgt, out=str(out),
             vocab="word" if args.files == "tok" else "bpe", min_freq=args.min_freq,
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_time=args.max_time,
-            eval_every=args.eval_every, seed=args.seed, bf16=args.bf16, label_smoothing=args.label_smoothing,
+            eval_every=args.eval_every, seed=args.seed, precision=args.precision, label_smoothing=args.label_smoothing,
             schedule=args.schedule, progress=False,
             model=Seq2SeqConfig(cell=args.cell, attention=attention, embedding_size=args.embedding_size,
                                 hidden_size=args.hidden_size, dropout=args.dropout))

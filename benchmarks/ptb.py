@@ -40,7 +40,9 @@ def main():
     p.add_argument("--config", choices=sorted(CONFIGS), default="zaremba-small")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--max-time", type=float, default=0.0, help="override the config's time budget (seconds)")
-    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (AMX on Sapphire Rapids)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
     p.add_argument("--eval-every", type=int, default=2323, help="steps between validations (2323: once an epoch)")
     p.add_argument("--out", default="runs/bench-ptb")
     args = p.parse_args()
@@ -51,7 +53,7 @@ def main():
     trainer = dict(spec["trainer"], **({"max_time": args.max_time} if args.max_time else {}))
     config = TrainLMConfig(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]),
                            level="word", out=f"{args.out}-{args.config}", eval_every=args.eval_every,
-                           bf16=args.bf16, progress=False,
+                           precision=args.precision, progress=False,
                            model=LMConfig(**spec["model"]), **trainer)
     start = time.monotonic()
     run_dir = train_lm(config)
@@ -59,8 +61,8 @@ def main():
     model, vocab = load_lm(run_dir)
     valid = evaluate_lm(model, vocab, read_text(files["valid"]), batch_size=1, bptt=100)
     test = evaluate_lm(model, vocab, read_text(files["test"]), batch_size=1, bptt=100)
-    print("| config | bf16 | valid perplexity | test perplexity | training wall (s) |\n|---|---|---:|---:|---:|")
-    print(f"| {args.config} | {args.bf16} | {valid.perplexity:.1f} | {test.perplexity:.1f} | {train_wall:.0f} |")
+    print("| config | precision | valid perplexity | test perplexity | training wall (s) |\n|---|---|---:|---:|---:|")
+    print(f"| {args.config} | {args.precision} | {valid.perplexity:.1f} | {test.perplexity:.1f} | {train_wall:.0f} |")
 
 
 if __name__ == "__main__":

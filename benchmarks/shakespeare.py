@@ -28,7 +28,9 @@ def main():
     p.add_argument("--bptt", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
     p.add_argument("--out", default="runs/bench-shakespeare")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -38,15 +40,15 @@ def main():
     config = TrainLMConfig(data=args.data, level="char", out=f"{args.out}-{int(args.budget)}s",
                            batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, schedule="cosine",
                            warmup_steps=50, clip=1.0, epochs=1000, eval_every=10**9, max_time=args.budget,
-                           bf16=args.bf16, progress=False, model=model)
+                           precision=args.precision, progress=False, model=model)
     start = time.monotonic()
     run_dir = train_lm(config)
     wall = time.monotonic() - start
     last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    print("| budget (s) | model | bf16 | steps | val nats/char | wall incl. eval (s) |")
+    print("| budget (s) | model | precision | steps | val nats/char | wall incl. eval (s) |")
     print("|---:|---|---|---:|---:|---:|")
     print(f"| {args.budget:.0f} | {args.num_layers}x{args.hidden_size} {args.cell}, B={args.batch_size} "
-          f"T={args.bptt}, lr {args.lr} | {args.bf16} | {last['step']} | {last['val_loss']:.3f} | {wall:.0f} |")
+          f"T={args.bptt}, lr {args.lr} | {args.precision} | {last['step']} | {last['val_loss']:.3f} | {wall:.0f} |")
 
 
 if __name__ == "__main__":

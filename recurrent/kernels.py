@@ -13,11 +13,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from recurrent import hardware
+
 _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def uses_onednn(W: Tensor) -> bool:
-    return _ONEDNN and W.device.type == "cpu" and W.dtype in (torch.float32, torch.bfloat16)
+    """True if products with W go through oneDNN: float32 on any CPU, bfloat16 only where oneDNN's bf16 kernels
+    run (AVX-512 or AVX-NE-CONVERT); elsewhere a bf16 product is torch's plain matmul, emulated but correct."""
+    if not (_ONEDNN and W.device.type == "cpu"):
+        return False
+    return W.dtype == torch.float32 or (W.dtype == torch.bfloat16 and hardware.cpu().onednn_bf16)
 
 
 def linear(W: Tensor, bias: Tensor | None, batch_size: int,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent import hardware
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
 from recurrent.engine import check_lengths, cell_backend, flip_valid, last_valid, run_cell, zero_padding
 from recurrent.fused import fused_forward
@@ -103,19 +104,21 @@ class Recurrent(nn.Module):
     # --- backend choice: explicit, never a silent fallback ----------------------------------------
     @property
     def backend(self) -> Backend:
-        """The backend this layer runs on and why, e.g. `bptt (LSTMCell supplies step_backward)`."""
-        return self._backend
+        """The backend the last call ran on and why, e.g. `bptt (LSTMCell supplies step_backward)`; before the
+        first call, the one it plans to run on. Under autocast `auto` may choose another (see `_backend_for`)."""
+        return self._ran or self._backend
 
     @backend.setter
     def backend(self, backend: str) -> None:
         self._backend = self._choose_backend(str(backend.name if isinstance(backend, Backend) else backend))
+        self._ran: Backend | None = None
 
     def _choose_backend(self, backend: str) -> Backend:
         return Backend(*cell_backend(self.cells[0][0], backend))
 
-    def _backend_for(self, x: Tensor) -> str:
+    def _backend_for(self, x: Tensor) -> Backend:
         """The backend this call runs on: the layer's."""
-        return self._backend.name
+        return self._backend
 
     # --- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, state: NamedTuple | None = None,
@@ -123,7 +126,8 @@ class Recurrent(nn.Module):
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
-        backend = self._backend_for(x)
+        self._ran = self._backend_for(x)
+        backend = self._ran.name
         if backend == "fused":
             return self._forward_fused(x, state, lengths)
 
@@ -200,20 +204,24 @@ class _TorchCompatible(Recurrent):
         if backend in ("fused", "auto"):
             why = "forced by backend='fused'" if backend == "fused" else (
                 f"plain built-in {type(self).__name__}: torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)")
-            if self._auto and self.mode == "LSTM":
-                why += "; under CPU bf16 autocast, the bptt engine's C++ loop, which is faster than oneDNN's"
             return Backend("fused", why)
         return super()._choose_backend(backend)
 
-    def _backend_for(self, x: Tensor) -> str:
-        """auto's choice, per call: an LSTM under CPU bf16 autocast runs the bptt engine's C++ loop where it
-        builds (1.9x torch.nn fp32 against oneDNN's bf16 LSTM at 1.5x in benchmarks/lm_speed.py); all else fused."""
-        cpu_bf16 = (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-                    and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        if (self._backend.name == "fused" and self._auto and self.mode == "LSTM" and cpu_bf16
-                and native_lstm.available(self.cells[0][0])):
-            return "bptt"
-        return self._backend.name
+    def _backend_for(self, x: Tensor) -> Backend:
+        """What this call runs on. Only CPU bf16 autocast changes auto's choice from fused: torch's fused GRU and
+        RNN would silently run float32 there, and oneDNN's bf16 LSTM is slower than the bptt engine's C++ loop
+        (1.9x against 1.5x torch.nn fp32 in benchmarks/lm_speed.py) or, without AVX-512, does not run at all.
+        The bptt engine runs its products in bfloat16 and its states in float32 instead."""
+        if not (self._backend.name == "fused" and self._auto and _bf16_autocast(x, "cpu")):
+            return self._backend
+        if self.mode == "LSTM" and native_lstm.available(self.cells[0][0]):
+            return Backend("bptt", "auto under CPU bf16 autocast: the bptt engine's C++ loop, faster than "
+                                   "oneDNN's bf16 LSTM")
+        if self.mode == "LSTM" and hardware.cpu().onednn_bf16:
+            return Backend("fused", "auto under CPU bf16 autocast: oneDNN's bf16 LSTM (the C++ loop did not build)")
+        why = ("oneDNN's bf16 LSTM does not run on this CPU" if self.mode == "LSTM"
+               else f"torch's fused {self.mode} would run float32")
+        return Backend("bptt", f"auto under CPU bf16 autocast: the bptt engine with bf16 products ({why})")
 
     def _flat_weights(self) -> list[Tensor]:
         """Weights in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh].
@@ -230,22 +238,27 @@ class _TorchCompatible(Recurrent):
     def _forward_fused(self, x: Tensor, state: NamedTuple, lengths: Tensor | None):
         L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
         hx = tuple(s.reshape(L * D, B, H) for s in state)  # torch's layout
-        weights, autocast = self._flat_weights(), nullcontext()
-        if _cuda_bf16_autocast(x):
-            # torch's autocast runs cuDNN RNNs in float16 whatever dtype it was asked for (its _cudnn_rnn wrapper
-            # casts to a float16 buffer), so a bf16 run would silently be fp16, with fp16's range and no loss
-            # scaling. We cast to bfloat16 ourselves (cuDNN >= 9.13 has bf16 RNNs) and keep autocast out of it.
+        weights, autocast, onednn = self._flat_weights(), nullcontext(), nullcontext()
+        if _bf16_autocast(x, x.device.type):
+            # The kernel runs in bfloat16 because we cast to it, not autocast: on CUDA, torch's autocast runs cuDNN
+            # RNNs in float16 whatever dtype it was asked for (its _cudnn_rnn wrapper casts to a float16 buffer),
+            # so a bf16 run would silently be fp16, with fp16's range and no loss scaling (cuDNN >= 9.13 has bf16
+            # RNNs); on the CPU, autocast leaves GRU and RNN in float32.
             bf16 = torch.bfloat16
             x, hx, weights = x.to(bf16), tuple(h.to(bf16) for h in hx), [w.to(bf16) for w in weights]
-            autocast = torch.autocast("cuda", enabled=False)
+            autocast = torch.autocast(x.device.type, enabled=False)
+            if x.device.type == "cpu" and not hardware.cpu().onednn_bf16:  # oneDNN's bf16 LSTM fails to build a
+                onednn = torch.backends.mkldnn.flags(enabled=False)  # primitive here: torch's own loop runs it
         with warnings.catch_warnings(), autocast:
+            warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")  # said by mkldnn.flags()
             # Each cell owns its weights (so that every backend can run it), so cuDNN copies them into one
             # buffer per call and warns about it, suggesting a flatten_parameters() we do not have. The copy is
             # one pass over the weights (16 MB for the 2x512 LSTM LM: microseconds on a GPU); gpu_speed.py
             # measures this layer at torch.nn's speed.
             warnings.filterwarnings("ignore", "RNN module weights are not part of single contiguous chunk")
-            out, final = fused_forward(self.mode, x, hx, weights, self.bias, L, self.dropout,
-                                       self.training, self.bidirectional, lengths)
+            with onednn:
+                out, final = fused_forward(self.mode, x, hx, weights, self.bias, L, self.dropout,
+                                           self.training, self.bidirectional, lengths)
         return out, self.state_type(*(f.view(L, D, B, H) for f in final))
 
     # --- weights both ways ----------------------------------------------------------------------
@@ -292,10 +305,11 @@ class _TorchCompatible(Recurrent):
                     yield f"{n}_l{l}{'_reverse' if d else ''}", getattr(cell, n)
 
 
-def _cuda_bf16_autocast(x: Tensor) -> bool:
-    """True when x (float32, or already bfloat16) enters the layer under CUDA autocast to bfloat16."""
-    return (x.is_cuda and x.dtype in (torch.float32, torch.bfloat16) and torch.is_autocast_enabled("cuda")
-            and torch.get_autocast_dtype("cuda") == torch.bfloat16)
+def _bf16_autocast(x: Tensor, device_type: str) -> bool:
+    """True when x (float32, or already bfloat16) is on `device_type` and enters the layer under its autocast to
+    bfloat16."""
+    return (x.device.type == device_type and x.dtype in (torch.float32, torch.bfloat16)
+            and torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16)
 
 
 class RNN(_TorchCompatible):

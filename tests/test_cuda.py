@@ -367,7 +367,7 @@ def test_train_lm_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(no_tf32, tex
 
 def test_train_lm_on_cuda_resumes_and_runs_bf16(text, tmp_path):
     model = LMConfig(hidden_size=16, num_layers=2, backend="bptt")  # our engine: bf16 products on any cuDNN
-    config = lm_config(text, tmp_path / "run", device="cuda", bf16=True, model=model)
+    config = lm_config(text, tmp_path / "run", device="cuda", precision="bf16", model=model)
     run = train_lm(config)
     run = train_lm(dataclasses.replace(config, resume=True, max_steps=3))  # the carried state goes to the GPU
     losses = val_losses(run)

@@ -6,6 +6,7 @@ Key: B batch, T time, I input, H hidden, L layers, D directions.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections import Counter
 
@@ -15,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import recurrent as rc
+from recurrent import hardware
 from recurrent.state import from_torch_state, to_torch_state
 
 B, T, I, H = 4, 6, 3, 5
@@ -382,23 +384,68 @@ def test_detach_cuts_the_graph_of_nested_states():
     assert rc.detach(None) is None
 
 
-def test_auto_lstm_under_cpu_bf16_autocast_runs_the_native_bptt_loop(monkeypatch):
+def fake_cpu(monkeypatch, **changes):
+    """Make the capability probe describe another CPU (e.g. onednn_bf16=True on one without AVX-512)."""
+    real = hardware.cpu()
+    monkeypatch.setattr(hardware, "cpu", lambda: dataclasses.replace(real, **changes))
+
+
+@pytest.mark.parametrize("onednn_bf16", [True, False], ids=["onednn-bf16", "no-onednn-bf16"])
+@pytest.mark.parametrize("native_builds", [True, False], ids=["native", "no-native"])
+def test_auto_backend_under_cpu_bf16_autocast_on_each_kind_of_cpu(monkeypatch, onednn_bf16, native_builds):
+    """auto's choice per call, for CPUs with and without oneDNN's bf16 kernels, with and without the C++ loop:
+    no choice may crash (oneDNN's bf16 LSTM without AVX-512) or silently run float32 (torch's fused GRU, RNN)."""
     from recurrent import native
 
-    torch.manual_seed(0)
-    auto = rc.LSTM(6, 8, num_layers=2)
-    bptt, fused = copy.deepcopy(auto), copy.deepcopy(auto)
-    bptt.backend, fused.backend = "bptt", "fused"
-    gru = rc.GRU(6, 8)
+    fake_cpu(monkeypatch, onednn_bf16=onednn_bf16)
+    if not native_builds:
+        monkeypatch.setattr(native, "load", lambda: None)
+    elif native.load() is None:
+        pytest.skip(f"native kernels unavailable: {native.status()}")
+    lstm, gru, rnn = rc.LSTM(6, 8), rc.GRU(6, 8), rc.RNN(6, 8)
+    forced = rc.GRU(6, 8, backend="fused")
     x = torch.randn(3, 5, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = auto(x)[0]
-        if native.load() is not None:  # the C++ loop: float32 states, exactly the forced bptt layer's output
-            assert out.dtype == torch.float32 and torch.equal(out, bptt(x)[0])
-        else:
-            assert out.dtype == torch.bfloat16
-        assert fused(x)[0].dtype == torch.bfloat16  # forced onto fused: stays there
-        assert fused._backend_for(x) == gru._backend_for(x) == "fused"  # forced / not an LSTM
-        monkeypatch.setattr(native, "load", lambda: None)  # where it cannot build: oneDNN's bf16 LSTM
-        assert torch.equal(auto(x)[0], fused(x)[0])
-    assert auto.backend == "fused" and torch.equal(auto(x)[0], fused(x)[0])  # no autocast: fused
+        expected = "bptt" if native_builds or not onednn_bf16 else "fused"
+        assert lstm._backend_for(x) == expected
+        assert gru._backend_for(x) == "bptt" and rnn._backend_for(x) == "bptt"  # bf16 products in the engine
+        assert forced._backend_for(x) == "fused"  # forced: stays, and casts to bf16 itself
+    assert lstm._backend_for(x) == "fused" and gru._backend_for(x) == "fused"  # no autocast: torch's kernels
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_forced_fused_under_cpu_bf16_autocast_really_runs_bf16(mode):
+    """A layer forced onto fused runs its kernel in bfloat16 on every CPU (torch's own loop where oneDNN's bf16
+    LSTM does not run), close to float32; before, a fused GRU silently ran float32 and an LSTM crashed without
+    AVX-512."""
+    torch.manual_seed(0)
+    _, ours, kw = MODES[mode]
+    layer = ours(I, H, num_layers=2, backend="fused", **kw)
+    x = torch.randn(B, T, I)
+    ref, ref_state = layer(x, lengths=LENGTHS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer(x, lengths=LENGTHS)
+    assert out.dtype == state.h.dtype == torch.bfloat16 and layer.backend == "fused"
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    torch.testing.assert_close(state.h.float(), ref_state.h, atol=3e-2, rtol=3e-2)
+
+
+def test_auto_lstm_under_cpu_bf16_autocast_runs_the_native_bptt_loop():
+    """The C++ loop under autocast gives exactly the forced bptt layer's float32 output, and layer.backend says
+    what ran in the last call: bptt under autocast, fused without."""
+    from recurrent import native
+
+    if native.load() is None:
+        pytest.skip(f"native kernels unavailable: {native.status()}")
+    torch.manual_seed(0)
+    auto = rc.LSTM(6, 8, num_layers=2)
+    bptt = copy.deepcopy(auto)
+    bptt.backend = "bptt"
+    x = torch.randn(3, 5, 6)
+    assert auto.backend == "fused"  # before any call: the plan
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, ref = auto(x)[0], bptt(x)[0]
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert auto.backend == "bptt" and "C++ loop" in auto.backend.reason
+    auto(x)
+    assert auto.backend == "fused"

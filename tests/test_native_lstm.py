@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import recurrent as rc
-from recurrent import native
+from recurrent import hardware, kernels, native
 from recurrent.engine import BPTT
 from recurrent.native import lstm as native_lstm
 
@@ -115,6 +115,39 @@ def test_bfloat16_products_agree_with_the_python_loop(monkeypatch):
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2)
+
+
+def run_layer(layer: rc.LSTM, x: torch.Tensor, bf16: bool):
+    """The layer's output, its parameters' gradients and the names in its graph, under autocast if bf16."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out, state = layer(x)
+    grads = torch.autograd.grad(out.sum() + state.c.sum(), list(layer.parameters()))
+    return out, grads, grad_fns(out)
+
+
+@needs_native
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bfloat16"])
+def test_the_loop_without_onednn_agrees_with_onednn_and_the_python_loop(bf16, monkeypatch):
+    """Where oneDNN cannot multiply W's dtype (its bfloat16 kernels need AVX-512), kernels.uses_onednn is False and
+    the loop's products are at::mm: the same results as with oneDNN's products (where they run here) and as the
+    Python loop on torch's products."""
+    layer = rc.LSTM(I, H, num_layers=2, backend="bptt")
+    x = torch.randn(B, T, I)
+    refs = []
+    if not bf16 or hardware.cpu().onednn_bf16:
+        refs.append(run_layer(layer, x, bf16))  # the native loop, oneDNN's products
+    monkeypatch.setattr(kernels, "uses_onednn", lambda W: False)  # for our loop and kernels.linear alike
+    out, grads, names = run_layer(layer, x, bf16)
+    assert "LSTMLoopBackward" in names
+    monkeypatch.setattr(native_lstm, "runs", lambda *args: False)  # engine.BPTT's Python loop
+    refs.append(run_layer(layer, x, bf16))
+    assert "LSTMLoopBackward" not in refs[-1][2]
+    out_tol, grad_tol = (dict(atol=2e-2, rtol=0), dict(atol=5e-2, rtol=5e-2)) if bf16 else \
+        (dict(atol=1e-6, rtol=1e-5), dict(atol=1e-5, rtol=1e-4))
+    for ref_out, ref_grads, _ in refs:
+        torch.testing.assert_close(out, ref_out, **out_tol)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b, **grad_tol)
 
 
 def test_only_plain_lstm_cells_run_natively(cells_doc):

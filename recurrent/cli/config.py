@@ -17,6 +17,7 @@ import typing
 import torch
 
 from recurrent.errors import UserError
+from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, Precision, choose as choose_precision
 
 _NOT_FIELDS = {"config", "func", "command", "subcommand", "threads"}
 
@@ -40,6 +41,21 @@ def add_config_args(parser, config_class: type, skip: set[str] = frozenset(), su
             parser.add_argument(flag, type=kind, default=default, help=help_text, choices=f.metadata.get("choices"))
 
 
+def add_run_args(parser) -> None:
+    """--device, --precision and its alias --bf16: for the commands that run a saved model."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                        help="short for --precision bf16")
+
+
+def precision_from_args(args: argparse.Namespace) -> Precision:
+    """The precision a run-the-model command uses on its --device (a bad device is a UserError first)."""
+    from recurrent.train.common import resolve_device
+
+    return choose_precision(args.precision, resolve_device(args.device))
+
+
 def config_from_args(config_class: type, args: argparse.Namespace, **overrides):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)}
     return config_class(**{**values, **overrides})
@@ -52,7 +68,11 @@ def add_train_args(parser, train_class: type, model_class: type, derived: set[st
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice). On a shared machine use 1: busy cores make "
                              "OpenMP threads wait on each other")
-    add_config_args(parser.add_argument_group("training"), train_class, {"model", *train_skip}, True)
+    training = parser.add_argument_group("training")
+    add_config_args(training, train_class, {"model", *train_skip}, True)
+    if "precision" in {f.name for f in dataclasses.fields(train_class)} - set(train_skip):
+        training.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                              default=argparse.SUPPRESS, help="short for --precision bf16")
     add_config_args(parser.add_argument_group("model"), model_class, derived, True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
 from recurrent.runs import read_task
 from recurrent.train.common import resolve_device
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--src", help="translation: the source file to translate")
     p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
     p.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -38,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
     task = read_task(args.run)
     if task not in EVALUATORS:
         raise UserError(f"cannot evaluate a run of task {task!r}; known tasks: {sorted(EVALUATORS)}")
-    resolve_device(args.device)  # a bad --device fails before any model is loaded
-    return importlib.import_module(EVALUATORS[task]).evaluate(args)
+    precision = precision_from_args(args)  # a bad --device fails before any model is loaded
+    with precision.autocast(resolve_device(args.device).type):
+        return importlib.import_module(EVALUATORS[task]).evaluate(args)

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.data import read_text
 from recurrent.data.text import EOS
 from recurrent.errors import UserError
@@ -32,15 +33,14 @@ def register(subparsers) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: the smallest set with this mass")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 weights for the per-token products: on the CPU about twice as fast (on a GPU "
-                        "no faster at batch 1: benchmarks/gpu_speed.py); samples not bit-equal")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
+    add_run_args(p)  # --device, --precision (bf16: bfloat16 weights for the per-token products; samples not
+    # bit-equal with fp32; on a GPU no faster at batch 1: benchmarks/gpu_speed.py)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    precision = precision_from_args(args)
     model, vocab = load_lm(args.run, args.device)
     prime = read_text(args.prime_file) if args.prime_file else args.prime
     if prime is None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(prime)
     tokens = model.generate(ids, args.length, args.temperature, args.top_k, args.top_p, args.greedy, generator,
-                            bf16=args.bf16)
+                            bf16=precision.bf16)
     for token in tokens:
         out.write(_text_of(vocab, token))
         out.flush()  # stream: each token appears as soon as it is sampled

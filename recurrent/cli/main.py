@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from recurrent.errors import UserError
 
@@ -23,7 +24,7 @@ GROUPS = {
 }
 # Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
 SINGLE = {"generate": "recurrent.cli.generate", "evaluate": "recurrent.cli.evaluate",
-          "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate"}
+          "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate", "info": "recurrent.cli.info"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: `recurrent: warning: ...`, one line, not the source file and line."""
+    return f"recurrent: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
 from recurrent.runs import read_task
 
@@ -20,6 +23,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train classify|tag`")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -33,11 +37,18 @@ def run(args: argparse.Namespace) -> int:
         lines = sys.stdin.read().splitlines()
     except UnicodeDecodeError as e:
         raise UserError(f"stdin is not UTF-8: {e}") from None
+    precision = precision_from_args(args)
+    with precision.autocast(torch.device(args.device).type):
+        _predict(args, task, lines)
+    return 0
+
+
+def _predict(args: argparse.Namespace, task: str, lines: list[str]) -> None:
     sentences = [line.split() for line in lines]
     kept = [s for s in sentences if s]
     if task == "classify":
         from recurrent.train.classify import load_classifier
-        classifier = load_classifier(args.run)
+        classifier = load_classifier(args.run, args.device)
         if classifier.reads_trees:
             from recurrent.data.labelled import parse_tree
             try:
@@ -50,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
             print(next(outputs) if s else "")
     else:
         from recurrent.train.tag import load_tagger
-        outputs = iter(load_tagger(args.run).predict(kept, args.batch_size) if kept else [])
+        outputs = iter(load_tagger(args.run, args.device).predict(kept, args.batch_size) if kept else [])
         for s in sentences:
             print(" ".join(f"{w}/{t}" for w, t in zip(s, next(outputs))) if s else "")
-    return 0

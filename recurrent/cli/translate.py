@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
 from recurrent.train.translate import load_translator
 
@@ -26,7 +29,7 @@ def register(subparsers) -> None:
                    help="translate this sentence and save its attention heatmap to --out (PNG)")
     p.add_argument("--out", default="attention.png", help="where --plot-attention writes the PNG")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -35,11 +38,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    precision = precision_from_args(args)
     translator = load_translator(args.run, args.device)
     if args.plot_attention is not None:
         return plot(translator, args)
     lines = sys.stdin.read().splitlines()
-    results = translator.translate(lines, args.beam, args.batch_size, args.alpha, progress=args.progress)
+    with precision.autocast(torch.device(args.device).type):
+        results = translator.translate(lines, args.beam, args.batch_size, args.alpha, progress=args.progress)
     sys.stdout.write("".join(r.text + "\n" for r in results))
     sys.stdout.flush()
     empty = sum(not line.strip() for line in lines)

@@ -14,6 +14,11 @@
 //
 // At the end: a whole language-model step for generation (lm_step, wrapped by step.py), on weights packed
 // for matrix-vector products (gemv_pack).
+//
+// Built per instruction set (recurrent/hardware.py COMPILE_FLAGS, never -march=native): the matrix-vector
+// products have AVX-512 (and AVX512-BF16) and AVX2+FMA paths, chosen by the compiler's macros, and a portable
+// loop for the rest (aarch64 included, where g++ vectorises it with NEON). The pointwise loops are written for
+// g++ to vectorise under any of those flags. Nothing x86-only may appear outside an #if on its macro.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -31,7 +36,7 @@
 #include <vector>
 
 #include <pthread.h>
-#if defined(__AVX512F__)
+#if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -41,8 +46,9 @@ using at::Tensor;
 
 // exp for the float path, branch-free so that g++ vectorises the gate loops (libm's expf is a call per
 // element). x = n ln2 + r with |r| <= ln2/2 (ln2 split in two, Cody & Waite), then a degree-7 Taylor
-// polynomial (truncation error < 2e-8) and 2^n built in the exponent bits.
-inline float exp_(float x) {
+// polynomial (truncation error < 2e-8) and 2^n built in the exponent bits. Always inlined: a loop with five
+// calls (lstm_gates) passes g++'s inlining limits, and a call per element is not vectorised.
+[[gnu::always_inline]] inline float exp_(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   float n = std::floor(x * 1.44269504f + 0.5f);
   float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -56,8 +62,8 @@ inline float exp_(float x) {
 }
 inline double exp_(double x) { return std::exp(x); }
 
-template <typename S> inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
-template <typename S> inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
+template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
+template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
 template <> inline double tanh_(double x) { return std::tanh(x); }
 
 // bfloat16 travels as its bits (uint16_t): g++ vectorises loads of those, not of the c10::BFloat16 struct
@@ -93,14 +99,16 @@ const c10::OperatorHandle* onednn_op(const char* name) {  // nullptr where torch
 }
 
 // The same calls as kernels.linear in Python: W packed once per loop, then one oneDNN product per step
-// (about 15% faster than at::mm in bfloat16 at (32, 512) x (512, 2048)); at::mm for float64.
+// (about 15% faster than at::mm in bfloat16 at (32, 512) x (512, 2048)); at::mm for float64, and wherever
+// Python says oneDNN does not run W's dtype (`onednn` false: its bfloat16 path needs AVX-512 or AVX-NE-CONVERT
+// and throws elsewhere; at::mm then emulates bfloat16 through float32, slower but right).
 struct Product {
   static inline const c10::OperatorHandle* reorder = onednn_op("mkldnn::_reorder_linear_weight");
   static inline const c10::OperatorHandle* linear = onednn_op("mkldnn::_linear_pointwise");
-  Tensor W, packed;  // W (N, K); packed: oneDNN's layout of W for a batch of B rows, when available
+  Tensor W, packed;  // W (N, K); packed: oneDNN's layout of W for a batch of B rows, when used
 
-  Product(const Tensor& W_, int64_t B) : W(W_.contiguous()) {
-    if (at::hasMKLDNN() && reorder && linear && W.scalar_type() != at::kDouble)
+  Product(const Tensor& W_, int64_t B, bool onednn) : W(W_.contiguous()) {
+    if (onednn && at::hasMKLDNN() && reorder && linear && W.scalar_type() != at::kDouble)
       packed = call(*reorder, {W, c10::IValue(B)});
   }
 
@@ -181,7 +189,7 @@ void check(const Tensor& gx, const Tensor& W, const Tensor& h0) {
 template <typename S, typename P>
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> forward_loop(const Tensor& gx, const Tensor& W,
                                                                      const Tensor& bias, const Tensor& h0,
-                                                                     const Tensor& c0) {
+                                                                     const Tensor& c0, bool onednn) {
   const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
   auto opt = h0.options();
   Tensor h = at::empty({T + 1, B, H}, opt), c = at::empty({T + 1, B, H}, opt);
@@ -189,7 +197,7 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> forward_loop(const Tenso
   Tensor h_low = std::is_same_v<S, P> ? h : at::empty({T + 1, B, H}, W.options());
   h[0].copy_(h0), c[0].copy_(c0), h_low[0].copy_(h0);
   using Q = typename Bits<P>::type;
-  Product recur(W, B);
+  Product recur(W, B, onednn);
   const S* b = bias.data_ptr<S>();
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, G)
@@ -206,14 +214,14 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> forward_loop(const Tenso
 template <typename S, typename P>
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_loop(const Tensor& dh, const Tensor& dc, const Tensor& W,
                                                                 const Tensor& c, const Tensor& h_low,
-                                                                at::TensorList act) {
+                                                                at::TensorList act, bool onednn) {
   const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
   auto opt = c.options();
   Tensor dG = at::empty({T, B, 4 * H}, W.options());
   Tensor db = at::zeros({4 * H}, opt), dc_carry = at::zeros({B, H}, opt);
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dG_{t+1} W: nothing after the last step
   using Q = typename Bits<P>::type;
-  Product back(W.t(), B);
+  Product back(W.t(), B, onednn);
   for (int64_t t = T - 1; t >= 0; --t) {
     backward_step<S, Q>(dh[t].data_ptr<S>(), dc[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(),
                         c[t].data_ptr<S>(), c[t + 1].data_ptr<S>(), dc_carry.data_ptr<S>(), bits<P>(dG[t]),
@@ -224,23 +232,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_loop(const Tensor& d
   return {dG, dW, db, dh_rec.to(c.scalar_type()), dc_carry};
 }
 
+// onednn: whether the products may use oneDNN (recurrent.kernels.uses_onednn, decided in lstm.py)
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> lstm_forward(const Tensor& gx, const Tensor& W,
                                                                      const Tensor& bias, const Tensor& h0,
-                                                                     const Tensor& c0) {
+                                                                     const Tensor& c0, bool onednn) {
   check(gx, W, h0);
   Tensor x = gx.contiguous(), b = bias.contiguous(), h = h0.contiguous(), c = c0.contiguous();
-  if (h0.scalar_type() == at::kDouble) return forward_loop<double, double>(x, W, b, h, c);
-  if (W.scalar_type() == at::kBFloat16) return forward_loop<float, c10::BFloat16>(x, W, b, h, c);
-  return forward_loop<float, float>(x, W, b, h, c);
+  if (h0.scalar_type() == at::kDouble) return forward_loop<double, double>(x, W, b, h, c, onednn);
+  if (W.scalar_type() == at::kBFloat16) return forward_loop<float, c10::BFloat16>(x, W, b, h, c, onednn);
+  return forward_loop<float, float>(x, W, b, h, c, onednn);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& dh, const Tensor& dc, const Tensor& W,
                                                                 const Tensor& c, const Tensor& h_low,
-                                                                at::TensorList act) {
+                                                                at::TensorList act, bool onednn) {
   Tensor dh_ = dh.contiguous(), dc_ = dc.contiguous();
-  if (c.scalar_type() == at::kDouble) return backward_loop<double, double>(dh_, dc_, W, c, h_low, act);
-  if (W.scalar_type() == at::kBFloat16) return backward_loop<float, c10::BFloat16>(dh_, dc_, W, c, h_low, act);
-  return backward_loop<float, float>(dh_, dc_, W, c, h_low, act);
+  if (c.scalar_type() == at::kDouble) return backward_loop<double, double>(dh_, dc_, W, c, h_low, act, onednn);
+  if (W.scalar_type() == at::kBFloat16)
+    return backward_loop<float, c10::BFloat16>(dh_, dc_, W, c, h_low, act, onednn);
+  return backward_loop<float, float>(dh_, dc_, W, c, h_low, act, onednn);
 }
 
 
@@ -251,7 +261,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(const Tensor& d
 // weights packed for a GEMV: 16 outputs side by side, K running down,
 //   float32   P[n/16][k][16]                  y[n..n+16) += P[n/16][k] * x[k]
 //   bfloat16  P[n/16][k/2][16][2]              y[n..n+16) += P[n/16][k/2] · (x[k], x[k+1])  (vdpbf16ps)
-// read as one stream from start to end. N and K are padded (zeros) to multiples of 16 and 2.
+// read as one stream from start to end. N and K are padded (zeros) to multiples of 16 and 2. Each path (AVX-512,
+// AVX2+FMA, portable) reads the same layout; they differ only in the order of the float32 sums.
 
 constexpr int64_t LANES = 16;
 
@@ -262,6 +273,31 @@ inline void finish(const __m512* a, const float* bias, float* y, int64_t n) {
                              _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7])));
   const __mmask16 m = __mmask16((1u << n) - 1);
   _mm512_mask_storeu_ps(y, m, _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, bias)));
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)  // AVX-512 builds too: their bfloat16 product without AVX512-BF16
+// y[0, n) = bias[0, n) + the sum of four chains of accumulators, each a 16-output block as two halves: a[2u]
+// holds outputs 0-7 of chain u, a[2u + 1] outputs 8-15. Four chains of two FMAs keep eight in flight, enough
+// for the FMA's latency (about 4 cycles, two started a cycle).
+inline void finish(const __m256* a, const float* bias, float* y, int64_t n) {
+  const __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[4], a[6]));
+  const __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[3]), _mm256_add_ps(a[5], a[7]));
+  if (n == LANES) {
+    _mm256_storeu_ps(y, _mm256_add_ps(lo, _mm256_loadu_ps(bias)));
+    _mm256_storeu_ps(y + 8, _mm256_add_ps(hi, _mm256_loadu_ps(bias + 8)));
+    return;
+  }
+  alignas(32) float sums[LANES];  // the last block of a size that is no multiple of 16: bias and y end at n
+  _mm256_store_ps(sums, lo), _mm256_store_ps(sums + 8, hi);
+  for (int64_t l = 0; l < n; ++l) y[l] = sums[l] + bias[l];
+}
+
+// a bfloat16 pair per 32-bit lane -> the two halves as float32: the low one (shifted up) and the high one (its
+// low 16 bits cleared), since a bfloat16 is the top half of a float32. Each lane keeps its output's place.
+inline __m256 low_half(__m256i pairs) { return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)); }
+inline __m256 high_half(__m256i pairs) {
+  return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(int(0xFFFF0000u))));
 }
 #endif
 
@@ -321,6 +357,23 @@ void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64
           a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(p + (k + u) * LANES), _mm512_set1_ps(xb[k + u]), a[u]);
       for (; k < K; ++k) a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(p + k * LANES), _mm512_set1_ps(xb[k]), a[0]);
       finish(a, bias + n0, y + b * ldy + n0, n);
+#elif defined(__AVX2__) && defined(__FMA__)
+      __m256 a[8];  // chain u: a[2u] outputs 0-7, a[2u + 1] outputs 8-15
+      for (auto& v : a) v = _mm256_setzero_ps();
+      int64_t k = 0;
+      for (; k + 4 <= K; k += 4)
+        for (int u = 0; u < 4; ++u) {
+          const __m256 xk = _mm256_set1_ps(xb[k + u]);
+          const float* w = p + (k + u) * LANES;
+          a[2 * u] = _mm256_fmadd_ps(_mm256_loadu_ps(w), xk, a[2 * u]);
+          a[2 * u + 1] = _mm256_fmadd_ps(_mm256_loadu_ps(w + 8), xk, a[2 * u + 1]);
+        }
+      for (; k < K; ++k) {
+        const __m256 xk = _mm256_set1_ps(xb[k]);
+        a[0] = _mm256_fmadd_ps(_mm256_loadu_ps(p + k * LANES), xk, a[0]);
+        a[1] = _mm256_fmadd_ps(_mm256_loadu_ps(p + k * LANES + 8), xk, a[1]);
+      }
+      finish(a, bias + n0, y + b * ldy + n0, n);
 #else
       float acc[LANES] = {};
       for (int64_t k = 0; k < K; ++k)
@@ -350,6 +403,27 @@ void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y
       for (; k < K2; ++k)
         a[0] = _mm512_dpbf16_ps(a[0], (__m512bh)_mm512_loadu_si512(p + k * 2 * LANES),
                                 (__m512bh)_mm512_set1_epi32(int(xb[k])));
+      finish(a, bias + n0, y + b * ldy + n0, n);
+#elif defined(__AVX2__) && defined(__FMA__)
+      // No bfloat16 products: widen each pair of weights to float32 (a shift, a mask) and multiply in float32.
+      // Pairs k and k + 1 go to two sets of four accumulators, a[0..3] and a[4..7]: outputs 0-7 and 8-15 times
+      // x[2k] (the low halves), then outputs 0-7 and 8-15 times x[2k + 1] (the high halves). So, as in gemv_f32,
+      // even places hold outputs 0-7 and odd ones outputs 8-15, which is what finish() sums.
+      __m256 a[8];
+      for (auto& v : a) v = _mm256_setzero_ps();
+      auto pair = [&](int64_t k, __m256* acc) {  // acc[0..3] += the products of pair k
+        const __m256i xk = _mm256_set1_epi32(int(xb[k]));
+        const __m256 x0 = low_half(xk), x1 = high_half(xk);
+        const __m256i w_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * 2 * LANES));
+        const __m256i w_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k * 2 * LANES + LANES));
+        acc[0] = _mm256_fmadd_ps(low_half(w_lo), x0, acc[0]);
+        acc[1] = _mm256_fmadd_ps(low_half(w_hi), x0, acc[1]);
+        acc[2] = _mm256_fmadd_ps(high_half(w_lo), x1, acc[2]);
+        acc[3] = _mm256_fmadd_ps(high_half(w_hi), x1, acc[3]);
+      };
+      int64_t k = 0;
+      for (; k + 2 <= K2; k += 2) pair(k, a), pair(k + 1, a + 4);
+      for (; k < K2; ++k) pair(k, a);
       finish(a, bias + n0, y + b * ldy + n0, n);
 #else
       float acc[LANES] = {};
@@ -405,9 +479,11 @@ class Helper {
     static Helper* p = nullptr;
     return p;
   }
-  static void pause() {
-#if defined(__x86_64__)
+  static void pause() {  // a spin-wait hint: lets the sibling hyperthread run, saves power
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
 #endif
   }
   Helper() { std::thread([this] { loop(); }).detach(); }
@@ -489,8 +565,8 @@ void product(const Tensor& P, const Input& x, const float* bias, float* y, int64
   Helper::get().run((NB + CHUNK - 1) / CHUNK, [&](int64_t k) { part(k * CHUNK, std::min(NB, (k + 1) * CHUNK)); });
 }
 
-// LSTMCell.step's pointwise part for one row: pre (G,) -> c, h (H,). Not inlined: inside lm_step g++ does not
-// vectorise it (exp_ stays a call per element), on its own with restrict pointers it does
+// LSTMCell.step's pointwise part for one row: pre (G,) -> c, h (H,). Not inlined: g++ vectorises it on its own,
+// with restrict pointers, not inside lm_step
 __attribute__((noinline)) void lstm_gates(const float* __restrict__ pre, const float* __restrict__ c_prev,
                                           float* __restrict__ c, float* __restrict__ h, int64_t H) {
   for (int64_t j = 0; j < H; ++j) {
@@ -561,8 +637,9 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> lm_step(
 }  // namespace
 
 TORCH_LIBRARY(recurrent_native, m) {
-  m.def("lstm_forward(Tensor gx, Tensor W, Tensor bias, Tensor h0, Tensor c0) -> (Tensor, Tensor, Tensor, Tensor[])");
-  m.def("lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor c, Tensor h_low, Tensor[] act) "
+  m.def("lstm_forward(Tensor gx, Tensor W, Tensor bias, Tensor h0, Tensor c0, bool onednn) "
+        "-> (Tensor, Tensor, Tensor, Tensor[])");
+  m.def("lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor c, Tensor h_low, Tensor[] act, bool onednn) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gemv_pack(Tensor[] parts, ScalarType dtype) -> Tensor");
   m.def("lm_step(Tensor table, Tensor tokens, Tensor[] P, Tensor[] bias, Tensor[] h, Tensor[] c, Tensor dec_P, "

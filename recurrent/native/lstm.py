@@ -24,15 +24,18 @@ class LSTMLoop(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gx: Tensor, W: Tensor, bias: Tensor, h0: Tensor, c0: Tensor):
+        # oneDNN products where kernels.linear uses them too: its bfloat16 kernels need AVX-512 or AVX-NE-CONVERT
+        # and throw elsewhere, where the kernel calls at::mm instead (bfloat16 emulated through float32)
+        ctx.onednn = kernels.uses_onednn(W)
         with torch.autocast("cpu", enabled=False):  # the kernel picks its own dtypes
-            h, c, h_low, act = native.load().lstm_forward(gx, W, bias, h0, c0)  # h, c (T+1, B, H); act T x (B, G)
-        ctx.save_for_backward(W, c, h_low, *act)
+            h, c, h_low, act = native.load().lstm_forward(gx, W, bias, h0, c0, ctx.onednn)  # h, c (T+1, B, H)
+        ctx.save_for_backward(W, c, h_low, *act)  # act: T gate activations, each (B, G)
         return h[1:], c[1:]
 
     @staticmethod
     def backward(ctx, dh: Tensor, dc: Tensor):  # (T, B, H) each: dL/dh_t, dL/dc_t from outside
         W, c, h_low, *act = ctx.saved_tensors
-        dgx, dW, db, dh0, dc0 = native.load().lstm_backward(dh, dc, W, c, h_low, act)
+        dgx, dW, db, dh0, dc0 = native.load().lstm_backward(dh, dc, W, c, h_low, act, ctx.onednn)
         return dgx, dW, db, dh0, dc0
 
 

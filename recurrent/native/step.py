@@ -3,8 +3,9 @@
 At batch 1 a token costs a few matrix-vector products whose weights no core's cache holds, plus about a dozen
 torch calls per layer from Python (LSTMCell.step), each a few microseconds. Here one call runs every layer
 (layer 0's table row + W_hh h, the joint [x, h] [U W]ᵀ above it, the fused gates) and the decoder, on weights
-packed once for a matrix-vector product (float32, or bfloat16 with float32 sums: vdpbf16ps), with the products
-split over two cores when torch has two threads or more. Same equations as LSTMCell.step; states stay float32.
+packed once for a matrix-vector product (float32, or bfloat16 with float32 sums: vdpbf16ps with AVX512-BF16,
+widened to float32 elsewhere), with the products split over two cores when torch has two threads or more. Same
+equations as LSTMCell.step; states stay float32.
 Key: B batch, V vocab, H hidden, G = 4H.
 """
 from __future__ import annotations

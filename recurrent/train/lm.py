@@ -24,6 +24,7 @@ import json
 import math
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +35,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 import recurrent.state as rc_state
+from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
 from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_state, save_checkpoint,
                                   set_rng_state, unflatten_optimizer_state)
 from recurrent.data import Vocab, batchify, bptt_batches, load_corpus, num_bptt_batches
@@ -76,7 +78,7 @@ class TrainLMConfig:
     eval_batch_size: int = 10
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
     log_every: int = 50  # steps between metrics lines
-    bf16: bool = False  # autocast the forward to bfloat16 (on the CPU or the GPU)
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
     seed: int = 0
     max_steps: int = 0  # stop after this many steps in all (0: no limit)
@@ -149,6 +151,7 @@ def train_lm(config: TrainLMConfig) -> Path:
     except ValueError as e:
         raise UserError(str(e)) from None
     device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device)  # decided once: fp32 or bf16 autocast
     model.to(device)  # before the optimizer, whose state follows the parameters
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     train_streams = batchify(vocab.encode(corpus.train), config.batch_size).to(device)  # (B, L): windows are views
@@ -166,7 +169,8 @@ def train_lm(config: TrainLMConfig) -> Path:
         pos, state = _restore(resumed, model, optimizer, schedule, clip, device)
     else:
         metrics_path.write_text("")
-    (run_dir / "config.json").write_text(json.dumps({"task": "lm", **asdict(config)}, indent=2) + "\n")
+    (run_dir / "config.json").write_text(json.dumps({"task": "lm", **asdict(config),
+                                                     "precision_used": precision.to_dict()}, indent=2) + "\n")
 
     def checkpoint_meta() -> dict:
         return {"model": asdict(model_config), "vocab": vocab.to_dict(), "trainer": asdict(config),
@@ -174,7 +178,7 @@ def train_lm(config: TrainLMConfig) -> Path:
                             "train_loss": pos.last_train}}
 
     def validate_and_keep_best() -> float:
-        val = evaluate_loss(model, valid_ids, config.eval_batch_size, config.bptt, config.bf16)
+        val = evaluate_loss(model, valid_ids, config.eval_batch_size, config.bptt, precision.bf16)
         pos.last_val = val
         schedule.on_eval(val)
         if pos.best_val is None or val < pos.best_val:
@@ -201,7 +205,7 @@ def train_lm(config: TrainLMConfig) -> Path:
             set_lr(optimizer, lr)
             if state is not None:
                 state = tuple(detach(s) for s in state)  # cut the graph: BPTT spans one window
-            loss, state = train_step(model, optimizer, clip, x, y, state, config.bf16)
+            loss, state = train_step(model, optimizer, clip, x, y, state, precision.bf16)
             pos.step, pos.window = pos.step + 1, pos.window + 1
             log_loss, log_tokens, log_steps = log_loss + loss, log_tokens + y.numel(), log_steps + 1
             tok_s = log_tokens / max(time.monotonic() - log_start, 1e-9)
@@ -317,8 +321,8 @@ def evaluate_loss(model: LanguageModel, ids: Tensor, batch_size: int = 10, bptt:
     total, count, state = 0.0, 0, None
     device = model_device(model)
     for x, y in bptt_batches(batchify(ids, B).to(device), bptt):  # x, y (B, t)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x, state, targets=y)
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():  # (not enabled=False:
+            out = model(x, state, targets=y)  # that would switch off an autocast the caller is in)
         total += out.loss.float().item() * y.numel()
         count += y.numel()
         state = out.state

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
 from recurrent.checkpoint import load_checkpoint, save_checkpoint
 from recurrent.data.buckets import bucket_batches
 from recurrent.errors import UserError
@@ -63,6 +64,7 @@ class SupervisedConfig:
     max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
     progress: bool = True  # tqdm progress bar on stderr
     device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
 
     def validate(self) -> None:
         """UserError naming the first bad value."""
@@ -142,11 +144,13 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
     evaluation."""
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({"task": task, **asdict(config)}, indent=2) + "\n")
+    device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device)  # decided once: fp32 or bf16 autocast
+    (run_dir / "config.json").write_text(json.dumps({"task": task, **asdict(config),
+                                                     "precision_used": precision.to_dict()}, indent=2) + "\n")
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.write_text("")
 
-    device = resolve_device(config.device)
     model.to(device)  # before the optimizer, whose state follows the parameters
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     batches_per_epoch = -(-len(train) // config.batch_size)
@@ -159,7 +163,8 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
 
     def evaluate_and_keep_best() -> dict:
         nonlocal best, evals_since_best, evaluated_at
-        result = score(model, valid)
+        with precision.autocast(device.type):
+            result = score(model, valid)
         schedule.on_eval(result["val_loss"])
         evaluated_at = step
         if best is None or result["metric"] > best["metric"]:
@@ -187,7 +192,8 @@ def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, leng
             lr = schedule.lr(step, epoch, budget.elapsed())
             set_lr(optimizer, lr)
             model.train()
-            out = model(**to_device(collate([train[i] for i in indices]), device))
+            with precision.autocast(device.type):
+                out = model(**to_device(collate([train[i] for i in indices]), device))
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             clip.clip(model.parameters())
