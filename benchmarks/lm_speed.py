@@ -4,7 +4,8 @@
    ours fp32 (auto: the fused backend, oneDNN's LSTM), ours bf16 (autocast; auto: our bptt engine, bf16
    products and float32 steps, its LSTM time loop in C++ from recurrent/native), ours bf16 forced onto the
    fused backend (oneDNN's bf16 LSTM), and the same model built from torch.nn.Embedding/LSTM/Linear in fp32
-   (the peer). Target: bf16 >= 1.8x the peer.
+   (the peer), with ours under `auto` (the precision and backend `recurrent train lm` picks on this machine) and
+   the fp32 bptt backend (the C++ loop). Targets: bf16 >= 1.8x the peer where bf16 is native; auto >= 1.0x.
 2. Generation tok/s at batch 1: our `LanguageModel.generate` (cells stepped directly, layer-0
    projection table, weights packed once; fp32 and bf16 weights) against stepping torch.nn.LSTM one
    token at a time. Target: >= 15x.
@@ -12,6 +13,7 @@
 Rounds are interleaved and medians taken, since this machine is shared and noisy.
 
     python benchmarks/lm_speed.py [--rounds 5] [--tokens 300] [--threads N]
+    RECURRENT_NATIVE_ISA=avx2 python benchmarks/lm_speed.py      # the native kernels built for AVX2+FMA only
 """
 import argparse
 import statistics
@@ -20,7 +22,8 @@ import time
 import torch
 from torch import nn
 
-from recurrent import native
+from recurrent import hardware, native
+from recurrent.precision import choose
 from recurrent.models import LanguageModel, LMConfig
 
 V, E, H, L, B, T = 65, 512, 512, 2, 32, 128  # tinyshakespeare-sized vocabulary
@@ -82,6 +85,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=300, help="tokens generated per generation round")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--bf16-rows", action="store_true",
+                        help="time bf16 training where this CPU only emulates it (slow: seconds per step)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,10 +95,18 @@ def main():
     peer = TorchLM(ours)
     fused = LanguageModel(LMConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L, backend="fused"))
     fused.load_state_dict(ours.state_dict())
+    bptt = LanguageModel(LMConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=L, backend="bptt"))
+    bptt.load_state_dict(ours.state_dict())
     x, y = torch.randint(V, (B, T)), torch.randint(V, (B, T))
-    auto = "bptt, native loop" if native.load() is not None else f"fused; native loop {native.status()}"
-    runs = {"torch.nn fp32": (peer, False), "recurrent fp32": (ours, False),
-            f"recurrent bf16 (auto: {auto})": (ours, True), "recurrent bf16, fused backend": (fused, True)}
+    auto = choose("auto", "cpu")  # what `recurrent train lm` picks here: fp32 or bf16, and the backend per call
+    with auto.autocast("cpu"):
+        backend = ours.layers[0]._backend_for(torch.zeros(1, 1, E)).name
+    loop = "C++ loop" if native.load() is not None else f"Python loop; native: {native.status()}"
+    runs = {"torch.nn fp32": (peer, False), f"recurrent auto ({auto.name}, {backend})": (ours, auto.bf16),
+            "recurrent fp32, fused backend": (fused, False), f"recurrent fp32, bptt backend ({loop})": (bptt, False)}
+    bf16_rows = args.bf16_rows or hardware.cpu().native_bf16
+    if bf16_rows:
+        runs.update({"recurrent bf16 (auto backend)": (ours, True), "recurrent bf16, fused backend": (fused, True)})
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in runs.items()}
     train = {k: [] for k in runs}
     for k, (m, bf16) in runs.items():
@@ -104,15 +117,20 @@ def main():
 
     ours.eval(), peer.eval()
     prime, n = torch.tensor([1, 2, 3]), args.tokens
-    gen = {"torch.nn.LSTM stepped": [], "recurrent generate": [], "recurrent generate --bf16": []}
+    gen = {"torch.nn.LSTM stepped": [], "recurrent generate (fp32)": [], "recurrent generate --bf16": []}
     for _ in range(args.rounds):
         gen["torch.nn.LSTM stepped"].append(timed(lambda: torch_generate(peer, prime, n, torch.Generator())))
-        gen["recurrent generate"].append(timed(lambda: list(ours.generate(prime, n, generator=torch.Generator()))))
+        gen["recurrent generate (fp32)"].append(timed(lambda: list(ours.generate(prime, n, generator=torch.Generator()))))
         gen["recurrent generate --bf16"].append(
             timed(lambda: list(ours.generate(prime, n, generator=torch.Generator(), bf16=True))))
 
+    cpu = hardware.cpu()
+    print(f"machine: {cpu.name} ({cpu.capability}; native bf16: {cpu.native_bf16}); native kernels: "
+          f"{native.info()['isa']}; auto precision: {auto.name} ({auto.reason})")
     print(f"training: 2x{H} LSTM LM, V={V}, B={B} T={T}, AdamW; {torch.get_num_threads()} threads, torch {torch.__version__}")
     print_table(train, "torch.nn fp32", "step", 1e3, 0, B * T)
+    if not bf16_rows:
+        print("(bf16 training rows left out: this CPU emulates bf16 products; --bf16-rows times them anyway)")
     print(f"\ngeneration: batch 1, {n} tokens per round after a 3-token prime")
     print_table(gen, "torch.nn.LSTM stepped", "token", 1e3 / n, 2, n)
 

@@ -31,6 +31,7 @@ from recurrent.cli.evaluate_translate import score  # noqa: E402
 from recurrent.data.parallel import read_lines  # noqa: E402
 from recurrent.models.seq2seq import Seq2SeqConfig  # noqa: E402
 from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate  # noqa: E402
+from recurrent.train.loop import flat_replace
 
 DATA = Path("/work/shared/data/multi30k")
 
@@ -79,7 +80,7 @@ def main() -> None:
     results = []
     for attention in args.attention.split(","):
         out = Path(args.out_dir) / f"{args.cell}-{attention}"
-        config = TrainTranslateConfig(
+        config = flat_replace(TrainTranslateConfig(),
             src=train_src, tgt=train_tgt, valid_src=valid_src, valid_tgt=valid_tgt, out=str(out),
             vocab="word" if args.files == "tok" else "bpe", min_freq=args.min_freq,
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_time=args.max_time,

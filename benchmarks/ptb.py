@@ -14,6 +14,7 @@ from pathlib import Path
 from recurrent.data import read_text
 from recurrent.models import LMConfig
 from recurrent.train import TrainLMConfig, train_lm
+from recurrent.train.loop import flat_replace
 from recurrent.train.lm import evaluate_lm, load_lm
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb"
@@ -52,9 +53,9 @@ def main():
     spec = CONFIGS[args.config]
     trainer = dict(spec["trainer"], **({"max_time": args.max_time} if args.max_time else {}))
     config = TrainLMConfig(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]),
-                           level="word", out=f"{args.out}-{args.config}", eval_every=args.eval_every,
-                           precision=args.precision, progress=False,
-                           model=LMConfig(**spec["model"]), **trainer)
+                           level="word", model=LMConfig(**spec["model"]))
+    config = flat_replace(config, out=f"{args.out}-{args.config}", eval_every=args.eval_every,
+                          precision=args.precision, progress=False, **trainer)  # trainer: task and training fields
     start = time.monotonic()
     run_dir = train_lm(config)
     train_wall = time.monotonic() - start

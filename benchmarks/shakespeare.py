@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recurrent.models import LMConfig
 from recurrent.train import TrainLMConfig, train_lm
+from recurrent.train.lm import lm_training
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/tinyshakespeare/input.txt"
 
@@ -37,10 +38,10 @@ def main():
         raise SystemExit(f"{args.data} not found: the benchmark needs ../shared/data/tinyshakespeare")
     model = LMConfig(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
                      dropout=args.dropout)
-    config = TrainLMConfig(data=args.data, level="char", out=f"{args.out}-{int(args.budget)}s",
-                           batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, schedule="cosine",
-                           warmup_steps=50, clip=1.0, epochs=1000, eval_every=10**9, max_time=args.budget,
-                           precision=args.precision, progress=False, model=model)
+    config = TrainLMConfig(data=args.data, level="char", batch_size=args.batch_size, bptt=args.bptt, model=model,
+                           training=lm_training(out=f"{args.out}-{int(args.budget)}s", lr=args.lr, schedule="cosine",
+                                                warmup_steps=50, clip=1.0, epochs=1000, eval_every=10**9,
+                                                max_time=args.budget, precision=args.precision, progress=False))
     start = time.monotonic()
     run_dir = train_lm(config)
     wall = time.monotonic() - start

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from recurrent.models.classifier import ClassifierConfig
 from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
+from recurrent.train.loop import flat_replace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst"
 
@@ -56,7 +57,7 @@ def main():
             target[key] = json.loads(value)  # numbers, true/false
         except ValueError:
             target[key] = value  # a string, e.g. cosine
-    config = TrainClassifyConfig(train=str(files["train"]), valid=str(files["dev"]), out=f"{args.out}-{args.config}",
+    config = flat_replace(TrainClassifyConfig(), train=str(files["train"]), valid=str(files["dev"]), out=f"{args.out}-{args.config}",
                                  progress=False, model=ClassifierConfig(**model), **trainer)
     start = time.monotonic()
     run_dir = train_classify(config)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from recurrent.models.tagger import TaggerConfig
 from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
+from recurrent.train.loop import flat_replace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ud_english_ewt"
 
@@ -35,7 +36,7 @@ def main():
     if not all(f.is_file() for f in files.values()):
         raise SystemExit(f"{args.data} lacks en_ewt-ud-*.conllu.gz: the benchmark needs ../shared/data/ud_english_ewt")
     trainer = dict(TRAINER, **({"max_time": args.max_time} if args.max_time else {}))
-    config = TrainTagConfig(train=str(files["train"]), valid=str(files["dev"]),
+    config = flat_replace(TrainTagConfig(), train=str(files["train"]), valid=str(files["dev"]),
                             out=f"{args.out}-{'crf' if args.crf else 'softmax'}", progress=False,
                             model=TaggerConfig(**MODEL, crf=args.crf), **trainer)
     start = time.monotonic()

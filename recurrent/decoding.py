@@ -1,4 +1,4 @@
-"""Decoding a Seq2Seq model: greedy search and batched beam search.
+"""Decoding a Seq2Seq model: greedy search and batched beam search; and beam search over a language model.
 
 Key: B batch, K beam size, S source length, V target vocabulary.
 
@@ -13,6 +13,9 @@ the prefix is never run again. Both use the same rules, so beam search with K = 
                    log-probability. A candidate ending in </s> among the top K is finished (scored with the
                    length normalisation); the best K that do not end in </s> live on. A sentence is done when it
                    has K finished hypotheses or none alive; the best normalised finished one is returned.
+
+A language model's continuation has a fixed length (`lm_beam_search`), so there is no </s> to finish on and no
+length to normalise: the K best prefixes by log-probability live on at each step.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor
 
 from recurrent.data.parallel import BOS_ID, EOS_ID, PAD_ID
+from recurrent.models.lm import LanguageModel
 from recurrent.models.seq2seq import Seq2Seq, select
 
 
@@ -154,3 +158,47 @@ def beam_search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, beam_size: int
         state = select(step.state, parents)
         token = tok.view(-1).to(device)
     return [max(f, key=lambda h: h.score) for f in finished]
+
+
+# --- language models ----------------------------------------------------------------------------------------
+
+
+class Continuation(NamedTuple):
+    tokens: list[int]  # the continuation's token ids, prime excluded
+    log_prob: float  # log p(tokens | prime)
+
+
+@torch.inference_mode()
+def lm_beam_search(model: LanguageModel, prime: Tensor, length: int, beam_size: int = 5,
+                   bf16: bool = False) -> Continuation:
+    """The most likely continuation of `length` tokens after `prime` (P,), by beam search.
+
+    Each step extends each of the k live continuations by every token and keeps the K (`beam_size`) best of the
+    k·V candidates by log p(continuation | prime). Every candidate has the same length, so log-probabilities
+    compare fairly without normalisation. With K >= V^length no candidate is ever dropped: the search is exact.
+    The live continuations step together as one batch of the model's `Stepper` (native up to its batch limit).
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    was_training = model.training
+    model.eval()
+    try:
+        stepper = model.stepper(torch.bfloat16 if bf16 else None)
+        logits, states = model.read_prime(prime, stepper)  # (1, V); cell states with batch 1
+        scores = torch.zeros(1, device=logits.device)  # (k,) log p of each live continuation
+        history = torch.zeros(1, 0, dtype=torch.long, device=logits.device)  # (k, t) its tokens so far
+        for t in range(length):
+            logp = _log_softmax(logits)  # (k, V)
+            V = logp.shape[-1]
+            candidates = (scores.to(logp.dtype).unsqueeze(1) + logp).view(-1)  # (k*V,)
+            scores, flat = candidates.topk(min(beam_size, candidates.numel()))  # (k',) best first
+            parent, token = flat // V, flat % V  # which continuation each survivor extends, and by which token
+            history = torch.cat([history[parent], token.unsqueeze(1)], dim=1)  # (k', t+1)
+            if t + 1 < length:  # the last tokens need no logits after them
+                states = [type(s)(*(f[parent] for f in s)) for s in states]  # each survivor's parent's state
+                logits, states = stepper.step(token, states)
+        return Continuation(history[0].tolist(), float(scores[0]))
+    finally:
+        model.train(was_training)

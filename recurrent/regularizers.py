@@ -4,7 +4,6 @@ Key: B batch, T time, F features, V vocab, E embedding size.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -10,7 +10,6 @@ Where float32 or bfloat16 is the point, the tolerance is justified where it is u
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import random
 
@@ -36,6 +35,7 @@ from recurrent.sampling import Sampler
 from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
 from recurrent.train.common import model_device, to_device
 from recurrent.train.lm import TrainLMConfig, evaluate_loss, load_lm, train_lm
+from recurrent.train.loop import flat_replace
 from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
 from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate
 
@@ -339,9 +339,9 @@ def text(tmp_path_factory):
 
 
 def lm_config(text, out, **overrides) -> TrainLMConfig:
-    return dataclasses.replace(TrainLMConfig(data=str(text), out=str(out), batch_size=4, bptt=16, max_steps=2,
-                                             eval_every=1, log_every=1, progress=False,
-                                             model=LMConfig(hidden_size=16, num_layers=2)), **overrides)
+    config = TrainLMConfig(data=str(text), model=LMConfig(hidden_size=16, num_layers=2))
+    defaults = dict(out=str(out), batch_size=4, bptt=16, max_steps=2, eval_every=1, log_every=1, progress=False)
+    return flat_replace(config, **{**defaults, **overrides})
 
 
 def val_losses(run) -> list[float]:
@@ -369,7 +369,7 @@ def test_train_lm_on_cuda_resumes_and_runs_bf16(text, tmp_path):
     model = LMConfig(hidden_size=16, num_layers=2, backend="bptt")  # our engine: bf16 products on any cuDNN
     config = lm_config(text, tmp_path / "run", device="cuda", precision="bf16", model=model)
     run = train_lm(config)
-    run = train_lm(dataclasses.replace(config, resume=True, max_steps=3))  # the carried state goes to the GPU
+    run = train_lm(flat_replace(config, resume=True, max_steps=3))  # the carried state goes to the GPU
     losses = val_losses(run)
     assert len(losses) == 3 and all(v == v for v in losses)  # no NaN
 
@@ -390,7 +390,7 @@ def test_cli_trains_generates_and_evaluates_on_cuda(no_tf32, text, tmp_path, cap
 
 
 def test_train_translate_on_cuda_two_steps_then_translate_on_either_device(tmp_path):
-    config = TrainTranslateConfig(synthetic="reverse", task_min_len=3, task_max_len=6, task_size=200,
+    config = flat_replace(TrainTranslateConfig(), synthetic="reverse", task_min_len=3, task_max_len=6, task_size=200,
                                   out=str(tmp_path / "run"), max_steps=2, eval_every=1, progress=False,
                                   device="cuda", model=Seq2SeqConfig(embedding_size=8, hidden_size=16))
     run = train_translate(config)
@@ -409,7 +409,7 @@ def test_train_translate_on_cuda_two_steps_then_translate_on_either_device(tmp_p
 def test_train_tag_on_cuda_two_steps_then_predict_and_evaluate_there(no_tf32, tmp_path):
     data = tmp_path / "pos.conll"
     data.write_text("a DET\ncat NOUN\nsat VERB\n\nthe DET\ndog NOUN\nran VERB\n")
-    config = TrainTagConfig(train=str(data), valid=str(data), out=str(tmp_path / "run"), max_steps=2,
+    config = flat_replace(TrainTagConfig(), train=str(data), valid=str(data), out=str(tmp_path / "run"), max_steps=2,
                             progress=False, device="cuda",
                             model=TaggerConfig(embedding_size=4, hidden_size=4, crf=True, char_encoder="lstm"))
     run = train_tag(config)
@@ -459,7 +459,7 @@ def test_tree_classifier_agrees_on_cpu_and_gpu(cell):
 def test_train_classify_on_cuda_two_steps_then_predict_and_evaluate_there(no_tf32, tmp_path, structure):
     data = tmp_path / "sst.txt"
     data.write_text("\n".join(TREES) + "\n")
-    config = TrainClassifyConfig(train=str(data), valid=str(data), out=str(tmp_path / "run"), format="sst",
+    config = flat_replace(TrainClassifyConfig(), train=str(data), valid=str(data), out=str(tmp_path / "run"), format="sst",
                                  phrases=True, max_steps=2, batch_size=2, progress=False, device="cuda",
                                  model=ClassifierConfig(structure=structure, embedding_size=4, hidden_size=4))
     run = train_classify(config)

@@ -131,7 +131,7 @@ def test_train_records_the_precision_asked_and_used(monkeypatch, tmp_path, text_
     config = json.loads((out / "config.json").read_text())
     asked = "bf16" if flags else "auto"
     asked = flags[1] if flags[:1] == ["--precision"] else asked
-    assert config["precision"] == asked and config["precision_used"]["used"] == used
+    assert config["training"]["precision"] == asked and config["precision_used"]["used"] == used
 
 
 def test_recurrent_info_reports_the_machine_and_auto_choices(monkeypatch, capsys):

@@ -204,7 +204,7 @@ def test_lm_step_matches_torch_for_odd_sizes_and_either_thread_count(low):
     """Three layers of sizes that fill no 16-wide block (G = 20, 28, 36; K odd), batch 3 and batch 1: equal to
     the torch reference, and the same bits whether the products run on one thread or are split over two."""
     torch.manual_seed(0)
-    ops, V, E, sizes = native.load(), 7, 5, [5, 7, 9]
+    ops, V, sizes = native.load(), 7, [5, 7, 9]
     table = torch.randn(V, 4 * sizes[0])
     weights = [torch.randn(4 * sizes[0], sizes[0])] + [torch.randn(4 * sizes[l], sizes[l - 1] + sizes[l])
                                                        for l in (1, 2)]

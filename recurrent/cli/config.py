@@ -18,23 +18,27 @@ import torch
 
 from recurrent.errors import UserError
 from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, Precision, choose as choose_precision
+from recurrent.train.loop import flat_replace
 
-_NOT_FIELDS = {"config", "func", "command", "subcommand", "threads"}
+_NOT_FIELDS = {"config", "func", "command", "subcommand", "threads", "spec"}
 
 
-def add_config_args(parser, config_class: type, skip: set[str] = frozenset(), suppress_defaults: bool = False) -> None:
+def add_config_args(parser, config_class: type, skip: set[str] = frozenset(), suppress_defaults: bool = False,
+                    defaults=None) -> None:
     """One flag per field. With suppress_defaults, a flag left out is absent from the parsed args (so a TOML
-    value can fill it), and the help text states the default instead."""
+    value can fill it), and the help text states the default instead. `defaults`: an instance whose values are the
+    defaults to show (a task's own training defaults), instead of the class's."""
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
-        if f.name in skip:
+        if f.name in skip or dataclasses.is_dataclass(hints[f.name]):
             continue
         flag = f"--{f.name.replace('_', '-')}"
         kind = _plain_type(hints[f.name])
-        default = argparse.SUPPRESS if suppress_defaults else f.default
+        shown = getattr(defaults, f.name) if defaults is not None else f.default
+        default = argparse.SUPPRESS if suppress_defaults else shown
         help_text = f.metadata.get("help", "")
         if suppress_defaults:
-            help_text = f"{help_text} (default: {f.default})".strip()
+            help_text = f"{help_text} (default: {shown})".strip()
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
@@ -63,37 +67,61 @@ def config_from_args(config_class: type, args: argparse.Namespace, **overrides):
 
 def add_train_args(parser, train_class: type, model_class: type, derived: set[str],
                    train_skip: set[str] = frozenset()) -> None:
-    """--config, then the trainer's fields ("training") and the model's ("model"), less those `derived` from data."""
+    """--config, then the task's fields ("task"), the training loop's (its nested `training` config, "training")
+    and the model's ("model"), less those `derived` from data. Flags are flat: every field name is unique."""
     parser.add_argument("--config", default=None, help="a TOML file whose keys are the flags' field names")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (default: torch's choice). On a shared machine use 1: busy cores make "
                              "OpenMP threads wait on each other")
+    add_config_args(parser.add_argument_group("task"), train_class, {"model", *train_skip}, True)
     training = parser.add_argument_group("training")
-    add_config_args(training, train_class, {"model", *train_skip}, True)
-    if "precision" in {f.name for f in dataclasses.fields(train_class)} - set(train_skip):
+    nested = _training_field(train_class)
+    if nested is not None:
+        add_config_args(training, nested.type_, train_skip, True, defaults=nested.default_factory())
+    if "precision" in _field_names(nested.type_ if nested else train_class) - set(train_skip):
         training.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                               default=argparse.SUPPRESS, help="short for --precision bf16")
     add_config_args(parser.add_argument_group("model"), model_class, derived, True)
 
 
 def train_config_from_args(args: argparse.Namespace, train_class: type, model_class: type, derived: set[str]):
-    """Dataclass defaults, then the TOML file, then the flags given on the command line. Applies --threads."""
+    """Dataclass defaults (the task's, its training loop's and its model's), then the TOML file, then the flags
+    given on the command line. Applies --threads."""
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     values = read_toml(args.config) if args.config else {}
     values.update({k: v for k, v in vars(args).items() if k not in _NOT_FIELDS})
-    model_names = {f.name for f in dataclasses.fields(model_class)} - derived
-    train_names = {f.name for f in dataclasses.fields(train_class)} - {"model"}
-    unknown = sorted(set(values) - model_names - train_names)
-    if unknown:
-        raise UserError(f"{args.config}: unknown keys {unknown}; use the flags' field names, e.g. hidden_size")
+    derived = derived - _field_names(train_class)  # a task field of the same name is not derived (LM vocab_size)
+    given_derived = sorted(set(values) & derived)
+    if given_derived:
+        raise UserError(f"{args.config}: {given_derived} come from the data; leave them out")
     try:
-        model = model_class(**{k: v for k, v in values.items() if k in model_names})
-        return train_class(model=model, **{k: v for k, v in values.items() if k in train_names})
+        return flat_replace(train_class(), **values)
     except TypeError as e:
-        raise UserError(f"bad configuration: {e}") from None
+        message = str(e)
+        if "has no field" in message:
+            message += "; use the flags' field names, e.g. hidden_size"
+        raise UserError(f"{args.config or 'the command line'}: {message}") from None
+
+
+def _field_names(config_class: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_class)}
+
+
+class _Nested(typing.NamedTuple):
+    type_: type
+    default_factory: typing.Callable
+
+
+def _training_field(config_class: type) -> _Nested | None:
+    """The nested training-loop config of a task config (its `training` field), if it has one."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        if f.name == "training" and dataclasses.is_dataclass(hints[f.name]):
+            return _Nested(hints[f.name], f.default_factory)
+    return None
 
 
 def read_toml(path) -> dict:

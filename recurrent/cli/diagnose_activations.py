@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--layer must be in {-L}..{L - 1} for this {L}-layer model, got {args.layer}")
     H = model.layers[args.layer].hidden_size
     text = read_text(args.text)[: args.max_chars]  # UserError for a missing or empty file
-    ids = vocab.encode(text)  # (N,); UserError naming a character outside the vocabulary
+    ids = vocab.encode(text)  # (N,); a character training never saw reads as <unk>
     acts = hidden_activations(model, ids, args.layer).float().numpy()  # (N, H)
 
     ranking = rank_units(acts, text_features(text), args.top)

@@ -12,12 +12,10 @@ import importlib
 
 from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
+from recurrent.registry import TASKS
 from recurrent.runs import read_task
 from recurrent.train.common import resolve_device
 
-# a run folder's task (config.json "task") -> the module whose `evaluate(args)` scores it
-EVALUATORS = {"lm": "recurrent.cli.evaluate_lm", "classify": "recurrent.cli.evaluate_classify",
-              "tag": "recurrent.cli.evaluate_tag", "translate": "recurrent.cli.evaluate_translate"}
 
 
 def register(subparsers) -> None:
@@ -36,9 +34,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    task = read_task(args.run)
-    if task not in EVALUATORS:
-        raise UserError(f"cannot evaluate a run of task {task!r}; known tasks: {sorted(EVALUATORS)}")
+    task = read_task(args.run)  # config.json's "task": the registry names the module whose evaluate(args) scores it
+    evaluators = {name: spec.evaluate for name, spec in TASKS.items() if spec.evaluate}
+    if task not in evaluators:
+        raise UserError(f"cannot evaluate a run of task {task!r}; known tasks: {sorted(evaluators)}")
     precision = precision_from_args(args)  # a bad --device fails before any model is loaded
     with precision.autocast(resolve_device(args.device).type):
-        return importlib.import_module(EVALUATORS[task]).evaluate(args)
+        return importlib.import_module(evaluators[task]).evaluate(args)

@@ -15,15 +15,14 @@ import warnings
 
 from recurrent.errors import UserError
 
-# Command groups (`recurrent train lm`, `recurrent bench memory`): group -> modules, each adding one sub-command.
+# Command groups (`recurrent bench memory`): group -> modules, each adding one sub-command. `recurrent train <task>`
+# is built from the registry of tasks (recurrent/registry.py) by recurrent.cli.train.
 GROUPS = {
-    "train": ["recurrent.cli.train_lm", "recurrent.cli.train_classify", "recurrent.cli.train_tag",
-              "recurrent.cli.train_translate"],
     "diagnose": ["recurrent.cli.diagnose_gradients", "recurrent.cli.diagnose_activations"],
     "bench": ["recurrent.cli.bench_throughput", "recurrent.cli.bench_memory"],
 }
-# Single commands (`recurrent generate RUN`): name -> the module that adds it; None until it is built.
-SINGLE = {"generate": "recurrent.cli.generate", "evaluate": "recurrent.cli.evaluate",
+# Commands that a module adds whole (`recurrent generate RUN`, `recurrent train <task>`): name -> that module.
+SINGLE = {"train": "recurrent.cli.train", "generate": "recurrent.cli.generate", "evaluate": "recurrent.cli.evaluate",
           "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate", "info": "recurrent.cli.info"}
 
 

@@ -9,12 +9,14 @@ One output line per input line, in order; an empty input line gives an empty out
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 import torch
 
 from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
+from recurrent.registry import TASKS
 from recurrent.runs import read_task
 
 
@@ -29,8 +31,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = read_task(args.run)
-    if task not in ("classify", "tag"):
-        raise UserError(f"predict works on classify and tag runs; {args.run} is a {task!r} run")
+    predictors = {name: spec.predict for name, spec in TASKS.items() if spec.predict}
+    if task not in predictors:
+        raise UserError(f"predict works on {' and '.join(sorted(predictors))} runs; {args.run} is a {task!r} run")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
@@ -38,29 +41,37 @@ def run(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as e:
         raise UserError(f"stdin is not UTF-8: {e}") from None
     precision = precision_from_args(args)
+    module, _, function = predictors[task].partition(":")
     with precision.autocast(torch.device(args.device).type):
-        _predict(args, task, lines)
+        getattr(importlib.import_module(module), function)(args, lines)
     return 0
 
 
-def _predict(args: argparse.Namespace, task: str, lines: list[str]) -> None:
+def classify(args: argparse.Namespace, lines: list[str]) -> None:
+    """One label per line (a tree model reads one bracketed tree per line)."""
+    from recurrent.train.classify import load_classifier
+
     sentences = [line.split() for line in lines]
     kept = [s for s in sentences if s]
-    if task == "classify":
-        from recurrent.train.classify import load_classifier
-        classifier = load_classifier(args.run, args.device)
-        if classifier.reads_trees:
-            from recurrent.data.labelled import parse_tree
-            try:
-                kept = [parse_tree(line, f"stdin:{n}") for n, line in enumerate(lines, start=1) if line.split()]
-            except UserError as e:
-                raise UserError(f"{e} (this classifier composes parse trees: give one PTB-bracketed tree per "
-                                "line, such as (3 (2 a) (3 film)); the labels are ignored)") from None
-        outputs = iter(classifier.predict(kept, args.batch_size) if kept else [])
-        for s in sentences:
-            print(next(outputs) if s else "")
-    else:
-        from recurrent.train.tag import load_tagger
-        outputs = iter(load_tagger(args.run, args.device).predict(kept, args.batch_size) if kept else [])
-        for s in sentences:
-            print(" ".join(f"{w}/{t}" for w, t in zip(s, next(outputs))) if s else "")
+    classifier = load_classifier(args.run, args.device)
+    if classifier.reads_trees:
+        from recurrent.data.labelled import parse_tree
+        try:
+            kept = [parse_tree(line, f"stdin:{n}") for n, line in enumerate(lines, start=1) if line.split()]
+        except UserError as e:
+            raise UserError(f"{e} (this classifier composes parse trees: give one PTB-bracketed tree per "
+                            "line, such as (3 (2 a) (3 film)); the labels are ignored)") from None
+    outputs = iter(classifier.predict(kept, args.batch_size) if kept else [])
+    for s in sentences:
+        print(next(outputs) if s else "")
+
+
+def tag(args: argparse.Namespace, lines: list[str]) -> None:
+    """token/TAG pairs per line."""
+    from recurrent.train.tag import load_tagger
+
+    sentences = [line.split() for line in lines]
+    kept = [s for s in sentences if s]
+    outputs = iter(load_tagger(args.run, args.device).predict(kept, args.batch_size) if kept else [])
+    for s in sentences:
+        print(" ".join(f"{w}/{t}" for w, t in zip(s, next(outputs))) if s else "")

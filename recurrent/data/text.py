@@ -24,6 +24,7 @@ from torch import Tensor
 
 from recurrent.data.stdlib import stdlib_text
 from recurrent.errors import UserError
+from recurrent.unseen import Unseen
 
 UNK, EOS = "<unk>", "<eos>"
 LEVELS = ("char", "word")
@@ -131,12 +132,12 @@ class Vocab:
     outside the vocabulary encodes as "<unk>" (id 0); decoding joins words with spaces and turns "<eos>" into
     a newline.
 
-    Char level: itos = the distinct characters by frequency (descending, ties by the character), as
-    min-char-rnn and nanoGPT build it, with no "<unk>". Encoding a character outside the vocabulary is a
-    UserError naming it and its position: a char model has no sensible stand-in, and an unseen character
-    usually means the wrong file or encoding (build the vocabulary on all the text, as nanoGPT does, to accept
-    characters that only valid has). Asking for pruning (`max_size` or `min_freq` > 1) adds "<unk>" at id 0,
-    and pruned or unknown characters then encode as it.
+    Char level: itos = ["<unk>", then the distinct characters by frequency (descending, ties by the
+    character)], as min-char-rnn and nanoGPT build it plus "<unk>": a real test set holds characters that
+    training never saw (an "æ" in an English corpus), and they encode as "<unk>" (id 0) so that a model can
+    score them instead of stopping. Pruning (`max_size`, `min_freq` > 1) sends the dropped characters there
+    too. A char vocabulary saved before "<unk>" was added has none: encoding an unknown character with it is a
+    UserError naming the character and its position.
 
     `max_size` counts every entry, "<unk>" and "<eos>" included (so PTB's canonical vocabulary is
     max_size=10000); `min_freq` drops tokens seen fewer times.
@@ -172,7 +173,7 @@ class Vocab:
         counts = Counter(text) if level == "char" else Counter(_words(text))
         if not counts:
             raise UserError("cannot build a vocabulary from empty text")
-        specials = [UNK, EOS] if level == "word" else ([UNK] if max_size is not None or min_freq > 1 else [])
+        specials = [UNK, EOS] if level == "word" else [UNK]
         tokens = sorted((t for t, n in counts.items() if n >= min_freq and t not in specials),
                         key=lambda t: (-counts[t], t))
         if max_size is not None:
@@ -191,6 +192,12 @@ class Vocab:
     def tokenize(self, text: str) -> list[str]:
         """Characters, or (word level) each line's words followed by "<eos>". Tokens are not mapped to <unk>."""
         return list(text) if self.level == "char" else _words(text)
+
+    def unseen(self, text: str) -> Unseen:
+        """The tokens of `text` outside the vocabulary (the ones that encode as "<unk>"), counted. A literal
+        "<unk>" in word-level text (PTB has them) is in the vocabulary, so it is not counted."""
+        kind = "character" if self.level == "char" else "word"
+        return Unseen.count(self.tokenize(text), self.stoi, kind, "place")
 
     def encode(self, text: str) -> Tensor:
         """LongTensor (N,) of ids."""
@@ -212,8 +219,8 @@ class Vocab:
         line = text.count("\n", 0, pos) + 1
         more = f" ({len(positions) - 1} more unknown characters follow)" if len(positions) > 1 else ""
         return (f"character {text[pos]!r} (U+{ord(text[pos]):04X}) at position {pos} (line {line}) is not in the "
-                f"char vocabulary of {len(self)} characters, which has no {UNK!r}{more}; build the vocabulary on "
-                f"text that contains it")
+                f"char vocabulary of {len(self)} characters, which has no {UNK!r}{more}: the vocabulary predates "
+                f"unknown-character support (rebuild it, or leave such characters out)")
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of a sequence of ids. Word level: words joined by spaces, "<eos>" as a newline."""

@@ -116,20 +116,11 @@ class LanguageModel(nn.Module):
         bf16: keep the per-token weights in bfloat16 (half the bytes read per token: faster on the CPU, not
         bit-equal; on a GPU at batch 1 a token costs kernel launches, not bytes, and the casts make it slower).
         """
-        if prime.numel() == 0:
-            raise ValueError("prime must hold at least one token")
-        prime = prime.to(self.embedding.weight.device)  # token ids follow the model
         was_training = self.training
         self.eval()
         try:
             stepper = self.stepper(torch.bfloat16 if bf16 else None)
-            if prime.numel() > PRIME_PASS_MIN:  # one pass through the layers
-                out = self(prime.view(1, -1))
-                logits, states = out.logits[:, -1], stepper.from_layer_states(out.state)
-            else:  # stepping is cheaper than a layer call for a short prime
-                states = stepper.initial_states(1)
-                for token in prime.view(-1, 1):
-                    logits, states = stepper.step(token, states)
+            logits, states = self.read_prime(prime, stepper)
             sample = Sampler(temperature, top_k, top_p, greedy, generator)
             for _ in range(length):
                 token = sample(logits)  # (1,)
@@ -137,6 +128,22 @@ class LanguageModel(nn.Module):
                 logits, states = stepper.step(token, states)
         finally:
             self.train(was_training)
+
+    @torch.inference_mode()
+    def read_prime(self, prime: Tensor, stepper: Stepper) -> tuple[Tensor, list]:
+        """Run a prime (P,) from the initial state: the logits (1, V) for the token after it, and the cell states
+        (batch 1) that `stepper.step` continues from. A short prime is stepped (cheaper than a layer call), a
+        long one runs through the layers in one pass. Call it in eval mode (dropout would apply to the pass)."""
+        if prime.numel() == 0:
+            raise ValueError("prime must hold at least one token")
+        prime = prime.to(self.embedding.weight.device)  # token ids follow the model
+        if prime.numel() > PRIME_PASS_MIN:
+            out = self(prime.view(1, -1))
+            return out.logits[:, -1], stepper.from_layer_states(out.state)
+        states = stepper.initial_states(1)
+        for token in prime.view(-1, 1):
+            logits, states = stepper.step(token, states)
+        return logits, states
 
 
 class Stepper:

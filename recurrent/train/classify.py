@@ -5,12 +5,13 @@
     classifier.predict([["a", "fine", "film"]])            # ["positive"]
     report = evaluate_classifier(classifier, "test.tsv")   # report.accuracy, report.macro_f1, report.confusion
 
-A label in an evaluation file that training never saw is an error naming file:line (the model could never
-predict it, so accuracy would silently be capped).
+A label in an evaluation file that training never saw counts wrong: the model can never predict it. The report
+counts such labels (`ClassificationReport.unseen`), so a capped accuracy is never silent.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -25,16 +26,18 @@ from recurrent.errors import UserError
 from recurrent.models.classifier import STRUCTURES, ClassifierConfig, SequenceClassifier
 from recurrent.models.tree import NO_LABEL, EncodedTree, TreeClassifier, batch_trees, encode_tree
 from recurrent.train.common import model_device, resolve_device, to_device
-from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
-                                        format_confusion, load_run, log, lookup, macro_f1,
-                                        replace_singletons, seed_everything, singleton_ids)
+from recurrent.train.loop import TrainConfig
+from recurrent.train.supervised import (UNK, SupervisedConfig, SupervisedTask, build_index, confusion_matrix,
+                                        fit, format_confusion, load_run, log, lookup, macro_f1,
+                                        replace_singletons, singleton_ids, supervised_training)
+from recurrent.unseen import Unseen
 
 FORMATS = ("tsv", "csv", "sst")
 
 
 @dataclass
 class TrainClassifyConfig(SupervisedConfig):
-    out: str = "runs/classify"
+    training: TrainConfig = field(default_factory=lambda: supervised_training(out="runs/classify"))
     format: str = field(default="tsv", metadata={"help": f"one of {FORMATS}; tsv/csv: one example per row"})
     text_col: str = "1"  # tsv/csv: 0-based column index, or a header name with --header
     label_col: str = "0"
@@ -143,8 +146,13 @@ def encode_labels(read: Read, labels: list[str], path) -> list[int]:
 
 
 def train_classify(config: TrainClassifyConfig) -> Path:
+    """Train as `config` says (recurrent.train.loop does the training); return the run folder."""
     config.validate()
-    seed_everything(config.seed)
+    return fit(config, lambda: classify_task(config))
+
+
+def classify_task(config: TrainClassifyConfig) -> SupervisedTask:
+    """Read the data, build the vocabularies and the model: the task the loop trains."""
     train = read_classification(config.train, config, training=True)
     valid = read_classification(config.valid, config)
     trees = config.model.structure == "tree"
@@ -166,7 +174,10 @@ def train_classify(config: TrainClassifyConfig) -> Path:
     classifier = Classifier(model, words, labels, dataclasses.asdict(config))
     train_items = encode_training_trees(classifier, train, config.phrases, sst_label) if trees else \
         encode_items(classifier, train, config.train)
-    valid_items = encode_items(classifier, valid, config.valid)
+    valid_items = evaluation_items(classifier, valid)  # gold labels as strings: one unseen in train counts wrong
+    unseen = Unseen.count((ex.label for ex in valid.examples), labels, "label", "example")
+    if unseen.counts:
+        log(f"{config.valid}: {unseen}")
 
     def collate(items):
         inputs = classifier.collate([x for x, _ in items])  # fit moves it to the device
@@ -182,7 +193,7 @@ def train_classify(config: TrainClassifyConfig) -> Path:
                 "macro_f1": report.macro_f1}
 
     meta = {"model": dataclasses.asdict(model_config), "words": words, "labels": labels}
-    return fit(config, "classify", model, train_items, [input_size(x) for x, _ in train_items], valid_items,
+    return SupervisedTask("classify", config, model, train_items, [input_size(x) for x, _ in train_items], valid_items,
                collate, score, meta)
 
 
@@ -210,40 +221,63 @@ def encode_training_trees(classifier: Classifier, read: Read, phrases: bool, sst
 
 
 class ClassificationReport(NamedTuple):
-    accuracy: float
-    macro_f1: float
-    loss: float  # mean cross-entropy
-    confusion: list[list[int]]  # [gold][predicted]
-    labels: list[str]
+    accuracy: float  # an example whose gold label training never saw is always wrong
+    macro_f1: float  # over the union of gold and predicted labels, unseen gold labels included (see evaluate_items)
+    loss: float  # mean cross-entropy over the examples whose gold label training saw (an unseen one has no logit)
+    confusion: list[list[int]]  # [gold][predicted], rows and columns named by `labels`
+    labels: list[str]  # the model's labels, then the unseen gold labels (whose columns stay 0)
+    unseen: Unseen  # the gold labels that training never saw, counted on examples
 
     def __str__(self) -> str:
-        return (f"accuracy {self.accuracy:.3f}\nmacro-F1 {self.macro_f1:.3f}\n"
+        return (f"accuracy {self.accuracy:.3f}\nmacro-F1 {self.macro_f1:.3f}\n{self.unseen}\n"
                 f"confusion matrix (rows: gold, columns: predicted)\n{format_confusion(self.confusion, self.labels)}")
 
 
 @torch.no_grad()
-def evaluate_items(classifier: Classifier, items: list[tuple[list[int], int]],
+def evaluate_items(classifier: Classifier, items: list[tuple[list[int] | EncodedTree, str]],
                    batch_size: int = 64) -> ClassificationReport:
+    """Score items (model input, gold label as a string).
+
+    A gold label that training never saw stays in the gold labels: the model cannot predict it, so its examples
+    count wrong in accuracy, and macro-F1 averages over the union of gold and predicted labels, as
+    scikit-learn's f1_score(average="macro") does by default, so the unseen label adds a class whose F1 is 0
+    (a label absent from both gold and predictions is left out)."""
     model = classifier.model
+    index = lookup(classifier.labels)
     was_training = model.training
     model.eval()
-    gold, pred, loss = [], [], 0.0
+    gold, pred, loss, scored = [], [], 0.0, 0
     for batch in bucket_batches([input_size(x) for x, _ in items], batch_size):
-        logits = model(**classifier.batch([items[i][0] for i in batch])).logits
-        labels = torch.tensor([items[i][1] for i in batch], device=logits.device)
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        gold += labels.tolist()
-        pred += logits.argmax(-1).tolist()
+        logits = model(**classifier.batch([items[i][0] for i in batch])).logits  # (B, C)
+        pred += [classifier.labels[k] for k in logits.argmax(-1).tolist()]
+        gold += [items[i][1] for i in batch]
+        keep = [j for j, i in enumerate(batch) if items[i][1] in index]  # an unseen label has no logit to score
+        if keep:
+            target = torch.tensor([index[items[batch[j]][1]] for j in keep], device=logits.device)
+            loss += F.cross_entropy(logits[keep], target, reduction="sum").item()
+            scored += len(keep)
     model.train(was_training)
-    confusion = confusion_matrix(gold, pred, len(classifier.labels))
+    unseen = Unseen.count(gold, index, "label", "example")
+    names = classifier.labels + list(unseen.counts)
+    rows = lookup(names)
+    confusion = confusion_matrix([rows[g] for g in gold], [rows[p] for p in pred], len(names))
     accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
-    return ClassificationReport(accuracy, macro_f1(confusion), loss / len(gold), confusion, classifier.labels)
+    return ClassificationReport(accuracy, macro_f1(confusion), loss / scored if scored else math.nan, confusion,
+                                names, unseen)
+
+
+def evaluation_items(classifier: Classifier, read: Read) -> list[tuple[list[int] | EncodedTree, str]]:
+    """(model input, gold label as a string) per example (a tree model: the root's label): what
+    `evaluate_items` scores."""
+    return [(classifier.encode_input(ex.tree if classifier.reads_trees else ex.tokens), ex.label)
+            for ex in read.examples]
 
 
 def evaluate_classifier(classifier: Classifier, path, batch_size: int = 64) -> ClassificationReport:
-    """Score a labelled file, read in the format the model was trained on."""
+    """Score a labelled file, read in the format the model was trained on. Labels that training never saw
+    count wrong (see evaluate_items) and are counted in the report's `unseen`."""
     config = TrainClassifyConfig(**{k: v for k, v in classifier.config.items() if k != "model"})
-    return evaluate_items(classifier, encode_items(classifier, read_classification(path, config), path), batch_size)
+    return evaluate_items(classifier, evaluation_items(classifier, read_classification(path, config)), batch_size)
 
 
 def load_classifier(run_dir, device: str = "cpu") -> Classifier:

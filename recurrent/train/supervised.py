@@ -14,83 +14,59 @@ A task's `score` runs the model where it is, so it must move its own batches (`t
 from __future__ import annotations
 
 import json
-import random
 import sys
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
-from recurrent.checkpoint import load_checkpoint, save_checkpoint
+from recurrent.checkpoint import load_checkpoint
 from recurrent.data.buckets import bucket_batches
 from recurrent.errors import UserError
-from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
-                                    make_optimizer, plot_losses, resolve_device, set_lr, to_device)
+from recurrent.train.common import model_device, to_device
+from recurrent.train.loop import TrainConfig, train
 
 BEST = "model"
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every word and character list
+
+
+def supervised_training(**changes) -> TrainConfig:
+    """Classification's and tagging's training defaults (evaluated once per epoch, patience 5), with `changes`."""
+    return TrainConfig(**{**dict(out="runs/supervised", lr=1e-3, clip=5.0, epochs=20, eval_every=0, patience=5),
+                          **changes})
 
 
 @dataclass
 class SupervisedConfig:
     train: str | None = None  # training file
     valid: str | None = None  # dev file: early stopping and the best checkpoint
-    out: str = "runs/supervised"  # the run folder
     lowercase: bool = False  # lowercase words before looking them up (the char encoder still sees case)
     min_freq: int = 1  # words seen fewer times in train become <unk>
     unk_replace: float = 0.0  # in training, replace each word seen once by <unk> with this probability, so that
     #                           <unk> learns an embedding for unseen words (Lample et al. 2016 use 0.5)
     embeddings: str | None = None  # a word2vec/GloVe text file to initialise the word embeddings (never downloaded)
     batch_size: int = 32
-    optimizer: str = field(default="adamw", metadata={"help": f"one of {OPTIMIZERS}"})
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = field(default="constant", metadata={"help": f"learning-rate schedule: one of {SCHEDULES}"})
-    warmup_steps: int = 0
-    clip: float = 5.0  # max global gradient norm (0: no clipping)
-    epochs: int = 20
-    eval_every: int = 0  # steps between dev evaluations (0: at the end of each epoch)
-    patience: int = 5  # stop after this many evaluations without a better dev metric (0: never)
-    log_every: int = 50  # steps between metrics lines
-    seed: int = 0
-    max_steps: int = 0  # stop after this many steps (0: no limit)
-    max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
-    progress: bool = True  # tqdm progress bar on stderr
-    device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
-    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
+    training: TrainConfig = field(default_factory=supervised_training)  # the loop's: optimizer, budgets, ...
 
     def validate(self) -> None:
         """UserError naming the first bad value."""
         if not self.train or not self.valid:
             raise UserError("training needs --train FILE and --valid FILE")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("batch_size", "epochs", "log_every", "min_freq"):
+        for name in ("batch_size", "min_freq"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.unk_replace <= 1.0:
             raise UserError(f"unk_replace must be in [0, 1], got {self.unk_replace!r}")
-        if not self.lr > 0:
-            raise UserError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("weight_decay", "warmup_steps", "clip", "eval_every", "patience", "max_steps", "max_time"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         model = getattr(self, "model")
         if not 0.0 <= model.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {model.dropout!r}")
         for name in ("embedding_size", "hidden_size", "num_layers"):
             if getattr(model, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(model, name)!r}")
-        resolve_device(self.device)
+        self.training.validate()
 
 
 # --- vocabularies -------------------------------------------------------------------------------------------
@@ -127,98 +103,50 @@ def log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-# --- the training loop --------------------------------------------------------------------------------------
+# --- the task -------------------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
+class SupervisedTask:
+    """Labelled examples (classification, tagging) for the training loop: shuffled length buckets, one forward
+    pass per batch, and the task's own score on the dev set, whose "metric" (higher is better) picks the best model.
+
+    collate(items) -> the model's keyword arguments (on the CPU; the step moves them); score(model, items) -> dict
+    with "metric" and "val_loss"; meta: the model config and vocabularies the checkpoint holds."""
+
+    metric, higher_is_better, unit = "metric", True, "ex"
+
+    def __init__(self, name: str, config: SupervisedConfig, model: nn.Module, train: list, lengths: list[int],
+                 valid: list, collate: Callable[[list], dict], score: Callable[[nn.Module, list], dict], meta: dict):
+        self.name, self.config, self.model, self.train, self.lengths, self.valid = name, config, model, train, \
+            lengths, valid
+        self.collate, self.score, self._meta = collate, score, meta
+
+    def meta(self) -> dict:
+        return self._meta
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train) // self.config.batch_size)
+
+    def batches(self, epoch: int):
+        """Index lists, shuffled within and across length buckets by a generator of this epoch's own, so a resumed
+        run sees the same batches."""
+        shuffle = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
+        return iter(list(bucket_batches(self.lengths, self.config.batch_size, shuffle)))
+
+    def step(self, model: nn.Module, indices: list[int], carry):
+        return model(**to_device(self.collate([self.train[i] for i in indices]), model_device(model))), None
+
+    def count(self, indices: list[int]) -> int:
+        return len(indices)
+
+    def evaluate(self, model: nn.Module) -> dict:
+        return self.score(model, self.valid)
 
 
-def fit(config: SupervisedConfig, task: str, model: nn.Module, train: list, lengths: list[int], valid: list,
-        collate: Callable[[list], dict], score: Callable[[nn.Module, list], dict], meta: dict) -> Path:
-    """Train `model` on the encoded examples `train` (with their `lengths`, for bucketing) and keep the model
-    with the best score(model, valid)["metric"]. `meta` (model config, vocabularies) goes in the checkpoint.
-    Returns the run folder. Stops at `epochs`, the step/time budget or on patience, always after a final
-    evaluation."""
-    run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-    precision = choose_precision(config.precision, device)  # decided once: fp32 or bf16 autocast
-    (run_dir / "config.json").write_text(json.dumps({"task": task, **asdict(config),
-                                                     "precision_used": precision.to_dict()}, indent=2) + "\n")
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
-
-    model.to(device)  # before the optimizer, whose state follows the parameters
-    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
-    batches_per_epoch = -(-len(train) // config.batch_size)
-    total = config.max_steps or config.epochs * batches_per_epoch
-    schedule = Schedule(config.schedule, config.lr, config.warmup_steps, total_steps=total, total_time=config.max_time)
-    clip, budget = ClipStats(config.clip), Budget(config.max_steps, config.max_time)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    step, epoch, best, evals_since_best, evaluated_at = 0, 1, None, 0, None
-    log_loss, log_steps, log_start, log_items = 0.0, 0, time.monotonic(), 0
-
-    def evaluate_and_keep_best() -> dict:
-        nonlocal best, evals_since_best, evaluated_at
-        with precision.autocast(device.type):
-            result = score(model, valid)
-        schedule.on_eval(result["val_loss"])
-        evaluated_at = step
-        if best is None or result["metric"] > best["metric"]:
-            best, evals_since_best = {"step": step, "epoch": epoch, **result}, 0
-            save_checkpoint(run_dir, dict(model.state_dict()), {**meta, "trainer": asdict(config),
-                                                                "metrics": _plain(best)}, name=BEST)
-        else:
-            evals_since_best += 1
-        return result
-
-    def write_metrics(lr: float, result: dict | None) -> None:
-        nonlocal log_loss, log_steps, log_start, log_items
-        elapsed = max(time.monotonic() - log_start, 1e-9)
-        record = {"step": step, "epoch": epoch, "lr": lr, "train_loss": log_loss / log_steps if log_steps else None,
-                  "val_loss": None, "examples_s": log_items / elapsed, "clip_fraction": clip.fraction(log_steps)}
-        if result is not None:
-            record.update({k: v for k, v in _plain(result).items() if k != "confusion"})
-        append_metrics(metrics_path, record)
-        log_loss, log_steps, log_start, log_items = 0.0, 0, time.monotonic(), 0
-
-    bar = tqdm(total=total, disable=not config.progress, desc=f"train {task}", unit="step", dynamic_ncols=True)
-    stop = budget.exhausted(step)
-    while epoch <= config.epochs and not stop:
-        for indices in bucket_batches(lengths, config.batch_size, shuffle):
-            lr = schedule.lr(step, epoch, budget.elapsed())
-            set_lr(optimizer, lr)
-            model.train()
-            with precision.autocast(device.type):
-                out = model(**to_device(collate([train[i] for i in indices]), device))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            clip.clip(model.parameters())
-            optimizer.step()
-            step += 1
-            log_loss, log_steps, log_items = log_loss + out.loss.item(), log_steps + 1, log_items + len(indices)
-            bar.update(1)
-            bar.set_postfix(loss=f"{out.loss.item():.3f}", best=f"{best['metric']:.4f}" if best else "-")
-            result = None
-            if config.eval_every and step % config.eval_every == 0:
-                result = evaluate_and_keep_best()
-            if result is not None or step % config.log_every == 0:
-                write_metrics(lr, result)
-            if config.patience and evals_since_best >= config.patience or budget.exhausted(step):
-                stop = True
-                break
-        if not stop and not config.eval_every:
-            write_metrics(optimizer.param_groups[0]["lr"], evaluate_and_keep_best())
-            stop = bool(config.patience and evals_since_best >= config.patience)
-        epoch += 1 if not stop else 0
-    bar.close()
-    if evaluated_at != step or best is None:
-        write_metrics(optimizer.param_groups[0]["lr"], evaluate_and_keep_best())
-    plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task}")
-    return run_dir
+def fit(config: SupervisedConfig, build: Callable[[], SupervisedTask]) -> Path:
+    """Train the task that `build()` makes (it reads the data and builds the model, after the loop has seeded the
+    RNGs) with the training loop; return the run folder."""
+    return train(lambda resumed: build(), config.training, asdict(config))
 
 
 def _plain(d: dict) -> dict:

@@ -9,12 +9,17 @@
 Tag schemes: with scheme "auto" (the default), tags that are all O / B-X / I-X are converted from IOB1 to BIO
 (`to_bio`; BIO input is unchanged), so CoNLL-2003 files need no preprocessing. Entity F1 is seqeval's default
 mode, which chunks as the official conlleval script does. The dev metric for early stopping is entity F1 for
-BIO tags, token accuracy otherwise (POS). A tag in an evaluation file that training never saw is an error
-naming file:line.
+BIO tags, token accuracy otherwise (POS).
+
+A tag in an evaluation file that training never saw (CoNLL-2000's test set has I-LST) is scored as conlleval
+scores it: the gold keeps it, so its chunk counts in recall and the model, which cannot predict it, misses it;
+its tokens count wrong in token accuracy. The report says how many there were (`TaggingReport.unseen`).
+Unseen words and characters read as <unk>, as they always have.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -27,9 +32,11 @@ from recurrent.embeddings import init_embedding
 from recurrent.errors import UserError
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.train.common import model_device, resolve_device, to_device
-from recurrent.train.supervised import (UNK, SupervisedConfig, build_index, confusion_matrix, fit,
-                                        format_confusion, load_run, log, lookup, replace_singletons,
-                                        seed_everything, singleton_ids)
+from recurrent.train.loop import TrainConfig
+from recurrent.train.supervised import (UNK, SupervisedConfig, SupervisedTask, build_index, confusion_matrix,
+                                        fit, format_confusion, load_run, log, lookup, replace_singletons,
+                                        singleton_ids, supervised_training)
+from recurrent.unseen import Unseen
 
 FORMATS = ("conll", "conllu")
 SCHEMES = ("auto", "none")
@@ -38,7 +45,7 @@ MAX_WORD_CHARS = 30  # longer words keep their first 30 characters for the char 
 
 @dataclass
 class TrainTagConfig(SupervisedConfig):
-    out: str = "runs/tag"
+    training: TrainConfig = dataclasses.field(default_factory=lambda: supervised_training(out="runs/tag"))
     format: str = dataclasses.field(default="conll", metadata={"help": f"one of {FORMATS}"})
     column: int = -1  # conll: 0-based tag column (default: the last)
     field: str = dataclasses.field(  # named as the --field flag, so dataclasses.field is spelled out
@@ -142,8 +149,13 @@ def encode_tags(read: Read, tags: list[str], path) -> list[list[int]]:
 
 
 def train_tag(config: TrainTagConfig) -> Path:
+    """Train as `config` says (recurrent.train.loop does the training); return the run folder."""
     config.validate()
-    seed_everything(config.seed)
+    return fit(config, lambda: tag_task(config))
+
+
+def tag_task(config: TrainTagConfig) -> SupervisedTask:
+    """Read the data, build the vocabularies and the model: the task the loop trains."""
     train, valid = read_tagged(config.train, config), read_tagged(config.valid, config)
     norm = (lambda t: t.lower()) if config.lowercase else (lambda t: t)
     words = build_index(([norm(t) for t in ex.tokens] for ex in train.examples), config.min_freq)
@@ -163,7 +175,11 @@ def train_tag(config: TrainTagConfig) -> Path:
     def encode(read: Read, path) -> list:
         return [(*tagger.encode(ex.tokens), y) for ex, y in zip(read.examples, encode_tags(read, tags, path))]
 
-    train_items, valid_items = encode(train, config.train), encode(valid, config.valid)
+    train_items = encode(train, config.train)
+    valid_items = evaluation_items(tagger, valid)  # gold tags as strings: a dev tag unseen in train is a miss
+    unseen = Unseen.count((t for ex in valid.examples for t in ex.label), tags, "tag", "token")
+    if unseen.counts:
+        log(f"{config.valid}: {unseen}")
 
     def collate(items) -> dict:
         batch = tagger.collate([(w, c) for w, c, _ in items])  # fit moves it to the device
@@ -176,20 +192,22 @@ def train_tag(config: TrainTagConfig) -> Path:
         return {"metric": metric, "val_loss": report.loss, "f1": report.f1, "token_accuracy": report.accuracy}
 
     meta = {"model": dataclasses.asdict(model_config), "words": words, "chars": chars, "tags": tags}
-    return fit(config, "tag", model, train_items, [len(w) for w, _, _ in train_items], valid_items, collate,
-               score, meta)
+    return SupervisedTask("tag", config, model, train_items, [len(w) for w, _, _ in train_items], valid_items,
+                          collate, score, meta)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
 
 
 class TaggingReport(NamedTuple):
-    accuracy: float  # token accuracy
+    accuracy: float  # token accuracy; a token whose gold tag training never saw is always wrong
     f1: float | None  # entity F1 (%), for BIO tags; None otherwise
     per_type: dict[str, dict]  # BIO: type -> {"precision", "recall", "f1" (%), "support"}
-    loss: float  # mean loss per sentence (CRF: negative log-likelihood; softmax: cross-entropy per token)
-    confusion: list[list[int]]  # token level, [gold][predicted]
-    tags: list[str]
+    loss: float  # mean loss per sentence (CRF: negative log-likelihood; softmax: cross-entropy per token), over
+    #              the sentences whose gold tags training all saw (an unseen tag has no score to take a loss of)
+    confusion: list[list[int]]  # token level, [gold][predicted], rows and columns named by `tags`
+    tags: list[str]  # the model's tags, then the unseen gold tags (whose columns stay 0)
+    unseen: Unseen  # the gold tags that training never saw, counted on tokens
 
     def __str__(self) -> str:
         lines = []
@@ -198,6 +216,7 @@ class TaggingReport(NamedTuple):
             lines += [f"F1 {t} {s['f1']:.1f} (precision {s['precision']:.1f}, recall {s['recall']:.1f}, "
                       f"support {s['support']})" for t, s in self.per_type.items()]
         lines.append(f"token accuracy {self.accuracy:.3f}")
+        lines.append(str(self.unseen))
         lines.append("confusion matrix (tokens; rows: gold, columns: predicted)")
         lines.append(format_confusion(self.confusion, self.tags))
         return "\n".join(lines)
@@ -216,35 +235,50 @@ def entity_scores(gold: list[list[str]], pred: list[list[str]]) -> tuple[float, 
 
 @torch.no_grad()
 def evaluate_items(tagger: Tagger, items: list, batch_size: int = 64) -> TaggingReport:
+    """Score items (word ids, char ids, gold tags as strings). Gold tags stay strings, so that a tag training
+    never saw stays in the gold sequence (conlleval's counting: see the module docstring)."""
     model = tagger.model
+    index = lookup(tagger.tags)
     was_training = model.training
     model.eval()
-    gold, pred, loss = [], [], 0.0
+    gold, pred, loss, scored = [], [], 0.0, 0
     for indices in bucket_batches([len(w) for w, _, _ in items], batch_size):
         batch = tagger.batch([items[i][:2] for i in indices])
-        target = pad([items[i][2] for i in indices])[0].to(model_device(model))
-        out = model(*batch, tags=target)
-        loss += out.loss.item() * len(indices)
-        pred += model.decode(out.emissions, batch.lengths)
+        emissions = model(*batch).emissions  # (B, T, K)
+        pred += [[tagger.tags[k] for k in path] for path in model.decode(emissions, batch.lengths)]
         gold += [items[i][2] for i in indices]
+        # the loss needs a score for every gold tag: only sentences whose tags the model knows have one
+        keep = [j for j, i in enumerate(indices) if all(t in index for t in items[i][2])]
+        if keep:
+            target = pad([[index[t] for t in items[indices[j]][2]] for j in keep])[0]  # (B', T')
+            rows = torch.tensor(keep, device=emissions.device)
+            T = target.shape[1]  # the kept sentences' longest: emissions beyond it are padding
+            loss += model.loss(emissions[rows, :T], batch.lengths[keep], target).item() * len(keep)
+            scored += len(keep)
     model.train(was_training)
     flat_gold = [t for s in gold for t in s]
     flat_pred = [t for s in pred for t in s]
     accuracy = sum(g == p for g, p in zip(flat_gold, flat_pred)) / len(flat_gold)
+    unseen = Unseen.count(flat_gold, index, "tag", "token")
+    names = tagger.tags + list(unseen.counts)  # an unseen tag gets a confusion row (its column stays 0)
     f1, per_type = None, {}
-    if is_iob(tagger.tags):
-        f1, per_type = entity_scores([[tagger.tags[i] for i in s] for s in gold],
-                                     [[tagger.tags[i] for i in s] for s in pred])
-    confusion = confusion_matrix(flat_gold, flat_pred, len(tagger.tags))
-    return TaggingReport(accuracy, f1, per_type, loss / len(items), confusion, tagger.tags)
+    if is_iob(names):
+        f1, per_type = entity_scores(gold, pred)
+    rows = lookup(names)
+    confusion = confusion_matrix([rows[t] for t in flat_gold], [rows[t] for t in flat_pred], len(names))
+    return TaggingReport(accuracy, f1, per_type, loss / scored if scored else math.nan, confusion, names, unseen)
+
+
+def evaluation_items(tagger: Tagger, read: Read) -> list[tuple[list[int], list[list[int]], list[str]]]:
+    """(word ids, char ids, gold tags as strings) per sentence: what `evaluate_items` scores."""
+    return [(*tagger.encode(ex.tokens), list(ex.label)) for ex in read.examples]
 
 
 def evaluate_tagger(tagger: Tagger, path, batch_size: int = 64) -> TaggingReport:
-    """Score a tagged file, read in the format the model was trained on."""
+    """Score a tagged file, read in the format the model was trained on. Tags that training never saw count
+    as misses (see the module docstring) and are counted in the report's `unseen`."""
     config = TrainTagConfig(**{k: v for k, v in tagger.config.items() if k != "model"})
-    read = read_tagged(path, config)
-    items = [(*tagger.encode(ex.tokens), y) for ex, y in zip(read.examples, encode_tags(read, tagger.tags, path))]
-    return evaluate_items(tagger, items, batch_size)
+    return evaluate_items(tagger, evaluation_items(tagger, read_tagged(path, config)), batch_size)
 
 
 def load_tagger(run_dir, device: str = "cpu") -> Tagger:

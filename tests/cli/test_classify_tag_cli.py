@@ -51,7 +51,7 @@ def recurrent(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 
 def test_train_classify_writes_the_run_folder(classify_run):
     config = json.loads((classify_run / "config.json").read_text())
-    assert config["task"] == "classify" and config["model"]["pooling"] == "attention" and config["max_steps"] == 2
+    assert config["task"] == "classify" and config["model"]["pooling"] == "attention" and config["training"]["max_steps"] == 2
 
 
 def test_predict_classifier_one_label_per_line_in_order(classify_run):

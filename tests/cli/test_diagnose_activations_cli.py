@@ -81,7 +81,6 @@ def test_word_level_run_is_refused(runs, tmp_path, capsys):
 @pytest.mark.parametrize("flags, text, message", [
     ([], None, "missing.txt: no such file or directory"),
     ([], "", "sample.txt is empty"),
-    ([], "print(ü)\n", "character 'ü' (U+00FC) at position 6 (line 1) is not in the char vocabulary"),
     (["--units", "0"], SAMPLE, "--units must be >= 1, got 0"),
     (["--layer", "2"], SAMPLE, "--layer must be in -2..1 for this 2-layer model, got 2"),
 ])
@@ -94,6 +93,15 @@ def test_bad_input_exits_2_with_one_line(runs, tmp_path, capsys, flags, text, me
     lines = captured.err.splitlines()
     assert captured.out == ""
     assert len(lines) == 1 and lines[0].startswith("recurrent: error: ") and message in lines[0], captured.err
+
+
+def test_a_character_training_never_saw_reads_as_unk(runs, tmp_path, capsys):
+    text, out = tmp_path / "sample.txt", tmp_path / "units.html"
+    text.write_text("print(ü)\n", encoding="utf-8")
+    assert main(["diagnose", "activations", str(runs / "char"), "--text", str(text), "--out", str(out)]) == 0
+    spans = Spans()
+    spans.feed(out.read_text(encoding="utf-8"))
+    assert spans.counts == [9] * 6  # ü has its span too
 
 
 def test_not_a_language_model_run(tmp_path, capsys):

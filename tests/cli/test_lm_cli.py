@@ -39,7 +39,7 @@ def recurrent(*args: str) -> subprocess.CompletedProcess:
 def test_train_lm_writes_the_run_folder(run):
     assert {"model.safetensors", "metrics.jsonl", "loss.png", "config.json"} <= {p.name for p in run.iterdir()}
     config = json.loads((run / "config.json").read_text())
-    assert config["max_steps"] == 2 and config["model"]["hidden_size"] == 16
+    assert config["training"]["max_steps"] == 2 and config["model"]["hidden_size"] == 16
 
 
 def test_generate_is_seeded_streamed_and_unicode_safe(run):
@@ -56,7 +56,8 @@ def test_generate_is_seeded_streamed_and_unicode_safe(run):
 def test_evaluate_prints_bits_per_char(run, data):
     result = recurrent("evaluate", str(run), "--data", str(data))
     assert result.returncode == 0, result.stderr.decode()
-    assert re.fullmatch(r"test bits/char \d+\.\d{3}\n", result.stdout.decode())
+    assert re.fullmatch(r"test bits/char \d+\.\d{3}\ntest unseen in training: no characters\n",
+                        result.stdout.decode())
 
 
 def test_toml_config_fills_flags_and_explicit_flags_win(data, tmp_path, capsys):
@@ -66,7 +67,7 @@ def test_toml_config_fills_flags_and_explicit_flags_win(data, tmp_path, capsys):
     assert main(["train", "lm", "--config", str(toml), "--data", str(data), "--out", str(out), "--lr", "0.01",
                  "--no-progress"]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["lr"] == 0.01 and config["bptt"] == 6 and config["model"]["hidden_size"] == 8
+    assert config["training"]["lr"] == 0.01 and config["bptt"] == 6 and config["model"]["hidden_size"] == 8
 
 
 def test_threads_flag_sets_torch_threads_and_is_not_a_config_field(data, tmp_path):

@@ -41,7 +41,7 @@ def recurrent(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 
 def test_train_translate_writes_a_translate_run(run):
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "translate" and config["synthetic"] == "reverse" and config["max_steps"] == 3
+    assert config["task"] == "translate" and config["synthetic"] == "reverse" and config["training"]["max_steps"] == 3
     assert {"model.safetensors", "model.json", "metrics.jsonl", "loss.png"} <= {p.name for p in run.iterdir()}
 
 

@@ -127,9 +127,9 @@ def test_char_vocab_order_and_unicode_round_trip():
     text = "héllo → 世界 🙂 héé"
     vocab = Vocab.build(text, "char")
     counts = Counter(text)
-    assert sorted(vocab.itos) == sorted(counts) and "<unk>" not in vocab.stoi
-    assert vocab.itos == sorted(counts, key=lambda c: (-counts[c], c))
-    assert vocab.itos[:3] == [" ", "é", "h"]  # 4, 3, then the ties (2 each) by character: "h" < "l"
+    assert vocab.itos[0] == "<unk>" and vocab.unk_index == 0  # reserved for characters training never saw
+    assert vocab.itos[1:] == sorted(counts, key=lambda c: (-counts[c], c))
+    assert vocab.itos[1:4] == [" ", "é", "h"]  # 4, 3, then the ties (2 each) by character: "h" < "l"
     ids = vocab.encode(text)
     assert ids.dtype == torch.long and ids.shape == (len(text),)
     assert ids.tolist() == [vocab.stoi[c] for c in text]
@@ -137,12 +137,19 @@ def test_char_vocab_order_and_unicode_round_trip():
     assert vocab.tokenize("世界") == ["世", "界"]
 
 
-def test_char_vocab_unknown_character_is_an_error_naming_it():
+def test_char_vocab_unknown_character_is_unk_and_counted():
     vocab = Vocab.build("abc\nabc\n", "char")
+    assert vocab.encode("ab\ncaz🙂z").tolist() == [vocab.stoi[c] for c in "ab\nca"] + [0, 0, 0]
+    unseen = vocab.unseen("ab\ncaz🙂z")
+    assert unseen.counts == {"z": 2, "🙂": 1} and str(unseen) == "unseen in training: 2 characters (z, 🙂) in 3 places"
+
+
+def test_old_char_vocab_without_unk_names_the_unknown_character():
+    vocab = Vocab(["a", "b", "c", "\n"], "char")  # as saved before char vocabularies had "<unk>"
     with pytest.raises(UserError) as info:
         vocab.encode("ab\ncaz🙂")
     assert "'z' (U+007A) at position 5 (line 2)" in str(info.value)
-    assert "1 more unknown characters" in str(info.value)
+    assert "1 more unknown characters" in str(info.value) and "predates" in str(info.value)
 
 
 def test_char_vocab_pruning_adds_unk():
@@ -203,7 +210,7 @@ def test_vocab_bad_arguments():
         Vocab.build("", "char")
     with pytest.raises(UserError, match="needs '<unk>' at id 0"):
         Vocab.from_dict({"level": "word", "itos": ["a", "<eos>"]})
-    with pytest.raises(ValueError, match=re.escape("ids must be ints in 0..2, got 7")):
+    with pytest.raises(ValueError, match=re.escape("ids must be ints in 0..3, got 7")):  # <unk> a b c
         Vocab.build("abc", "char").decode([0, 7])
 
 

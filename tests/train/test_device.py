@@ -13,6 +13,7 @@ from recurrent.errors import UserError
 from recurrent.train.classify import TrainClassifyConfig
 from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.lm import TrainLMConfig
+from recurrent.train.loop import flat_replace
 from recurrent.train.tag import TrainTagConfig
 from recurrent.train.translate import TrainTranslateConfig
 
@@ -42,10 +43,10 @@ def test_cpu_resolves_to_the_cpu():
 
 
 @pytest.mark.parametrize("config", [
-    lambda d: TrainLMConfig(data="x.txt", device=d),
-    lambda d: TrainTranslateConfig(synthetic="reverse", device=d),
-    lambda d: TrainTagConfig(train="a", valid="b", device=d),
-    lambda d: TrainClassifyConfig(train="a", valid="b", device=d),
+    lambda d: flat_replace(TrainLMConfig(data="x.txt"), device=d),
+    lambda d: flat_replace(TrainTranslateConfig(), synthetic="reverse", device=d),
+    lambda d: flat_replace(TrainTagConfig(), train="a", valid="b", device=d),
+    lambda d: flat_replace(TrainClassifyConfig(), train="a", valid="b", device=d),
 ])
 def test_every_trainer_config_validates_its_device(no_gpu, config):
     config("cpu").validate()

@@ -2,7 +2,6 @@
 load_lm, resumes bit-identically, and its schedules and clipping statistics do what they say."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -17,6 +16,7 @@ from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.train import TrainLMConfig, evaluate_lm, load_lm, train_lm
 from recurrent.train.common import ClipStats, Schedule
 from recurrent.train.lm import evaluate_loss
+from recurrent.train.loop import flat_replace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "café", "世界"]
@@ -33,8 +33,8 @@ def corpus(tmp_path_factory):
 
 def tiny(corpus, out, **overrides) -> TrainLMConfig:
     model = LMConfig(hidden_size=24, num_layers=1)
-    return dataclasses.replace(TrainLMConfig(data=str(corpus), out=str(out), batch_size=8, bptt=16, eval_every=10,
-                                             log_every=5, max_steps=20, progress=False, model=model), **overrides)
+    defaults = dict(out=str(out), batch_size=8, bptt=16, eval_every=10, log_every=5, max_steps=20, progress=False)
+    return flat_replace(TrainLMConfig(data=str(corpus), model=model), **{**defaults, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_run_folder_holds_metrics_plot_config_and_checkpoint(run):
     assert {"step", "epoch", "lr", "train_loss", "val_loss", "tok_s", "clip_fraction"} <= set(records[0])
     assert [r["val_loss"] is not None for r in records] == [False, True, False, True]
     config = json.loads((run / "config.json").read_text())
-    assert config["max_steps"] == 20 and config["model"]["hidden_size"] == 24
+    assert config["training"]["max_steps"] == 20 and config["model"]["hidden_size"] == 24
 
 
 def test_training_lowers_valid_loss_below_the_untrained_model(run, corpus):
@@ -88,12 +88,12 @@ def test_resume_continues_bit_identically(corpus, tmp_path):
     base = tiny(corpus, tmp_path / "straight", max_steps=6, eval_every=2, random_bptt=True,
                 model=LMConfig(hidden_size=16, num_layers=2, dropout=0.3))
     straight = train_lm(base)
-    split = train_lm(dataclasses.replace(base, out=str(tmp_path / "split"), max_steps=3))
-    split = train_lm(dataclasses.replace(base, out=str(tmp_path / "split"), max_steps=6, resume=True))
+    split = train_lm(flat_replace(base, out=str(tmp_path / "split"), max_steps=3))
+    split = train_lm(flat_replace(base, out=str(tmp_path / "split"), max_steps=6, resume=True))
     a, meta_a = load_checkpoint(straight, name="last")
     b, meta_b = load_checkpoint(split, name="last")
     assert meta_a["position"] == meta_b["position"] and meta_a["position"]["step"] == 6
-    assert a.keys() == b.keys() and any(k.startswith("state.") for k in a)
+    assert a.keys() == b.keys() and any(k.startswith("carry.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
     steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]

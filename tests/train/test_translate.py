@@ -9,12 +9,13 @@ import pytest
 from recurrent.errors import UserError
 from recurrent.models.seq2seq import Seq2SeqConfig
 from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate
+from recurrent.train.loop import flat_replace
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "reverse"
-    config = TrainTranslateConfig(synthetic="reverse", task_min_len=3, task_max_len=6, task_size=600, out=str(out),
+    config = flat_replace(TrainTranslateConfig(), synthetic="reverse", task_min_len=3, task_max_len=6, task_size=600, out=str(out),
                                   lr=0.01, max_steps=60, eval_every=30, progress=False,
                                   model=Seq2SeqConfig(embedding_size=16, hidden_size=32, dropout=0.0))
     return train_translate(config)
@@ -24,7 +25,7 @@ def test_run_folder_holds_config_checkpoint_and_metrics(run):
     assert {"config.json", "model.safetensors", "model.json", "metrics.jsonl", "loss.png"} <= {
         p.name for p in run.iterdir()}
     config = json.loads((run / "config.json").read_text())
-    assert config["task"] == "translate" and config["max_steps"] == 60
+    assert config["task"] == "translate" and config["training"]["max_steps"] == 60
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["val_loss"] is not None] == [30, 60]
     assert records[-1]["val_loss"] < records[0]["train_loss"]
@@ -44,11 +45,11 @@ def test_translator_keeps_order_and_empty_lines(run):
 def test_bad_data_fails_with_a_user_error(tmp_path):
     (tmp_path / "s").write_text("a\nb\n")
     (tmp_path / "t").write_text("a\n")
-    config = TrainTranslateConfig(src=str(tmp_path / "s"), tgt=str(tmp_path / "t"), valid_src=str(tmp_path / "s"),
+    config = flat_replace(TrainTranslateConfig(), src=str(tmp_path / "s"), tgt=str(tmp_path / "t"), valid_src=str(tmp_path / "s"),
                                   valid_tgt=str(tmp_path / "s"), out=str(tmp_path / "run"), progress=False)
     with pytest.raises(UserError, match="has 2 lines, .* has 1"):
         train_translate(config)
     with pytest.raises(UserError, match="give --src"):
-        train_translate(TrainTranslateConfig(out=str(tmp_path / "run")))
+        train_translate(flat_replace(TrainTranslateConfig(), out=str(tmp_path / "run")))
     with pytest.raises(UserError, match="teacher_forcing must be in"):
-        train_translate(TrainTranslateConfig(synthetic="copy", teacher_forcing=1.5))
+        train_translate(flat_replace(TrainTranslateConfig(), synthetic="copy", teacher_forcing=1.5))

@@ -1,0 +1,373 @@
+"""One training loop for every task, as Keras `fit` or Lightning's `Trainer.fit`: `train(task, config) -> run folder`.
+
+The task supplies what differs (see `Task`): the model and what its checkpoint needs (config, vocabularies), the
+batches of each epoch, one step `step(model, batch, carry) -> (output with .loss, carry)` (the language model
+carries its hidden state from window to window, the other tasks carry None), and its evaluation. The loop owns
+everything else, once for all tasks:
+
+    seeding, the device and the precision (decided once), the optimizer and learning-rate schedule,
+    clipping with its statistics, budgets (epochs, --max-steps, --max-time), evaluation every `eval_every`
+    steps or once per epoch, early stopping on patience, steps whose loss is not finite skipped,
+    the best checkpoint (model.*), the last one (last.*: everything --resume needs), metrics.jsonl and loss.png,
+    progress: a tqdm bar on a terminal, a line every `log_every` steps when stderr is a file.
+
+A run folder holds:
+    config.json                the task's config, with "task", and "precision_used": what ran and why
+    model.safetensors/.json    the best model so far, with the task's meta (model config, vocabularies) and metrics
+    last.safetensors/.json     model, optimizer, RNG states, schedule, clipping statistics, the position in the
+                               epoch and the carry: a resumed run continues bit-identically on the CPU
+    metrics.jsonl, loss.png    one JSON object per log line, and the loss curves
+Checkpoints hold CPU tensors whatever device trained the model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import recurrent.state as rc_state
+from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_state, save_checkpoint,
+                                  set_rng_state, unflatten_optimizer_state)
+from recurrent.errors import UserError
+from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
+from recurrent.state import detach
+from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
+                                    make_optimizer, plot_losses, resolve_device, set_lr, to_device)
+
+BEST, LAST = "model", "last"  # checkpoint names in the run folder
+MAX_BAD_STEPS = 10  # consecutive steps with a non-finite loss before the run stops with an error
+
+
+@dataclass
+class TrainConfig:
+    """What every task's training shares. Each task config nests one (`config.train`), with its own defaults."""
+
+    out: str = "runs/run"  # the run folder
+    optimizer: str = field(default="adamw", metadata={"help": f"one of {OPTIMIZERS}"})
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = field(default="constant", metadata={"help": f"learning-rate schedule: one of {SCHEDULES}"})
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps
+    decay_start_epoch: int = 4  # zaremba: halve lr every epoch after this one
+    clip: float = 1.0  # max global gradient norm (0: no clipping)
+    epochs: int = 10
+    eval_every: int = 0  # steps between evaluations (0: at the end of each epoch); always one at the end
+    patience: int = 0  # stop after this many evaluations without a better metric (0: never)
+    log_every: int = 50  # steps between metrics lines
+    precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
+    device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
+    seed: int = 0
+    max_steps: int = 0  # stop after this many steps in all (0: no limit)
+    max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
+    resume: bool = False  # continue from the run folder's last checkpoint
+    progress: bool = True  # progress on stderr: a bar on a terminal, a line per log_every steps otherwise
+
+    def validate(self) -> None:
+        """UserError naming the first bad value."""
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise UserError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("epochs", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "warmup_steps", "clip", "eval_every", "patience", "max_steps", "max_time"):
+            value = getattr(self, name)
+            if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
+                raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+        resolve_device(self.device)
+
+
+def flat_replace(config, **changes):
+    """dataclasses.replace with flat names, as the command line and TOML files give them: each name goes to the task
+    config's own field, else to its nested `training` or `model` config (field names are unique across them, and a
+    task field wins over a model field of the same name, such as the LM's vocab_size).
+
+        flat_replace(TrainLMConfig(), data="input.txt", max_steps=20, hidden_size=64)
+    """
+    own = {f.name for f in dataclasses.fields(config)}  # `training` and `model` may come whole, too
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in own})
+    parts, left = {}, set(changes) - own
+    for part in ("training", "model"):
+        sub = getattr(config, part, None)
+        if sub is None or not dataclasses.is_dataclass(sub):
+            continue
+        given = {k: v for k, v in changes.items() if k in left and k in {f.name for f in dataclasses.fields(sub)}}
+        if given:
+            parts[part] = dataclasses.replace(sub, **given)
+            left -= set(given)
+    if left:
+        raise TypeError(f"{type(config).__name__} has no field {', '.join(sorted(left))}")
+    return dataclasses.replace(config, **parts)
+
+
+class Task(Protocol):
+    """What a task gives the loop. `model` is built (or rebuilt from `resumed` meta) before `train` is called."""
+
+    name: str  # config.json's "task": what `evaluate`, `predict` and `generate` dispatch on
+    metric: str  # the key of evaluate()'s result that chooses the best checkpoint
+    higher_is_better: bool  # for metric
+    unit: str  # what count(batch) counts, for throughput: "tok" or "ex"
+    model: nn.Module
+
+    def meta(self) -> dict:
+        """What the best checkpoint holds beside the tensors: the model config, vocabularies, ..."""
+
+    def steps_per_epoch(self) -> int: ...
+
+    def batches(self, epoch: int) -> Iterator[Any]:
+        """The batches of `epoch` (1-based), the same on every call: a resumed run skips those already trained on."""
+
+    def step(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Any, Any]:
+        """One forward pass on a batch already on the model's device -> (output with .loss, the next carry). The
+        carry is None, or a tuple of states (the LM's, per layer) that the loop detaches before each step."""
+
+    def count(self, batch: Any) -> int:
+        """Tokens or examples in a batch, for throughput."""
+
+    def evaluate(self, model: nn.Module) -> dict:
+        """Metrics on the validation data, `metric` and "val_loss" among them (called in eval mode, without grad,
+        under the run's precision)."""
+
+
+@dataclass
+class Position:
+    """Where training stands: all a resumed run needs besides the tensors."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 1  # 1-based
+    batch: int = 0  # batches of this epoch already trained on
+    best: float | None = None  # the best value of task.metric so far
+    best_step: int | None = None
+    evals_since_best: int = 0
+    skipped: int = 0  # steps whose loss was not finite, skipped in all
+
+
+def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_config: dict) -> Path:
+    """Build the task with `make_task(resumed)` (resumed: the last checkpoint's meta with --resume, else None:
+    seeded first, so the model's initial weights follow `seed`), then train it as `config` says; return the run
+    folder. `run_config` (the task's whole config) goes into config.json. Stops at `epochs`, the step/time budget, or
+    on patience, and in each case evaluates, keeps the best checkpoint and the last one, and returns normally."""
+    config.validate()
+    run_dir = Path(config.out)
+    seed_everything(config.seed)
+    last = load_last(run_dir) if config.resume else None
+    task = make_task(last[1] if last else None)
+    device = resolve_device(config.device)
+    precision = choose_precision(config.precision, device)  # decided once: fp32 or bf16 autocast
+    model = task.model.to(device)  # before the optimizer, whose state follows the parameters
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    per_epoch = task.steps_per_epoch()
+    schedule = Schedule(config.schedule, config.lr, config.warmup_steps,
+                        total_steps=config.max_steps or config.epochs * per_epoch, total_time=config.max_time,
+                        decay_start_epoch=config.decay_start_epoch)
+    clip, pos, carry = ClipStats(config.clip), Position(), None
+    metrics_path = run_dir / "metrics.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if last:
+        pos, carry = _restore(last, model, optimizer, schedule, clip, device)
+    else:
+        metrics_path.write_text("")
+    (run_dir / "config.json").write_text(json.dumps({"task": task.name, **run_config,
+                                                     "precision_used": precision.to_dict()}, indent=2) + "\n")
+
+    def evaluate(scheduled: bool = True) -> dict:
+        """Score the model and keep it if it is the best so far. Only scheduled evaluations (every eval_every
+        steps, or each epoch) drive patience and the plateau schedule: the one a budget forces at the end does not,
+        so that stopping and resuming trains exactly as running straight through."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), precision.autocast(device.type):
+            result = _plain(task.evaluate(model))
+        model.train(was_training)
+        value = result[task.metric]
+        if scheduled:
+            schedule.on_eval(result["val_loss"])
+        if pos.best is None or (value > pos.best if task.higher_is_better else value < pos.best):
+            pos.best, pos.best_step = value, pos.step
+            pos.evals_since_best = 0 if scheduled else pos.evals_since_best
+            metrics = {"step": pos.step, "epoch": pos.epoch, **result}
+            save_checkpoint(run_dir, dict(model.state_dict()), {**task.meta(), "trainer": run_config,
+                                                                "metrics": metrics}, name=BEST)
+        elif scheduled:
+            pos.evals_since_best += 1
+        return result
+
+    budget = Budget(config.max_steps, config.max_time)
+    progress = Progress(config, config.max_steps or config.epochs * per_epoch, pos.step, task.name)
+    log = Log(metrics_path, task.unit)
+    evaluated_at, stop, bad_in_a_row = None, None, 0
+    while pos.epoch <= config.epochs and stop is None and not budget.exhausted(pos.step):
+        batches = task.batches(pos.epoch)
+        for _ in range(pos.batch):  # a resumed run: skip what this epoch already trained on
+            next(batches)
+        for batch in batches:
+            lr = schedule.lr(pos.step, pos.epoch, budget.elapsed())
+            set_lr(optimizer, lr)
+            model.train()
+            if carry is not None:
+                carry = tuple(detach(s) for s in carry)  # cut the graph: BPTT spans one batch
+            with precision.autocast(device.type):
+                out, carry = task.step(model, to_device(batch, device), carry)
+            loss = out.loss.float()
+            optimizer.zero_grad(set_to_none=True)
+            if torch.isfinite(loss):
+                loss.backward()
+                clip.clip(model.parameters())
+                optimizer.step()
+                bad_in_a_row = 0
+            else:  # a NaN or inf loss would poison the weights: skip the update, and stop if it persists
+                pos.skipped, bad_in_a_row = pos.skipped + 1, bad_in_a_row + 1
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    raise UserError(f"the loss was not finite for {MAX_BAD_STEPS} steps in a row (step "
+                                    f"{pos.step + 1}): lower --lr or set --clip")
+            pos.step, pos.batch = pos.step + 1, pos.batch + 1
+            log.add(loss.item(), task.count(batch))
+            progress.update(pos, loss.item(), log)
+
+            result = None
+            if config.eval_every and pos.step % config.eval_every == 0:
+                result, evaluated_at = evaluate(), pos.step
+            if result is not None or pos.step % config.log_every == 0:
+                log.write(pos, lr, result, clip)
+            if config.patience and pos.evals_since_best >= config.patience:
+                stop = "patience"
+                break
+            if budget.exhausted(pos.step):
+                stop = "budget"
+                break
+        else:  # the epoch is done: evaluate if that is the interval, then read the data from the start
+            if not config.eval_every and evaluated_at != pos.step:
+                evaluated_at = pos.step
+                log.write(pos, optimizer.param_groups[0]["lr"], evaluate(), clip)
+                if config.patience and pos.evals_since_best >= config.patience:
+                    stop = "patience"
+            if stop is None:
+                pos.epoch, pos.batch, carry = pos.epoch + 1, 0, None
+    progress.close()
+
+    if evaluated_at != pos.step or pos.best is None:
+        log.write(pos, optimizer.param_groups[0]["lr"], evaluate(scheduled=False), clip,
+                  epoch=min(pos.epoch, config.epochs))
+    _save_last(run_dir, model, optimizer, schedule, clip, pos, carry, {**task.meta(), "trainer": run_config})
+    plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task.name}")
+    return run_dir
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def _plain(d: dict) -> dict:
+    """JSON-safe copy (numpy and torch scalars -> float)."""
+    return json.loads(json.dumps(d, default=float))
+
+
+# --- metrics and progress -----------------------------------------------------------------------------------
+
+
+class Log:
+    """Training loss and throughput since the last metrics line, and the writing of that line."""
+
+    def __init__(self, path: Path, unit: str):
+        self.path, self.unit = path, unit
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.count, self.steps, self.start = 0.0, 0, 0, time.monotonic()
+
+    def add(self, loss: float, count: int) -> None:
+        self.loss, self.count, self.steps = self.loss + loss, self.count + count, self.steps + 1
+
+    @property
+    def rate(self) -> float:
+        return self.count / max(time.monotonic() - self.start, 1e-9)
+
+    def write(self, pos: Position, lr: float, result: dict | None, clip: ClipStats, epoch: int | None = None) -> None:
+        record = {"step": pos.step, "epoch": pos.epoch if epoch is None else epoch, "lr": lr,
+                  "train_loss": self.loss / self.steps if self.steps else None, "val_loss": None,
+                  f"{self.unit}_s": self.rate if self.steps else None,
+                  "clip_fraction": clip.fraction(last=self.steps or None)}
+        if result is not None:
+            record.update({k: v for k, v in result.items() if k != "confusion"})
+        append_metrics(self.path, record)
+        self.reset()
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal; otherwise (a log file) one summary line every `log_every` steps,
+    instead of a bar redrawn into the file at every step."""
+
+    def __init__(self, config: TrainConfig, total: int, initial: int, name: str):
+        self.enabled, self.every, self.total, self.name = config.progress, config.log_every, total, name
+        self.bar = None
+        if self.enabled and sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True)
+
+    def update(self, pos: Position, loss: float, log: Log) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", best=f"{pos.best:.4f}" if pos.best is not None else "-")
+        elif self.enabled and pos.step % self.every == 0:
+            best = f"{pos.best:.4f}" if pos.best is not None else "-"
+            print(f"train {self.name}: step {pos.step}/{self.total} epoch {pos.epoch} loss {loss:.4f} "
+                  f"best {best} {log.rate:,.0f} {log.unit}/s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --- the last checkpoint: resume ----------------------------------------------------------------------------
+
+
+def _save_last(run_dir: Path, model, optimizer, schedule: Schedule, clip: ClipStats, pos: Position, carry,
+               meta: dict) -> None:
+    tensors = dict(model.state_dict())
+    optim_tensors, meta["optimizer"] = flatten_optimizer_state(optimizer.state_dict())
+    rng_tensors, meta["rng"] = rng_state()
+    carry_tensors, meta["carry"] = {}, None
+    if carry is not None:  # the state carried into the next batch (the LM's), one named state per layer
+        meta["carry"] = [type(s).__name__ for s in carry]
+        carry_tensors = {f"carry.{l}.{i}": f for l, s in enumerate(carry) for i, f in enumerate(s)}
+    meta.update(position=asdict(pos), schedule=schedule.state_dict(), clip=clip.state_dict())
+    save_checkpoint(run_dir, {**tensors, **optim_tensors, **rng_tensors, **carry_tensors}, meta, name=LAST)
+
+
+def load_last(run_dir) -> tuple[dict, dict]:
+    """(tensors, meta) of a run folder's last checkpoint; UserError where there is none."""
+    if not (Path(run_dir) / f"{LAST}.safetensors").exists():
+        raise UserError(f"cannot resume: {run_dir} has no {LAST}.safetensors (train without --resume first)")
+    return load_checkpoint(run_dir, name=LAST)
+
+
+def _restore(last: tuple[dict, dict], model, optimizer, schedule: Schedule, clip: ClipStats, device: torch.device):
+    """Load the last checkpoint (CPU tensors) into a model and optimizer already on `device`."""
+    tensors, meta = last
+    model_keys = set(model.state_dict())
+    model.load_state_dict({k: v for k, v in tensors.items() if k in model_keys})  # onto the parameters' device
+    optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))  # torch moves it to the params
+    set_rng_state(tensors, meta["rng"])
+    schedule.load_state_dict(meta["schedule"])
+    clip.load_state_dict(meta["clip"])
+    carry = None
+    if meta.get("carry") is not None:
+        types = [getattr(rc_state, name) for name in meta["carry"]]  # LSTMState or RNNState
+        carry = tuple(kind(*(tensors[f"carry.{l}.{i}"].to(device) for i in range(len(kind._fields))))
+                      for l, kind in enumerate(types))
+    return Position(**meta["position"]), carry
