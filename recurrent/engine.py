@@ -13,7 +13,7 @@ bptt backend (`BPTT`, a torch.autograd.Function), as in min-char-rnn:
                dU, dx follow from dgx by autograd through the input projection.
 
 For a plain LSTMCell on CPU the bptt backend runs this loop in C++ instead (recurrent/native: one
-product and one fused pointwise loop per step), with the same results.
+product and one fused pointwise loop per step), with the same results, where recurrent.backends says so.
 
 autograd backend: the same forward loop, differentiated by autograd. It is the
 reference the bptt backend is tested against, and the path for cells that only define
@@ -27,11 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recurrent import kernels
+from recurrent import backends, kernels
+from recurrent.backends import Backend, Call
 from recurrent.cells.base import Cell
 from recurrent.native import lstm as native_lstm
-
-BACKENDS = ("auto", "fused", "bptt", "autograd")
 
 
 class BPTT(torch.autograd.Function):
@@ -123,40 +122,25 @@ def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
     return tuple(torch.stack(field) for field in zip(*states))
 
 
-def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str) -> tuple[Tensor, ...]:
-    """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H)."""
-    if backend == "bptt":
-        W, b_hh = cell.recurrence()
-        if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
-            dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
-            W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
-        if native_lstm.runs(cell, state, W):  # a plain LSTMCell on CPU: the whole loop in C++, same results
-            return native_lstm.lstm_loop(cell, x, state, W)
-        return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
-    if backend == "autograd":
+def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend) -> tuple[Tensor, ...]:
+    """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H).
+
+    backend: 'bptt' or 'autograd', or a Backend from recurrent.backends.choose, which also says whether the bptt
+    loop runs in C++ (`native`); for a bare 'bptt' this call asks it."""
+    name = backend.name if isinstance(backend, Backend) else backend
+    if name == "autograd":
         return _loop(cell, x, state)
-    raise ValueError(f"run_cell backend must be 'bptt' or 'autograd', got {backend!r}")
-
-
-def cell_backend(cell: Cell, backend: str = "auto") -> tuple[str, str]:
-    """Which engine backend runs `cell`, and why. Raises instead of falling back."""
-    name = type(cell).__name__
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "fused":
-        raise ValueError(f"backend='fused' needs a built-in RNN/LSTM/GRU layer; {name} has no fused kernel")
-    if backend == "bptt" and not cell.has_backward():
-        raise ValueError(
-            f"backend='bptt' needs a cell with project_input, step and step_backward; "
-            f"{name} lacks {'step_backward' if cell.has_step() else 'project_input/step'}"
-        )
-    if backend == "bptt" or (backend == "auto" and cell.has_backward()):
-        why = "forced by backend='bptt'" if backend == "bptt" else f"{name} supplies step_backward"
-        if native_lstm.is_plain_lstm(cell):
-            why += "; on CPU its time loop runs in C++ (recurrent.native, where it builds)"
-        return "bptt", why
-    why = "forced by backend='autograd'" if backend == "autograd" else f"{name} has no step_backward"
-    return "autograd", why
+    if name != "bptt":
+        raise ValueError(f"run_cell backend must be 'bptt' or 'autograd', got {name!r}")
+    if not isinstance(backend, Backend):
+        backend = backends.choose(cell, "bptt", call=Call.of(x, state))
+    W, b_hh = cell.recurrence()
+    if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
+        dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
+        W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
+    if backend.native:  # a plain LSTMCell on CPU: the whole loop in C++, same results
+        return native_lstm.lstm_loop(cell, x, state, W)
+    return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
 
 
 # --- lengths: masks, gathers and the length-aware flip --------------------------------------
@@ -222,8 +206,8 @@ def unroll(cell: Cell, x: Tensor, state: NamedTuple | None = None, lengths: Tens
         raise ValueError(f"x must be (batch, time, input_size={cell.input_size}), got shape {tuple(x.shape)}")
     B, T, _ = x.shape
     lengths = check_lengths(lengths, B, T)
-    backend = cell_backend(cell, backend)[0]
     state = cell.init_state(B, x) if state is None else state
+    backend = backends.choose(cell, backend, call=Call.of(x, state))
     seqs = run_cell(cell, zero_padding(x.transpose(0, 1), lengths), state, backend)  # n_fields x (T, B, H)
     out = zero_padding(seqs[0], lengths)
     final = cell.state_type(*(last_valid(s, lengths) for s in seqs))

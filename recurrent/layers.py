@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -15,30 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent import hardware
+from recurrent import backends
+from recurrent.backends import Backend, Call
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
-from recurrent.engine import check_lengths, cell_backend, flip_valid, last_valid, run_cell, zero_padding
+from recurrent.engine import check_lengths, flip_valid, last_valid, run_cell, zero_padding
 from recurrent.fused import fused_forward
-from recurrent.native import lstm as native_lstm
-
-
-@dataclass(frozen=True, eq=False)
-class Backend:
-    """Which backend a layer runs on, and why. Compares equal to its name: `layer.backend == "bptt"`."""
-
-    name: str  # "fused" | "bptt" | "autograd"
-    reason: str
-
-    def __eq__(self, other) -> bool:
-        if isinstance(other, Backend):
-            return (self.name, self.reason) == (other.name, other.reason)
-        return self.name == other
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.reason})"
 
 
 class Recurrent(nn.Module):
@@ -101,24 +81,25 @@ class Recurrent(nn.Module):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    # --- backend choice: explicit, never a silent fallback ----------------------------------------
+    # --- backend choice: explicit, never a silent fallback (recurrent/backends.py holds the table) ---------
+    fused_mode: str | None = None  # the fused kernel a built-in layer runs ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
     @property
     def backend(self) -> Backend:
-        """The backend the last call ran on and why, e.g. `bptt (LSTMCell supplies step_backward)`; before the
-        first call, the one it plans to run on. Under autocast `auto` may choose another (see `_backend_for`)."""
+        """The backend the last call ran on and why, e.g. `bptt (LSTMCell supplies step_backward; time loop: the
+        C++ loop (recurrent.native))`; before the first call, the one it plans to run on. Under autocast `auto` may
+        choose another (see `_backend_for` and recurrent/backends.py)."""
         return self._ran or self._backend
 
     @backend.setter
     def backend(self, backend: str) -> None:
-        self._backend = self._choose_backend(str(backend.name if isinstance(backend, Backend) else backend))
+        self._asked = str(backend.name if isinstance(backend, Backend) else backend)
+        self._backend = backends.choose(self.cells[0][0], self._asked, self.fused_mode)  # raises if it cannot run
         self._ran: Backend | None = None
 
-    def _choose_backend(self, backend: str) -> Backend:
-        return Backend(*cell_backend(self.cells[0][0], backend))
-
-    def _backend_for(self, x: Tensor) -> Backend:
-        """The backend this call runs on: the layer's."""
-        return self._backend
+    def _backend_for(self, x: Tensor, state: NamedTuple | None = None) -> Backend:
+        """The backend a call with x (and `state`; default: zeros like x) runs on, and why."""
+        return backends.choose(self.cells[0][0], self._asked, self.fused_mode, Call.of(x, state))
 
     # --- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, state: NamedTuple | None = None,
@@ -126,8 +107,7 @@ class Recurrent(nn.Module):
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
-        self._ran = self._backend_for(x)
-        backend = self._ran.name
+        self._ran = backend = self._backend_for(x, state)
         if backend == "fused":
             return self._forward_fused(x, state, lengths)
 
@@ -199,29 +179,9 @@ class _TorchCompatible(Recurrent):
     torch_class: type[nn.RNNBase]
     mode: str  # the fused kernel: "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
 
-    def _choose_backend(self, backend: str) -> Backend:
-        self._auto = backend == "auto"
-        if backend in ("fused", "auto"):
-            why = "forced by backend='fused'" if backend == "fused" else (
-                f"plain built-in {type(self).__name__}: torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)")
-            return Backend("fused", why)
-        return super()._choose_backend(backend)
-
-    def _backend_for(self, x: Tensor) -> Backend:
-        """What this call runs on. Only CPU bf16 autocast changes auto's choice from fused: torch's fused GRU and
-        RNN would silently run float32 there, and oneDNN's bf16 LSTM is slower than the bptt engine's C++ loop
-        (1.9x against 1.5x torch.nn fp32 in benchmarks/lm_speed.py) or, without AVX-512, does not run at all.
-        The bptt engine runs its products in bfloat16 and its states in float32 instead."""
-        if not (self._backend.name == "fused" and self._auto and _bf16_autocast(x, "cpu")):
-            return self._backend
-        if self.mode == "LSTM" and native_lstm.available(self.cells[0][0]):
-            return Backend("bptt", "auto under CPU bf16 autocast: the bptt engine's C++ loop, faster than "
-                                   "oneDNN's bf16 LSTM")
-        if self.mode == "LSTM" and hardware.cpu().onednn_bf16:
-            return Backend("fused", "auto under CPU bf16 autocast: oneDNN's bf16 LSTM (the C++ loop did not build)")
-        why = ("oneDNN's bf16 LSTM does not run on this CPU" if self.mode == "LSTM"
-               else f"torch's fused {self.mode} would run float32")
-        return Backend("bptt", f"auto under CPU bf16 autocast: the bptt engine with bf16 products ({why})")
+    @property
+    def fused_mode(self) -> str:
+        return self.mode
 
     def _flat_weights(self) -> list[Tensor]:
         """Weights in torch.nn's order: per layer, per direction: w_ih, w_hh[, b_ih, b_hh].
@@ -239,7 +199,7 @@ class _TorchCompatible(Recurrent):
         L, D, B, H = self.num_layers, self.num_directions, x.shape[0], self.hidden_size
         hx = tuple(s.reshape(L * D, B, H) for s in state)  # torch's layout
         weights, autocast, onednn = self._flat_weights(), nullcontext(), nullcontext()
-        if _bf16_autocast(x, x.device.type):
+        if Call.of(x).bf16:
             # The kernel runs in bfloat16 because we cast to it, not autocast: on CUDA, torch's autocast runs cuDNN
             # RNNs in float16 whatever dtype it was asked for (its _cudnn_rnn wrapper casts to a float16 buffer),
             # so a bf16 run would silently be fp16, with fp16's range and no loss scaling (cuDNN >= 9.13 has bf16
@@ -247,7 +207,7 @@ class _TorchCompatible(Recurrent):
             bf16 = torch.bfloat16
             x, hx, weights = x.to(bf16), tuple(h.to(bf16) for h in hx), [w.to(bf16) for w in weights]
             autocast = torch.autocast(x.device.type, enabled=False)
-            if x.device.type == "cpu" and not hardware.cpu().onednn_bf16:  # oneDNN's bf16 LSTM fails to build a
+            if x.device.type == "cpu" and not backends.onednn_bf16():  # oneDNN's bf16 LSTM fails to build a
                 onednn = torch.backends.mkldnn.flags(enabled=False)  # primitive here: torch's own loop runs it
         with warnings.catch_warnings(), autocast:
             warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")  # said by mkldnn.flags()
@@ -303,13 +263,6 @@ class _TorchCompatible(Recurrent):
             for d, cell in enumerate(layer):
                 for n in names:
                     yield f"{n}_l{l}{'_reverse' if d else ''}", getattr(cell, n)
-
-
-def _bf16_autocast(x: Tensor, device_type: str) -> bool:
-    """True when x (float32, or already bfloat16) is on `device_type` and enters the layer under its autocast to
-    bfloat16."""
-    return (x.device.type == device_type and x.dtype in (torch.float32, torch.bfloat16)
-            and torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16)
 
 
 class RNN(_TorchCompatible):

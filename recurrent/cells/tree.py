@@ -96,5 +96,3 @@ class BinaryTreeLSTMCell(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}"
 
-
-TREE_CELLS = {"elman": TreeRNNCell, "lstm": BinaryTreeLSTMCell}

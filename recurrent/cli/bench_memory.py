@@ -13,10 +13,11 @@ import argparse
 
 import torch
 
-from recurrent.diagnostics.weights import clip_stats
+from recurrent.cells import registry
 from recurrent.cli.config import add_config_args, config_from_args
+from recurrent.diagnostics.weights import clip_stats
 from recurrent.errors import UserError
-from recurrent.tasks.memory import CELLS, TASKS, TrainConfig, TrainResult, make_task, train_memory
+from recurrent.tasks.memory import TASKS, TrainConfig, TrainResult, make_task, train_memory
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", default="adding", help=f"one of {', '.join(TASKS)}")
     p.add_argument("--seq-len", type=int, default=200, help="adding: sequence length T; copy: the delay T")
-    p.add_argument("--cells", default="rnn,lstm,gru", help=f"comma-separated, from {', '.join(CELLS)}")
+    p.add_argument("--cells", default="rnn,lstm,gru", help=f"comma-separated, from {', '.join(registry.NAMES)}")
     add_config_args(p, TrainConfig)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=None, help="PNG of the learning curves, with the baseline")
@@ -90,9 +91,10 @@ def _check(args: argparse.Namespace) -> list[str]:
     if args.task not in TASKS:
         raise UserError(f"--task must be one of {', '.join(TASKS)}, got {args.task!r}")
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in CELLS]
+    bad = [c for c in cells if c not in registry.NAMES]
     if not cells or bad:
-        raise UserError(f"--cells must be a comma-separated list from {', '.join(CELLS)}, got {args.cells!r}")
+        raise UserError(f"--cells must be a comma-separated list from {', '.join(registry.NAMES)}, got "
+                        f"{args.cells!r}")
     for flag in ("seq_len", "hidden_size", "num_layers", "batch_size", "eval_every", "eval_size"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")

@@ -20,15 +20,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from recurrent.cells import registry
 from recurrent.data import read_text
 from recurrent.diagnostics.gradients import (gradient_profile, judge, linear_probe, next_token_loss, plot_profiles,
                                              summary_lines)
 from recurrent.diagnostics.weights import gate_saturation, recurrent_spectra, spectral_radius
 from recurrent.errors import UserError
 from recurrent.runs import read_task
-from recurrent.tasks.memory import CELLS
 from recurrent.train.lm import load_lm
 
+# The cells whose weights and gates the diagnostics read: the built-in layers (torch.nn's parameters).
+CELLS = registry.Names(lambda: [name for name in registry.names() if registry.spec(name).layer is not None])
 # Flags that describe the fresh layer; a trained RUN brings its own.
 FRESH_LAYER_FLAGS = {"cell": "rnn", "nonlinearity": "tanh", "hidden_size": 128, "num_layers": 1, "input_size": 8,
                      "spectral_radius": None}
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return run_trained(args)
     torch.manual_seed(args.seed)
     kwargs = {"nonlinearity": args.nonlinearity} if args.cell == "rnn" else {}
-    layer = CELLS[args.cell](args.input_size, args.hidden_size, num_layers=args.num_layers, **kwargs)
+    layer = registry.layer(args.cell, args.input_size, args.hidden_size, num_layers=args.num_layers, **kwargs)
     if args.spectral_radius is not None:
         _rescale(layer, args.spectral_radius)
     x = torch.randn(args.batch_size, args.seq_len, args.input_size,

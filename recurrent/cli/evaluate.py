@@ -1,6 +1,7 @@
 """`recurrent evaluate RUN ...`: score a trained model; what is measured depends on the run's task.
 
     language model   --data FILE          test bits/char 1.912  |  test perplexity 114.2
+                     (trained on sentences with --condition: label<TAB>text lines, or --condition FEATURES)
     classifier       --data FILE          test accuracy 0.931, test macro-F1 0.902, a confusion matrix
     tagger           --data FILE          test F1 88.4 overall and per type, token accuracy, confusion matrix
     translation      --src F --tgt F      test BLEU, chrF (sacrebleu) and perplexity; --beam 5
@@ -26,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=10, help="sequences per batch (LM: parallel streams)")
     p.add_argument("--bptt", type=int, default=64, help="LM: window length (memory only: the state is carried)")
     p.add_argument("--name", default="test", help="label printed before each metric")
+    p.add_argument("--condition", metavar="FILE", help="LM trained with --condition FILE: the features (.npy or "
+                   "CSV) of --data's lines")
     p.add_argument("--src", help="translation: the source file to translate")
     p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
     p.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")

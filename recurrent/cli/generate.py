@@ -4,6 +4,8 @@
     recurrent generate runs/shakespeare --prime-file opening.txt --greedy
     recurrent generate runs/ptb --prime "the company" --length 20 --beam 8   # the most likely 20 words
     recurrent generate runs/shakespeare --device cuda          # the same samples for a --seed, on the GPU
+    recurrent generate runs/sst-cond --condition positive      # a run trained with --condition label
+    recurrent generate runs/captions --condition-row feats.npy:7 --temperature 0.7    # or --condition-vector 0.1,...
 
 The sampling noise comes from a CPU generator seeded with --seed whatever the device, so a seed picks the same
 noise on the CPU and the GPU (the logits themselves may differ in their last bits).
@@ -13,11 +15,18 @@ sentence (an <eos>) only if it ends with a newline, the first generated word fol
 words are joined by spaces with <eos> as a newline. A character or word that training never saw reads as
 <unk> (a note on stderr says which); a char model prints a generated <unk> as U+FFFD, the replacement character.
 A run whose char vocabulary predates <unk> refuses a prime with unseen characters, naming them.
+
+A run trained on sentences (`recurrent train lm --condition ...`) writes one sentence: the prime (if any) is read
+as its beginning, and generation stops at its end (or after --length tokens). A conditioned run needs its
+condition: a label it was trained on (--condition), or a feature vector of the training width (--condition-vector,
+or --condition-row FILE:N, the Nth row, from 1, of a .npy or CSV file).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -26,7 +35,9 @@ from recurrent.data import read_text
 from recurrent.data.text import EOS, UNK
 from recurrent.decoding import lm_beam_search
 from recurrent.errors import UserError
+from recurrent.train.conditional import read_features
 from recurrent.train.lm import count_unseen, load_lm
+from recurrent.train.loop import BEST
 
 REPLACEMENT = "\ufffd"  # how a char model's <unk> prints: one character, as any other
 
@@ -45,6 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--beam", type=int, default=1, help="K > 1: no sampling; print the most likely continuation "
                    "of --length tokens found by beam search with K beams (printed at the end)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--condition", metavar="LABEL", help="a label-conditioned run: the label to write for")
+    p.add_argument("--condition-vector", metavar="X,Y,...", help="a vector-conditioned run: the feature vector")
+    p.add_argument("--condition-row", metavar="FILE:N", help="a vector-conditioned run: row N (from 1) of a .npy "
+                   "or CSV feature file")
     add_run_args(p)  # --device, --precision (bf16: bfloat16 weights for the per-token products; samples not
     # bit-equal with fp32; on a GPU no faster at batch 1: benchmarks/gpu_speed.py)
     p.set_defaults(func=run)
@@ -54,25 +69,73 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     precision = precision_from_args(args)
     model, vocab = load_lm(args.run, args.device)
+    meta = json.loads((Path(args.run) / f"{BEST}.json").read_text(encoding="utf-8"))
+    condition = _condition(args, model, meta.get("labels"))
+    sentences = meta.get("sentences") is not None  # trained one sentence at a time: write one
     prime = read_text(args.prime_file) if args.prime_file else args.prime
     if prime is None:
         prime = "\n" if "\n" in vocab.stoi or vocab.level == "word" else next(t for t in vocab.itos if t != UNK)
     ids = _encode_prime(vocab, prime)
+    sep = int(vocab.encode("\n")[0])  # a sentence run's sentences start and end with it
+    if sentences and ids[0] != sep:
+        ids = torch.cat([torch.tensor([sep]), ids])
     out = sys.stdout
-    out.write(prime)
+    out.write(prime.removeprefix("\n") if sentences else prime)
     if args.beam > 1:
+        if condition is not None:
+            raise UserError("--beam does not take a condition: sample instead (--greedy for the most likely token)")
         tokens = lm_beam_search(model, ids, args.length, args.beam, bf16=precision.bf16).tokens
     else:
         generator = torch.Generator().manual_seed(args.seed)
         tokens = model.generate(ids, args.length, args.temperature, args.top_k, args.top_p, args.greedy,
-                                generator, bf16=precision.bf16)
+                                generator, bf16=precision.bf16, condition=condition)
     space = vocab.level == "word" and not prime[-1].isspace()  # a word after the prime needs a space before it
     for token in tokens:
+        if sentences and token == sep:
+            break  # the end of the sentence
         text, space = _text_of(vocab, token, space)
         out.write(text)
         out.flush()  # stream: each token appears as soon as it is sampled
     out.write("\n")
     return 0
+
+
+def _condition(args: argparse.Namespace, model, labels: list[str] | None) -> torch.Tensor | None:
+    """The condition asked for, as the model takes it: a label's id (), or features (F,); None for a model without
+    one. A UserError for a missing condition, one of the wrong kind, an unknown label or a vector of the wrong width."""
+    given = [f"--{name.replace('_', '-')}" for name in ("condition", "condition_vector", "condition_row")
+             if getattr(args, name) is not None]
+    if len(given) > 1:
+        raise UserError(f"give one condition, not {' and '.join(given)}")
+    if not model.conditioned:
+        if given:
+            raise UserError(f"{args.run} was trained without a condition: {given[0]} does not apply")
+        return None
+    if labels:
+        if args.condition not in labels:
+            got = repr(args.condition) if args.condition is not None else (given[0] if given else "no --condition")
+            raise UserError(f"{args.run} is conditioned on a label: --condition must be one of {labels}, got {got}")
+        return torch.tensor(labels.index(args.condition))
+    width = model.config.condition_size
+    if args.condition_vector is not None:
+        try:
+            vector = torch.tensor([float(v) for v in args.condition_vector.split(",")])
+        except ValueError:
+            raise UserError(f"--condition-vector must be {width} comma-separated numbers, got "
+                            f"{args.condition_vector!r}") from None
+        if len(vector) != width or not torch.isfinite(vector).all():
+            raise UserError(f"--condition-vector must be {width} finite numbers, got {len(vector)}: "
+                            f"{args.condition_vector!r}")
+        return vector
+    if args.condition_row is not None:
+        path, _, n = args.condition_row.rpartition(":")
+        rows = read_features(path, width) if path and n.isdigit() else None
+        if rows is None or not 1 <= int(n) <= len(rows):
+            raise UserError(f"--condition-row must be FILE:N with N in 1..{'N' if rows is None else len(rows)}, "
+                            f"got {args.condition_row!r}")
+        return torch.from_numpy(rows[int(n) - 1])
+    raise UserError(f"{args.run} is conditioned on {width} features: give --condition-vector X,Y,... or "
+                    f"--condition-row FILE:N")
 
 
 def _encode_prime(vocab, prime: str) -> torch.Tensor:

@@ -4,7 +4,8 @@
     recurrent info --json     # the same as one JSON object
 
 In the spirit of `python -m torch.utils.collect_env`. The choices are asked of the code that makes them (the
-precision and the layers' per-call backend), on a tiny model, so they are what a run here would do.
+precision, and recurrent/backends.py through the layers' per-call backend and the generation stepper's plan), on
+a tiny model, so they are what a run here would do.
 """
 from __future__ import annotations
 
@@ -64,11 +65,8 @@ def auto_choices(device: str) -> dict:
         with precision.autocast(torch.device(device).type):
             choices[f"{name} training"] = str(layer._backend_for(x))
     lm = LanguageModel(LMConfig(vocab_size=8, cell="lstm", hidden_size=8, num_layers=1)).to(device).eval()
-    stepper = lm.stepper(precision.dtype)
-    how = ("one native call per token (recurrent/native/step.py)" if stepper.native is not None
-           else "the Python stepper (cells called per token)")
     weights = "bfloat16" if precision.bf16 else "float32"
-    choices["LSTM generation"] = f"{weights} weights, {how}"
+    choices["LSTM generation"] = f"{weights} weights, {lm.stepper(precision.dtype).plan}"
     return choices
 
 

@@ -12,6 +12,7 @@ import json
 
 from recurrent.cli.config import add_train_args, train_config_from_args
 from recurrent.registry import TASKS, TaskSpec
+from recurrent.train import distributed
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     spec: TaskSpec = args.spec
     run_dir = spec.train(train_config_from_args(args, spec.config_class, spec.model_class, set(spec.derived)))
+    if not distributed.world().main:  # under torchrun, rank 0 wrote the run folder and reports it
+        return 0
     best = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["metrics"]
     print(f"{spec.summary(best)}; run folder: {run_dir} (model.safetensors, metrics.jsonl, loss.png, config.json)")
     return 0

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent.models.lm import LAYERS
+from recurrent.cells import registry
 
 POOLINGS = ("last", "mean", "max", "attention")
 STRUCTURES = ("sequence", "tree")
@@ -29,8 +29,9 @@ class ClassifierConfig:
     num_classes: int = 0  # C: taken from the data
     structure: str = field(default="sequence", metadata={
         "help": "sequence: a (bi)RNN over the words; tree: a recursive network over SST parse trees "
-                "(recurrent.models.tree; cell lstm = Tree-LSTM, elman = recursive NN)"})
-    cell: str = field(default="lstm", metadata={"help": f"recurrent cell: one of {sorted(LAYERS)}"})
+                "(recurrent.models.tree; cell lstm = Tree-LSTM, rnn = recursive NN)"})
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry); for trees: "
+                                                        "lstm or rnn (alias elman)", "choices": registry.ANY_NAMES})
     embedding_size: int = 100  # E
     hidden_size: int = 150  # H, per direction
     num_layers: int = 1  # sequence only, as the three below
@@ -76,16 +77,13 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         check_sizes(config)
-        if config.cell not in LAYERS:
-            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {config.cell!r}")
         if config.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {config.pooling!r}")
         self.config = config
         D = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=0)
-        self.rnn = LAYERS[config.cell](config.embedding_size, config.hidden_size, num_layers=config.num_layers,
-                                       bidirectional=config.bidirectional, dropout=config.dropout,
-                                       backend=config.backend)
+        self.rnn = registry.layer(config.cell, config.embedding_size, config.hidden_size, num_layers=config.num_layers,
+                                  bidirectional=config.bidirectional, dropout=config.dropout, backend=config.backend)
         self.attention = None
         if config.pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(D * config.hidden_size, config.hidden_size), nn.Tanh(),

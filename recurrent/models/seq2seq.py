@@ -9,7 +9,7 @@ A attentional-vector size (E with tied weights, else H), V vocabulary, L layers.
                         bridge: s_0 = tanh(W_b [h→; h←] + b_b), one per decoder layer and state field
     decoder step t (the cells are stepped directly, one token at a time):
         x_t  = [embed(y_{t-1}); h̃_{t-1}]              input feeding (Luong et al. 2015, §3.3)
-        s_t  = cells(x_t, s_{t-1})                     stacked cells: lstm | gru | rnn
+        s_t  = cells(x_t, s_{t-1})                     stacked cells: any registered cell (lstm, gru, ...)
         c_t, a_t = attention(s_t, memory)               bahdanau | dot | general (see attention.py)
         h̃_t  = tanh(W_c [s_t; c_t])                    the attentional vector (no c_t without attention)
         p(y_t | y_<t, x) = softmax(W_out h̃_t)         W_out may be the target embedding (weight tying)
@@ -26,20 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent.cells import ElmanCell, GRUCell, LSTMCell
+from recurrent.cells import registry
 from recurrent.data.parallel import PAD_ID
-from recurrent.layers import GRU, LSTM, RNN
 from recurrent.models.attention import ATTENTIONS, make_attention
-
-LAYERS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-CELLS = {"lstm": LSTMCell, "gru": GRUCell, "rnn": ElmanCell}
 
 
 @dataclass
 class Seq2SeqConfig:
     src_vocab_size: int = 0  # taken from the source vocabulary
     tgt_vocab_size: int = 0  # taken from the target vocabulary
-    cell: str = field(default="gru", metadata={"help": "recurrent cell", "choices": sorted(LAYERS)})
+    cell: str = field(default="gru", metadata={"help": "recurrent cell (recurrent.cells.registry)",
+                                               "choices": registry.NAMES})
     embedding_size: int = 256  # E, both sides
     hidden_size: int = 512  # H: the decoder's size; the encoder has H/2 per direction, so memory is H wide
     encoder_layers: int = 1
@@ -51,8 +48,7 @@ class Seq2SeqConfig:
 
     def validate(self) -> None:
         """ValueError naming the first bad value."""
-        if self.cell not in LAYERS:
-            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {self.cell!r}")
+        registry.spec(self.cell)  # ValueError naming the registered cells
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         for name in ("src_vocab_size", "tgt_vocab_size", "embedding_size", "encoder_layers", "decoder_layers"):
@@ -99,15 +95,16 @@ class Seq2Seq(nn.Module):
         self.input_feeding = cfg.input_feeding and self.uses_attention
         # encoder
         self.src_embedding = nn.Embedding(cfg.src_vocab_size, E, padding_idx=PAD_ID)
-        self.encoder = LAYERS[cfg.cell](E, H // 2, num_layers=cfg.encoder_layers, bidirectional=True,
-                                        dropout=cfg.dropout)
+        self.encoder = registry.layer(cfg.cell, E, H // 2, num_layers=cfg.encoder_layers, bidirectional=True,
+                                      dropout=cfg.dropout)
         # bridge: one linear map per state field (h, and c for an LSTM) to every decoder layer's initial state
         state_fields = self.encoder.state_type._fields
         self.bridge = nn.ModuleDict({f: nn.Linear(H, L * H) for f in state_fields})
         # decoder
         self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, E, padding_idx=PAD_ID)
         first_input = E + (A if self.input_feeding else 0)
-        self.decoder_cells = nn.ModuleList(CELLS[cfg.cell](first_input if l == 0 else H, H) for l in range(L))
+        cell = registry.cell(cfg.cell)
+        self.decoder_cells = nn.ModuleList(cell(first_input if l == 0 else H, H) for l in range(L))
         self.attention = make_attention(cfg.attention, H, H) if self.uses_attention else None
         self.combine = nn.Linear(2 * H if self.uses_attention else H, A)  # W_c
         self.out = nn.Linear(A, cfg.tgt_vocab_size)  # W_out

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent.cells import registry
 from recurrent.models.char_encoder import CHAR_ENCODERS, CharEncoder
 from recurrent.models.classifier import valid_mask
 from recurrent.models.crf import CRF, bio_constraints
-from recurrent.models.lm import LAYERS
 
 
 @dataclass
@@ -25,7 +25,8 @@ class TaggerConfig:
     vocab_size: int = 0  # V: taken from the data
     num_chars: int = 0  # character vocabulary: taken from the data
     num_tags: int = 0  # K: taken from the data
-    cell: str = field(default="lstm", metadata={"help": f"recurrent cell: one of {sorted(LAYERS)}"})
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry)",
+                                                "choices": registry.NAMES})
     embedding_size: int = 100  # E
     hidden_size: int = 200  # H, per direction
     num_layers: int = 1
@@ -50,8 +51,6 @@ class SequenceTagger(nn.Module):
         super().__init__()
         if min(config.vocab_size, config.num_tags) < 1:
             raise ValueError(f"vocab_size and num_tags must be >= 1, got {config.vocab_size}, {config.num_tags}")
-        if config.cell not in LAYERS:
-            raise ValueError(f"cell must be one of {sorted(LAYERS)}, got {config.cell!r}")
         if config.char_encoder not in CHAR_ENCODERS:
             raise ValueError(f"char_encoder must be one of {CHAR_ENCODERS}, got {config.char_encoder!r}")
         self.config = config
@@ -63,9 +62,8 @@ class SequenceTagger(nn.Module):
             self.chars = CharEncoder(config.char_encoder, max(config.num_chars, 2), config.char_embedding_size,
                                      config.char_hidden_size)
             size += self.chars.output_size
-        self.rnn = LAYERS[config.cell](size, config.hidden_size, num_layers=config.num_layers,
-                                       bidirectional=config.bidirectional, dropout=config.dropout,
-                                       backend=config.backend)
+        self.rnn = registry.layer(config.cell, size, config.hidden_size, num_layers=config.num_layers,
+                                  bidirectional=config.bidirectional, dropout=config.dropout, backend=config.backend)
         self.head = nn.Linear(D * config.hidden_size, config.num_tags)
         self.crf = None
         if config.crf:

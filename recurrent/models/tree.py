@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent.cells.tree import TREE_CELLS
+from recurrent.cells import registry
 from recurrent.data.labelled import Tree
 from recurrent.models.classifier import ClassifierConfig, ClassifierOutput, check_sizes
 
@@ -100,17 +100,16 @@ def batch_trees(trees: list[EncodedTree]) -> TreeBatch:
 class TreeClassifier(nn.Module):
     """Embedding at the leaves -> a tree cell composed bottom-up -> a linear head on every node.
 
-    Reads from ClassifierConfig: vocab_size, num_classes, cell ('lstm': Tree-LSTM, 'elman': recursive NN),
+    Reads from ClassifierConfig: vocab_size, num_classes, cell ('lstm': Tree-LSTM, 'rnn' or 'elman': recursive NN),
     embedding_size, hidden_size, dropout (on the embeddings and on each node's h before the head)."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         check_sizes(config)
-        if config.cell not in TREE_CELLS:
-            raise ValueError(f"a tree classifier's cell must be one of {sorted(TREE_CELLS)}, got {config.cell!r}")
+        tree_cell = registry.tree_cell(config.cell)  # ValueError naming the tree cells
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=0)
-        self.cell = TREE_CELLS[config.cell](config.embedding_size, config.hidden_size)
+        self.cell = tree_cell(config.embedding_size, config.hidden_size)
         self.head = nn.Linear(config.hidden_size, config.num_classes)
 
     def node_logits(self, trees: TreeBatch) -> Tensor:

@@ -54,10 +54,10 @@ def available(cell) -> bool:
     return is_plain_lstm(cell) and native.load() is not None
 
 
-def runs(cell, state: LSTMState, W: Tensor) -> bool:
-    """True if the native loop runs this cell: available, on CPU, in dtypes it is built for."""
-    return (available(cell) and W.device.type == "cpu" and state.h.device.type == "cpu"
-            and (state.h.dtype, W.dtype) in DTYPES and state.c.dtype == state.h.dtype)
+def runs(cell, device: str, state_dtype: torch.dtype | None, product_dtype: torch.dtype) -> bool:
+    """True if the native loop runs this cell: available, on CPU, in dtypes it is built for (recurrent.backends
+    asks, for each call)."""
+    return available(cell) and device == "cpu" and (state_dtype, product_dtype) in DTYPES
 
 
 def lstm_loop(cell: LSTMCell, x: Tensor, state: LSTMState, W: Tensor) -> tuple[Tensor, Tensor]:

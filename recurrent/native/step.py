@@ -14,22 +14,16 @@ import torch
 from torch import Tensor
 
 from recurrent import native
-from recurrent.native.lstm import available
 from recurrent.state import LSTMState
 
 MAX_BATCH = 8  # the kernel reads the weights once per row: at 2x512, faster than oneDNN up to 8 rows, even at 16
 
 
-def applies(cells: list, table: Tensor | None, dtype: torch.dtype | None) -> bool:
-    """True if `NativeStep` can run these cells: plain LSTMCells on CPU in float32, products in float32 or
-    bfloat16, layer 0's input table built, and the native library loaded."""
-    return (table is not None and table.dtype == torch.float32 and dtype in (None, torch.float32, torch.bfloat16)
-            and all(p.device.type == "cpu" and p.dtype == torch.float32 for cell in cells for p in cell.parameters())
-            and all(available(cell) for cell in cells))
-
-
 class NativeStep:
-    """Weights packed once; then `step(token, states)` is one native call for the whole model."""
+    """Weights packed once; then `step(token, states)` is one native call for the whole model.
+
+    For plain LSTMCells on CPU in float32, products in float32 or bfloat16, with layer 0's input table built and
+    the native library loaded: `recurrent.backends.choose_step` says when."""
 
     def __init__(self, cells: list, table: Tensor, decoder: torch.nn.Linear, dtype: torch.dtype | None):
         ops, low = native.load(), dtype or torch.float32

@@ -23,9 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent.layers import GRU, LSTM, RNN
-
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+from recurrent.cells import registry
 
 
 class AddingTask:
@@ -120,9 +118,7 @@ class MemoryModel(nn.Module):
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
-        self.rnn = CELLS[cell](input_size, hidden_size, num_layers=num_layers)
+        self.rnn = registry.layer(cell, input_size, hidden_size, num_layers=num_layers)  # any registered cell
         self.head = nn.Linear(hidden_size, output_size)
 
     @torch.no_grad()

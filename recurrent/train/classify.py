@@ -193,8 +193,11 @@ def classify_task(config: TrainClassifyConfig) -> SupervisedTask:
                 "macro_f1": report.macro_f1}
 
     meta = {"model": dataclasses.asdict(model_config), "words": words, "labels": labels}
+    # A tree model's loss is a mean over the labelled nodes (with --phrases, more than one a tree): what several
+    # processes weigh their losses by.
+    loss_terms = (lambda items: sum(y != NO_LABEL for x, _ in items for y in x.labels)) if trees else len
     return SupervisedTask("classify", config, model, train_items, [input_size(x) for x, _ in train_items], valid_items,
-               collate, score, meta)
+                          collate, score, meta, loss_terms)
 
 
 def encode_items(classifier: Classifier, read: Read, path) -> list[tuple[list[int] | EncodedTree, int]]:

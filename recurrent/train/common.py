@@ -232,7 +232,8 @@ class Budget:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def exhausted(self, step: int) -> bool:
+    def exhausted(self, step: int, elapsed: float | None = None) -> bool:
+        """elapsed: seconds as several processes agreed on them (default: this process's clock)."""
         if self.max_steps > 0 and step >= self.max_steps:
             return True
-        return self.max_time > 0 and time.monotonic() - self.start >= self.max_time
+        return self.max_time > 0 and (self.elapsed() if elapsed is None else elapsed) >= self.max_time

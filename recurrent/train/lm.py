@@ -33,6 +33,7 @@ from recurrent.data.text import LEVELS, UNK
 from recurrent.errors import UserError
 from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.unseen import Unseen
+from recurrent.train import distributed
 from recurrent.train.common import model_device, resolve_device
 from recurrent.train.loop import BEST, TrainConfig, train
 
@@ -57,6 +58,11 @@ class TrainLMConfig:
     bptt: int = 64  # window length: gradients flow back at most this many tokens
     random_bptt: bool = False  # AWD-LSTM's variable window lengths, around bptt
     eval_batch_size: int = 10
+    # conditional generation (recurrent/train/conditional.py): one sentence per line, batch_size sentences a batch
+    condition: str | None = field(default=None, metadata={"help": "label (lines label<TAB>text), a feature file "
+                                  "(.npy or CSV: a row per line), or none (sentences, no condition: the baseline)"})
+    valid_condition: str | None = field(default=None, metadata={"help": "with a feature file as --condition: the "
+                                        "valid lines' features"})
     training: TrainConfig = field(default_factory=lm_training)  # the loop's: optimizer, budgets, checkpoints, ...
     model: LMConfig = field(default_factory=LMConfig)  # vocab_size is taken from the data
 
@@ -97,6 +103,10 @@ class LMTask:
             self.model = LanguageModel(self.model_config)
         except ValueError as e:
             raise UserError(str(e)) from None
+        self.world = distributed.world()  # with several processes, each reads B/W of the streams
+        if config.batch_size % self.world.size:
+            raise UserError(f"batch_size {config.batch_size} must be divisible by the {self.world.size} processes: "
+                            f"each reads batch_size / {self.world.size} of the streams")
         self.streams = batchify(self.vocab.encode(corpus.train), config.batch_size)  # (B, L): windows are views
         self.valid_ids = self.vocab.encode(corpus.valid)  # (N,)
 
@@ -109,8 +119,10 @@ class LMTask:
     def batches(self, epoch: int):
         # The window lengths of an epoch come from their own seeded generator, so a resumed run can skip the
         # windows it has already trained on and see the same ones next.
+        # With several processes, this one reads its rows of the streams: B/W streams, every window.
         lengths = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
-        return bptt_batches(self.streams, self.config.bptt, self.config.random_bptt, lengths)
+        streams = self.streams[self.world.rows(len(self.streams))]  # (B/W, L)
+        return bptt_batches(streams, self.config.bptt, self.config.random_bptt, lengths)
 
     def step(self, model: LanguageModel, batch, state):
         x, y = batch  # (B, t) each
@@ -120,6 +132,9 @@ class LMTask:
     def count(self, batch) -> int:
         return batch[1].numel()
 
+    def weight(self, batch) -> int:
+        return batch[1].numel()  # the loss is a mean over the tokens
+
     def evaluate(self, model: LanguageModel) -> dict:
         return {"val_loss": evaluate_loss(model, self.valid_ids, self.config.eval_batch_size, self.config.bptt)}
 
@@ -128,6 +143,10 @@ def train_lm(config: TrainLMConfig) -> Path:
     """Train as `config` says; return the run folder. Stops at `epochs`, the step/time budget, or on patience,
     and in each case evaluates, keeps the best checkpoint and returns normally."""
     config.validate()
+    if config.condition is not None:  # one sentence per line, with its condition
+        from recurrent.train.conditional import ConditionalTask
+
+        return train(lambda resumed: ConditionalTask(config, resumed), config.training, asdict(config))
     return train(lambda resumed: LMTask(config, resumed), config.training, asdict(config))
 
 

@@ -9,10 +9,13 @@ everything else, once for all tasks:
     clipping with its statistics, budgets (epochs, --max-steps, --max-time), evaluation every `eval_every`
     steps or once per epoch, early stopping on patience, steps whose loss is not finite skipped,
     the best checkpoint (model.*), the last one (last.*: everything --resume needs), metrics.jsonl and loss.png,
-    progress: a tqdm bar on a terminal, a line every `log_every` steps when stderr is a file.
+    progress: a tqdm bar on a terminal, a line every `log_every` steps when stderr is a file,
+    several processes started by torchrun (recurrent/train/distributed.py): DDP, the loss weights of each share,
+    rank 0 alone writing the run folder.
 
 A run folder holds:
-    config.json                the task's config, with "task", and "precision_used": what ran and why
+    config.json                the task's config, with "task", "processes" (1, or torchrun's world size) and
+                               "precision_used": what ran and why
     model.safetensors/.json    the best model so far, with the task's meta (model config, vocabularies) and metrics
     last.safetensors/.json     model, optimizer, RNG states, schedule, clipping statistics, the position in the
                                epoch and the carry: a resumed run continues bit-identically on the CPU
@@ -42,8 +45,10 @@ from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_
 from recurrent.errors import UserError
 from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
 from recurrent.state import detach
+from recurrent.train import distributed
 from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
                                     make_optimizer, plot_losses, resolve_device, set_lr, to_device)
+from recurrent.train.distributed import StandIn, World
 
 BEST, LAST = "model", "last"  # checkpoint names in the run folder
 MAX_BAD_STEPS = 10  # consecutive steps with a non-finite loss before the run stops with an error
@@ -129,7 +134,9 @@ class Task(Protocol):
     def steps_per_epoch(self) -> int: ...
 
     def batches(self, epoch: int) -> Iterator[Any]:
-        """The batches of `epoch` (1-based), the same on every call: a resumed run skips those already trained on."""
+        """The batches of `epoch` (1-based), the same on every call: a resumed run skips those already trained on.
+        With several processes, this process's share of each global batch (`distributed.world().share`), the
+        same number of batches on every process."""
 
     def step(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Any, Any]:
         """One forward pass on a batch already on the model's device -> (output with .loss, the next carry). The
@@ -137,6 +144,10 @@ class Task(Protocol):
 
     def count(self, batch: Any) -> int:
         """Tokens or examples in a batch, for throughput."""
+
+    def weight(self, batch: Any) -> int:
+        """What step()'s loss on this batch is a mean over (tokens, examples, labelled nodes): with several
+        processes each one's loss is weighed by it (recurrent/train/distributed.py). One process never calls it."""
 
     def evaluate(self, model: nn.Module) -> dict:
         """Metrics on the validation data, `metric` and "val_loss" among them (called in eval mode, without grad,
@@ -160,13 +171,17 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
     """Build the task with `make_task(resumed)` (resumed: the last checkpoint's meta with --resume, else None:
     seeded first, so the model's initial weights follow `seed`), then train it as `config` says; return the run
     folder. `run_config` (the task's whole config) goes into config.json. Stops at `epochs`, the step/time budget, or
-    on patience, and in each case evaluates, keeps the best checkpoint and the last one, and returns normally."""
+    on patience, and in each case evaluates, keeps the best checkpoint and the last one, and returns normally.
+    Started by torchrun, each process trains on its share of every batch (recurrent/train/distributed.py)."""
     config.validate()
+    world, device = distributed.start(config.device)  # one process, or this one's rank and device under torchrun
     run_dir = Path(config.out)
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same on every process: the same initial weights, the same data
     last = load_last(run_dir) if config.resume else None
     task = make_task(last[1] if last else None)
-    device = resolve_device(config.device)
+    if world.size > 1 and not hasattr(task, "weight"):
+        raise UserError(f"task {task.name!r} cannot train in several processes: it does not say what its loss is a "
+                        f"mean over (Task.weight), so the processes' losses cannot be weighed")
     precision = choose_precision(config.precision, device)  # decided once: fp32 or bf16 autocast
     model = task.model.to(device)  # before the optimizer, whose state follows the parameters
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay)
@@ -176,23 +191,32 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
                         decay_start_epoch=config.decay_start_epoch)
     clip, pos, carry = ClipStats(config.clip), Position(), None
     metrics_path = run_dir / "metrics.jsonl"
-    run_dir.mkdir(parents=True, exist_ok=True)
     if last:
         pos, carry = _restore(last, model, optimizer, schedule, clip, device)
-    else:
-        metrics_path.write_text("")
-    (run_dir / "config.json").write_text(json.dumps({"task": task.name, **run_config,
-                                                     "precision_used": precision.to_dict()}, indent=2) + "\n")
+        carry = world.take_carry(carry)  # this process's streams
+    if world.main:  # only rank 0 writes the run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not last:
+            metrics_path.write_text("")
+        (run_dir / "config.json").write_text(json.dumps({"task": task.name, **run_config, "processes": world.size,
+                                                         "precision_used": precision.to_dict()}, indent=2) + "\n")
+    else:  # its own dropout masks (rank 0 keeps the stream of one process, or the resumed one)
+        seed_everything(config.seed + world.rank)
+    stepped = world.wrap(model, device)  # what task.step runs: DDP with several processes; `model` is the module
 
     def evaluate(scheduled: bool = True) -> dict:
         """Score the model and keep it if it is the best so far. Only scheduled evaluations (every eval_every
         steps, or each epoch) drive patience and the plateau schedule: the one a budget forces at the end does not,
-        so that stopping and resuming trains exactly as running straight through."""
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), precision.autocast(device.type):
-            result = _plain(task.evaluate(model))
-        model.train(was_training)
+        so that stopping and resuming trains exactly as running straight through. Rank 0 scores; every process
+        takes its result, so that all decide alike."""
+        result = None
+        if world.main:
+            was_training = model.training
+            model.eval()
+            with torch.no_grad(), precision.autocast(device.type):
+                result = _plain(task.evaluate(model))
+            model.train(was_training)
+        result = world.from_main(result)
         value = result[task.metric]
         if scheduled:
             schedule.on_eval(result["val_loss"])
@@ -200,32 +224,36 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             pos.best, pos.best_step = value, pos.step
             pos.evals_since_best = 0 if scheduled else pos.evals_since_best
             metrics = {"step": pos.step, "epoch": pos.epoch, **result}
-            save_checkpoint(run_dir, dict(model.state_dict()), {**task.meta(), "trainer": run_config,
-                                                                "metrics": metrics}, name=BEST)
+            if world.main:
+                save_checkpoint(run_dir, dict(model.state_dict()), {**task.meta(), "trainer": run_config,
+                                                                    "metrics": metrics}, name=BEST)
         elif scheduled:
             pos.evals_since_best += 1
         return result
 
     budget = Budget(config.max_steps, config.max_time)
-    progress = Progress(config, config.max_steps or config.epochs * per_epoch, pos.step, task.name)
-    log = Log(metrics_path, task.unit)
+    elapsed = 0.0  # seconds since the start, as of the last step (with several processes: rank 0's clock)
+    progress = Progress(config, config.max_steps or config.epochs * per_epoch, pos.step, task.name, world.main)
+    log = Log(metrics_path if world.main else None, task.unit)
     evaluated_at, stop, bad_in_a_row = None, None, 0
-    while pos.epoch <= config.epochs and stop is None and not budget.exhausted(pos.step):
+    while pos.epoch <= config.epochs and stop is None and not budget.exhausted(pos.step, elapsed):
         batches = task.batches(pos.epoch)
         for _ in range(pos.batch):  # a resumed run: skip what this epoch already trained on
             next(batches)
         for batch in batches:
-            lr = schedule.lr(pos.step, pos.epoch, budget.elapsed())
+            batch, weight, count = _weigh_batch(task, batch, world)
+            lr = schedule.lr(pos.step, pos.epoch, elapsed)
             set_lr(optimizer, lr)
-            model.train()
+            stepped.train()
             if carry is not None:
                 carry = tuple(detach(s) for s in carry)  # cut the graph: BPTT spans one batch
             with precision.autocast(device.type):
-                out, carry = task.step(model, to_device(batch, device), carry)
-            loss = out.loss.float()
+                out, carry = task.step(stepped, to_device(batch, device), carry)
+            loss, totals = world.weigh(out.loss.float(), weight, count, budget.elapsed())
+            elapsed = totals.elapsed
             optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
-                loss.backward()
+            if totals.finite:
+                loss.backward()  # with DDP: the gradients are averaged over the processes here
                 clip.clip(model.parameters())
                 optimizer.step()
                 bad_in_a_row = 0
@@ -235,8 +263,8 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
                     raise UserError(f"the loss was not finite for {MAX_BAD_STEPS} steps in a row (step "
                                     f"{pos.step + 1}): lower --lr or set --clip")
             pos.step, pos.batch = pos.step + 1, pos.batch + 1
-            log.add(loss.item(), task.count(batch))
-            progress.update(pos, loss.item(), log)
+            log.add(totals.loss, totals.count)
+            progress.update(pos, totals.loss, log)
 
             result = None
             if config.eval_every and pos.step % config.eval_every == 0:
@@ -246,7 +274,7 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             if config.patience and pos.evals_since_best >= config.patience:
                 stop = "patience"
                 break
-            if budget.exhausted(pos.step):
+            if budget.exhausted(pos.step, elapsed):
                 stop = "budget"
                 break
         else:  # the epoch is done: evaluate if that is the interval, then read the data from the start
@@ -262,9 +290,20 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
     if evaluated_at != pos.step or pos.best is None:
         log.write(pos, optimizer.param_groups[0]["lr"], evaluate(scheduled=False), clip,
                   epoch=min(pos.epoch, config.epochs))
-    _save_last(run_dir, model, optimizer, schedule, clip, pos, carry, {**task.meta(), "trainer": run_config})
-    plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task.name}")
+    carry = world.gather_carry(carry)  # every stream's state, for the checkpoint
+    if world.main:
+        _save_last(run_dir, model, optimizer, schedule, clip, pos, carry, {**task.meta(), "trainer": run_config})
+        plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task.name}")
+    world.barrier()  # every process returns once the run folder is complete
     return run_dir
+
+
+def _weigh_batch(task: Task, batch, world: World) -> tuple[Any, int, int]:
+    """(the batch to step on, what its loss is a mean over, its tokens or examples). A StandIn weighs 0 and counts
+    nothing. One process needs no weight (and a task need not define `weight`)."""
+    if isinstance(batch, StandIn):
+        return batch.batch, 0, 0
+    return batch, task.weight(batch) if world.size > 1 else 1, task.count(batch)
 
 
 def seed_everything(seed: int) -> None:
@@ -284,8 +323,8 @@ def _plain(d: dict) -> dict:
 class Log:
     """Training loss and throughput since the last metrics line, and the writing of that line."""
 
-    def __init__(self, path: Path, unit: str):
-        self.path, self.unit = path, unit
+    def __init__(self, path: Path | None, unit: str):
+        self.path, self.unit = path, unit  # path None: keep the numbers, write nothing (not rank 0)
         self.reset()
 
     def reset(self) -> None:
@@ -305,7 +344,8 @@ class Log:
                   "clip_fraction": clip.fraction(last=self.steps or None)}
         if result is not None:
             record.update({k: v for k, v in result.items() if k != "confusion"})
-        append_metrics(self.path, record)
+        if self.path is not None:
+            append_metrics(self.path, record)
         self.reset()
 
 
@@ -313,8 +353,8 @@ class Progress:
     """A tqdm bar when stderr is a terminal; otherwise (a log file) one summary line every `log_every` steps,
     instead of a bar redrawn into the file at every step."""
 
-    def __init__(self, config: TrainConfig, total: int, initial: int, name: str):
-        self.enabled, self.every, self.total, self.name = config.progress, config.log_every, total, name
+    def __init__(self, config: TrainConfig, total: int, initial: int, name: str, shown: bool = True):
+        self.enabled, self.every, self.total, self.name = config.progress and shown, config.log_every, total, name
         self.bar = None
         if self.enabled and sys.stderr.isatty():
             self.bar = tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True)

@@ -26,6 +26,7 @@ from torch import nn
 from recurrent.checkpoint import load_checkpoint
 from recurrent.data.buckets import bucket_batches
 from recurrent.errors import UserError
+from recurrent.train import distributed
 from recurrent.train.common import model_device, to_device
 from recurrent.train.loop import TrainConfig, train
 
@@ -111,15 +112,18 @@ class SupervisedTask:
     pass per batch, and the task's own score on the dev set, whose "metric" (higher is better) picks the best model.
 
     collate(items) -> the model's keyword arguments (on the CPU; the step moves them); score(model, items) -> dict
-    with "metric" and "val_loss"; meta: the model config and vocabularies the checkpoint holds."""
+    with "metric" and "val_loss"; meta: the model config and vocabularies the checkpoint holds; loss_terms(items):
+    what the model's loss on them is a mean over (default: the examples; a softmax tagger's is the tokens), which
+    weighs each process's loss when several train together."""
 
     metric, higher_is_better, unit = "metric", True, "ex"
 
     def __init__(self, name: str, config: SupervisedConfig, model: nn.Module, train: list, lengths: list[int],
-                 valid: list, collate: Callable[[list], dict], score: Callable[[nn.Module, list], dict], meta: dict):
+                 valid: list, collate: Callable[[list], dict], score: Callable[[nn.Module, list], dict], meta: dict,
+                 loss_terms: Callable[[list], int] = len):
         self.name, self.config, self.model, self.train, self.lengths, self.valid = name, config, model, train, \
             lengths, valid
-        self.collate, self.score, self._meta = collate, score, meta
+        self.collate, self.score, self._meta, self.loss_terms = collate, score, meta, loss_terms
 
     def meta(self) -> dict:
         return self._meta
@@ -129,15 +133,20 @@ class SupervisedTask:
 
     def batches(self, epoch: int):
         """Index lists, shuffled within and across length buckets by a generator of this epoch's own, so a resumed
-        run sees the same batches."""
+        run sees the same batches. With several processes, this one's part of each (recurrent/train/distributed.py)."""
         shuffle = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
-        return iter(list(bucket_batches(self.lengths, self.config.batch_size, shuffle)))
+        world = distributed.world()
+        return iter([world.share(len(indices), lambda rows: indices[rows])
+                     for indices in bucket_batches(self.lengths, self.config.batch_size, shuffle)])
 
     def step(self, model: nn.Module, indices: list[int], carry):
         return model(**to_device(self.collate([self.train[i] for i in indices]), model_device(model))), None
 
     def count(self, indices: list[int]) -> int:
         return len(indices)
+
+    def weight(self, indices: list[int]) -> int:
+        return self.loss_terms([self.train[i] for i in indices])
 
     def evaluate(self, model: nn.Module) -> dict:
         return self.score(model, self.valid)

@@ -192,8 +192,10 @@ def tag_task(config: TrainTagConfig) -> SupervisedTask:
         return {"metric": metric, "val_loss": report.loss, "f1": report.f1, "token_accuracy": report.accuracy}
 
     meta = {"model": dataclasses.asdict(model_config), "words": words, "chars": chars, "tags": tags}
+    # The CRF's loss is a mean over sentences, softmax's over tokens: what several processes weigh their losses by.
+    loss_terms = len if config.model.crf else (lambda items: sum(len(w) for w, _, _ in items))
     return SupervisedTask("tag", config, model, train_items, [len(w) for w, _, _ in train_items], valid_items,
-                          collate, score, meta)
+                          collate, score, meta, loss_terms)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------

@@ -25,12 +25,13 @@ from torch import Tensor
 from tqdm import tqdm
 
 from recurrent.checkpoint import load_checkpoint
-from recurrent.data.parallel import (KINDS, PAD_ID, ReadReport, TextCodec, bucket_batches, encode_pairs,
+from recurrent.data.parallel import (KINDS, PAD_ID, Batch, ReadReport, TextCodec, bucket_batches, encode_pairs,
                                      read_parallel)
 from recurrent.decoding import Hypothesis, beam_search, greedy_search
 from recurrent.errors import UserError
 from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from recurrent.tasks.synthetic import TASKS, SyntheticTask
+from recurrent.train import distributed
 from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.loop import TrainConfig, train
 
@@ -158,9 +159,12 @@ class TranslateTask:
         return math.ceil(len(self.train) / self.config.batch_size)
 
     def batches(self, epoch: int):
-        """Length-bucketed batches, shuffled by a generator of this epoch's own (a resumed run sees the same ones)."""
+        """Length-bucketed batches, shuffled by a generator of this epoch's own (a resumed run sees the same ones).
+        With several processes, this one's rows of each (recurrent/train/distributed.py), padded as the whole."""
         generator = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
-        return iter(bucket_batches(self.train, self.config.batch_size, shuffle=True, generator=generator))
+        world = distributed.world()
+        for batch in bucket_batches(self.train, self.config.batch_size, shuffle=True, generator=generator):
+            yield world.share(len(batch.index), lambda rows: Batch(*(field[rows] for field in batch)))
 
     def step(self, model: Seq2Seq, batch, carry):
         out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out,
@@ -173,6 +177,9 @@ class TranslateTask:
 
     def count(self, batch) -> int:
         return int((batch.tgt_out != PAD_ID).sum())
+
+    def weight(self, batch) -> int:
+        return self.count(batch)  # the loss is a mean over the target tokens
 
     def evaluate(self, model: Seq2Seq) -> dict:
         return {"val_loss": evaluate_loss(model, self.valid, self.config.eval_batch_size)}

@@ -117,7 +117,7 @@ def test_evaluate_tagger(tag_run, files, capsys):
     (["train", "classify", "--train", "{train}", "--valid", "{train}", "--structure", "tree"],
      "structure 'tree' needs parse trees: format must be 'sst', got 'tsv'"),
     (["train", "classify", "--format", "sst", "--train", "{trees}", "--valid", "{trees}", "--structure", "tree",
-      "--cell", "gru"], "a tree classifier's cell must be one of ['elman', 'lstm'], got 'gru'"),
+      "--cell", "gru"], "a tree cell must be one of ['elman', 'lstm', 'rnn'], got 'gru'"),
     (["train", "tag", "--train", "{conll}", "--valid", "{conll}", "--char-encoder", "gru"], "char_encoder must be"),
     (["train", "tag", "--train", "{conll}"], "needs --train FILE and --valid FILE"),
     (["predict", "{missing}"], "does not exist"),

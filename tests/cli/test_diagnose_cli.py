@@ -130,4 +130,4 @@ def test_bad_flag_from_the_shell_has_no_traceback():
                             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "recurrent: error: --cells must be a comma-separated list from rnn, lstm, gru, got 'rnn,tcn'"]
+        "recurrent: error: --cells must be a comma-separated list from rnn, lstm, gru, lnlstm, got 'rnn,tcn'"]

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
+import recurrent as rc
 from recurrent import native
+from recurrent.cells import registry
 from recurrent.models import LanguageModel, LMConfig
 
 V = 11
@@ -116,6 +118,33 @@ def test_generation_is_deterministic_with_a_seed_and_respects_top_k():
         top3 = model(torch.tensor([seq])).logits[0, -1].topk(3).indices.tolist()
         assert token in top3
         seq.append(token)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
+def test_every_registered_cell_builds_its_layers(cell):
+    model = make(cell=cell)
+    assert all(type(layer.cells[0][0]) is registry.cell(cell) for layer in model.layers)
+
+
+def test_a_registered_cell_trains_for_a_step(cells_doc, monkeypatch):
+    """rc.register_cell is all it takes: LMConfig(cell=name) and `--cell name` build layers of it."""
+    from recurrent.cli.main import build_parser
+
+    monkeypatch.setattr(registry, "CELLS", dict(registry.CELLS))  # restored after the test
+    rc.register_cell("indrnn", cells_doc["IndRNNCell"])
+    assert build_parser().parse_args(["train", "lm", "--cell", "indrnn"]).cell == "indrnn"
+    model = make(cell="indrnn")
+    assert type(model.layers[0]) is rc.Recurrent and model.layers[0].backend == "bptt"
+    tokens = torch.randint(V, (4, 9))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(2):
+        loss = model(tokens[:, :-1], targets=tokens[:, 1:]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[1] < losses[0]
 
 
 def test_bad_config():

@@ -110,5 +110,5 @@ def test_tree_lstm_overfits_a_tiny_treebank():
 
 
 def test_unknown_cell_is_refused():
-    with pytest.raises(ValueError, match="cell must be one of \\['elman', 'lstm'\\], got 'gru'"):
+    with pytest.raises(ValueError, match="a tree cell must be one of \\['elman', 'lstm', 'rnn'\\], got 'gru'"):
         TreeClassifier(ClassifierConfig(vocab_size=8, num_classes=5, structure="tree", cell="gru"))

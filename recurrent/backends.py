@@ -1,0 +1,241 @@
+"""The backend plan: which path runs a recurrent layer, and why. Every fast-path choice is made here, and only here.
+
+    backend = backends.choose(cell, "auto", fused="LSTM", call=Call.of(x, state))
+    backend.name, backend.reason, backend.native     # 'bptt', 'auto under CPU bf16 autocast: ...', True
+
+It reads the capability probe (`recurrent.hardware`) and whether the native kernels load (`recurrent.native`);
+layers and models ask this module, never those two. `layer.backend` and `recurrent info` report its answers.
+
+A layer's backend, for backend="auto": the first row that matches wins.
+
+    layer                       the call                                    backend    why
+    built-in RNN/LSTM/GRU       anything but CPU bf16 autocast              fused      torch's fused kernel
+    built-in LSTM, plain cells  CPU bf16 autocast, the C++ loop loads       bptt       C++ loop beats oneDNN's bf16
+    built-in LSTM               CPU bf16 autocast, oneDNN bf16 runs         fused      oneDNN's bf16 LSTM
+    built-in LSTM               CPU bf16 autocast, neither                  bptt       bf16 products in the engine
+    built-in GRU/RNN            CPU bf16 autocast                           bptt       torch's fused would run float32
+    any cell with step_backward anything                                    bptt       the hand-derived backward
+    any other cell              anything                                    autograd   the plain loop
+
+Only CPU bf16 autocast changes auto's choice for a built-in layer: torch's fused GRU and RNN would silently run
+float32 there, and oneDNN's bf16 LSTM is slower than the bptt engine's C++ loop (1.9x against 1.5x torch.nn fp32
+in benchmarks/lm_speed.py) or, without AVX-512, does not run at all. The bptt engine runs its products in bfloat16
+and its states in float32 instead.
+
+A forced backend is checked, never changed: 'fused' needs a built-in layer, 'bptt' a cell with step_backward.
+On bptt, a plain LSTMCell runs its whole time loop in C++ (`native`) where the kernel loads and is built for the
+call's device and dtypes (float32 states with float32 or bfloat16 products, float64); elsewhere the Python loop
+runs, and the reason says why. Before any call (call=None) the plan is the layer's: `layer.backend` then.
+
+Generation's per-token step (`choose_step`): one native call per token for a stack of plain LSTMCells on the CPU
+in float32 (products float32 or bfloat16), else the Python stepper. Within a native plan, a token whose batch is
+over the kernel's MAX_BATCH, or whose states are not float32 on the CPU, takes the Python step (NativeStep.takes).
+
+Products with a fixed weight (oneDNN packed, or a plain matmul) are `recurrent.kernels.uses_onednn`'s choice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from recurrent import hardware, native
+from recurrent.native import lstm as native_lstm
+from recurrent.native.step import MAX_BATCH, NativeStep  # noqa: F401  (models build a NativeStep from here)
+
+BACKENDS = ("auto", "fused", "bptt", "autograd")
+
+
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """Which backend runs (or ran), and why. Compares equal to its name: `layer.backend == "bptt"`."""
+
+    name: str  # "fused" | "bptt" | "autograd"; for generation's step: "native" | "python"
+    reason: str
+    native: bool = False  # bptt: the time loop runs in C++ (recurrent.native); generation: one native call
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Backend):
+            return (self.name, self.reason) == (other.name, other.reason)
+        return self.name == other
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one call brings that the choice depends on."""
+
+    device: str  # x's device type: 'cpu', 'cuda'
+    dtype: torch.dtype  # x's
+    state_dtype: torch.dtype | None  # every state field's (the steps run in it); None if they differ
+    autocast: torch.dtype | None  # autocast's dtype on x's device; None when it is off
+
+    @classmethod
+    def of(cls, x: Tensor, state: NamedTuple | None = None) -> Call:
+        """The call `layer(x, state)` makes; without a state, the zeros it starts from (x's dtype)."""
+        dtypes = {s.dtype for s in state} if state is not None else {x.dtype}
+        kind = x.device.type
+        on = torch.is_autocast_enabled(kind)
+        return cls(kind, x.dtype, dtypes.pop() if len(dtypes) == 1 else None,
+                   torch.get_autocast_dtype(kind) if on else None)
+
+    @property
+    def bf16(self) -> bool:
+        """x (float32, or already bfloat16) enters the layer under autocast to bfloat16."""
+        return self.dtype in (torch.float32, torch.bfloat16) and self.autocast == torch.bfloat16
+
+    @property
+    def cpu_bf16(self) -> bool:
+        return self.device == "cpu" and self.bf16
+
+
+@dataclass
+class _Facts:
+    """What the table's conditions read. The native kernel is asked only when a row needs it (loading may build)."""
+
+    cell: object
+    fused: str | None  # the layer's fused kernel: 'LSTM', 'GRU', 'RNN_TANH', 'RNN_RELU'; None without one
+    call: Call | None
+    cpu_bf16: bool = field(init=False)
+
+    def __post_init__(self):
+        self.cpu_bf16 = self.call is not None and self.call.cpu_bf16
+
+    @cached_property
+    def native_lstm(self) -> bool:  # a plain LSTMCell, and the C++ loop built and loaded
+        return native_lstm.available(self.cell)
+
+    @property
+    def onednn_bf16(self) -> bool:
+        return hardware.cpu().onednn_bf16
+
+    @property
+    def cell_name(self) -> str:
+        return type(self.cell).__name__
+
+    @property
+    def layer_name(self) -> str:
+        return {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.fused, self.fused)
+
+
+class Row(NamedTuple):
+    """One line of a table: the backend, when it applies, and why (both read the facts)."""
+
+    backend: str
+    when: Callable[..., bool]
+    why: Callable[..., str]
+
+
+BF16 = "auto under CPU bf16 autocast: "
+AUTO: list[Row] = [
+    Row("fused", lambda f: f.fused is not None and not f.cpu_bf16,
+        lambda f: f"plain built-in {f.layer_name}: torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)"),
+    Row("bptt", lambda f: f.fused == "LSTM" and f.cpu_bf16 and f.native_lstm,
+        lambda f: BF16 + "bf16 products in the bptt engine, faster than oneDNN's bf16 LSTM"),
+    Row("fused", lambda f: f.fused == "LSTM" and f.cpu_bf16 and f.onednn_bf16,
+        lambda f: BF16 + "oneDNN's bf16 LSTM (the C++ loop did not build)"),
+    Row("bptt", lambda f: f.fused == "LSTM" and f.cpu_bf16,
+        lambda f: BF16 + "bf16 products in the bptt engine (oneDNN's bf16 LSTM does not run on this CPU)"),
+    Row("bptt", lambda f: f.fused is not None and f.cpu_bf16,
+        lambda f: BF16 + f"bf16 products in the bptt engine (torch's fused {f.fused} would run float32)"),
+    Row("bptt", lambda f: f.cell.has_backward(), lambda f: f"{f.cell_name} supplies step_backward"),
+    Row("autograd", lambda f: True, lambda f: f"{f.cell_name} has no step_backward"),
+]
+
+
+def choose(cell, backend: str = "auto", fused: str | None = None, call: Call | None = None) -> Backend:
+    """The backend a layer of `cell` runs on for `call` (None: before any call), and why.
+
+    cell: the layer's cell (every layer and direction has the same type); backend: what was asked, one of
+    BACKENDS; fused: the layer's fused kernel mode, None for a layer without one. Raises instead of falling back."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    facts = _Facts(cell, fused, call)
+    if backend == "auto":
+        row = next(r for r in AUTO if r.when(facts))
+        name, why = row.backend, row.why(facts)
+    else:
+        name, why = backend, _check_forced(facts, backend)
+    if name == "bptt":
+        return _bptt(facts, why)
+    if name == "fused" and facts.cpu_bf16:
+        why += "; run in bfloat16" + ("" if facts.onednn_bf16 else
+                                      " by torch's own loop (oneDNN's bf16 kernels do not run on this CPU)")
+    return Backend(name, why)
+
+
+def _check_forced(facts: _Facts, backend: str) -> str:
+    name = facts.cell_name
+    if backend == "fused" and facts.fused is None:
+        raise ValueError(f"backend='fused' needs a built-in RNN/LSTM/GRU layer; {name} has no fused kernel")
+    if backend == "bptt" and not facts.cell.has_backward():
+        raise ValueError(f"backend='bptt' needs a cell with project_input, step and step_backward; "
+                         f"{name} lacks {'step_backward' if facts.cell.has_step() else 'project_input/step'}")
+    return f"forced by backend={backend!r}"
+
+
+def _bptt(facts: _Facts, why: str) -> Backend:
+    """bptt, with the time loop in C++ where it runs for this call, and a reason that says which loop runs."""
+    cell, call = facts.cell, facts.call
+    if not native_lstm.is_plain_lstm(cell):
+        return Backend("bptt", why)
+    if call is None:  # the plan before any call: it depends on the call
+        return Backend("bptt", why + "; on CPU its time loop runs in C++ (recurrent.native, where it builds)")
+    products = call.autocast or cell.weight_hh.dtype  # the engine casts W to autocast's dtype
+    if native_lstm.runs(cell, call.device, call.state_dtype, products):
+        return Backend("bptt", why + "; time loop: the C++ loop (recurrent.native)", native=True)
+    if call.device != "cpu":
+        return Backend("bptt", why)  # the C++ loop is for the CPU only: nothing to explain on a GPU
+    if not facts.native_lstm:
+        return Backend("bptt", why + f"; time loop: Python (native kernels: {native.status()})")
+    return Backend("bptt", why + f"; time loop: Python (the C++ loop has no kernel for {call.state_dtype} states "
+                                 f"with {products} products)")
+
+
+def onednn_bf16() -> bool:
+    """True where oneDNN's bfloat16 kernels run (AVX-512 or AVX-NE-CONVERT): a fused layer in bf16 elsewhere
+    must switch oneDNN off, so that torch's own loop runs it."""
+    return hardware.cpu().onednn_bf16
+
+
+# --- generation: one token at a time ----------------------------------------------------------------------------
+
+class _Step(NamedTuple):
+    cells: list  # the model's cells, one per layer
+    table: Tensor | None  # layer 0's U e_v + b_ih for every token v; None if its cell has no step
+    dtype: torch.dtype | None  # the products' dtype; None: the weights'
+
+    @property
+    def cpu_float32(self) -> bool:
+        return (self.table.dtype == torch.float32 and all(p.device.type == "cpu" and p.dtype == torch.float32
+                                                          for c in self.cells for p in c.parameters()))
+
+
+STEP: list[Row] = [
+    Row("python", lambda f: f.table is None, lambda f: "layer 0's cell has no step (no input table)"),
+    Row("python", lambda f: not all(native_lstm.is_plain_lstm(c) for c in f.cells),
+        lambda f: "the native step runs stacks of plain LSTMCells only"),
+    Row("python", lambda f: not f.cpu_float32, lambda f: "the native step needs float32 weights on the CPU"),
+    Row("python", lambda f: f.dtype not in (None, torch.float32, torch.bfloat16),
+        lambda f: f"the native step has no {f.dtype} products"),
+    Row("python", lambda f: native.load() is None, lambda f: f"native kernels: {native.status()}"),
+    Row("native", lambda f: True, lambda f: f"one native call per token up to batch {MAX_BATCH} "
+                                            "(recurrent/native/step.py)"),
+]
+
+
+def choose_step(cells: list, table: Tensor | None, dtype: torch.dtype | None) -> Backend:
+    """How a LanguageModel's Stepper runs a token: 'native' (one C++ call for every layer and the decoder) or
+    'python' (the cells called per token), and why. table: layer 0's input projection of every token (None if
+    its cell has no step); dtype: the products' (None: the weights')."""
+    facts = _Step(cells, table, dtype)
+    row = next(r for r in STEP if r.when(facts))
+    return Backend(row.backend, row.why(facts), native=row.backend == "native")

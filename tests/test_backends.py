@@ -1,0 +1,169 @@
+"""The backend plan (recurrent/backends.py), row by row, on CPUs of each kind (the probe monkeypatched) and with
+the native kernels loaded or not (monkeypatched: nothing here builds or runs them). The layers' own tests run the
+paths it picks (tests/test_layers.py, tests/test_native_lstm.py)."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+import recurrent as rc
+from recurrent import hardware, native
+from recurrent.backends import Call, choose, choose_step
+
+F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
+PLAIN = Call("cpu", F32, F32, None)  # float32 on the CPU, no autocast
+CPU_BF16 = Call("cpu", F32, F32, BF16)  # float32 x under CPU autocast to bfloat16
+CUDA_BF16 = Call("cuda", F32, F32, BF16)
+ROOT = Path(__file__).parents[1]
+
+
+def machine(monkeypatch, onednn_bf16: bool, native_loads: bool) -> None:
+    """A CPU with or without oneDNN's bf16 kernels, where the native kernels load or do not."""
+    real = hardware.cpu()
+    monkeypatch.setattr(hardware, "cpu", lambda: dataclasses.replace(real, onednn_bf16=onednn_bf16))
+    monkeypatch.setattr(native, "load", (lambda: object()) if native_loads else (lambda: None))
+
+
+def plan(layer: rc.Recurrent, call: Call | None, backend: str = "auto"):
+    return choose(layer.cells[0][0], backend, layer.fused_mode, call)
+
+
+class ForwardOnly(rc.Cell):
+    def forward(self, x, state):
+        return rc.RNNState(torch.tanh(x.sum(-1, keepdim=True) + state.h))
+
+
+# (layer, call, oneDNN bf16, native loads) -> (backend, C++ loop, words in the reason)
+AUTO_TABLE = [
+    (rc.LSTM, PLAIN, True, True, "fused", False, "plain built-in LSTM: torch's fused kernel"),
+    (rc.GRU, PLAIN, False, False, "fused", False, "plain built-in GRU: torch's fused kernel"),
+    (rc.LSTM, CUDA_BF16, False, True, "fused", False, "torch's fused kernel"),  # CUDA: cuDNN, cast to bf16
+    (rc.LSTM, CPU_BF16, True, True, "bptt", True, "faster than oneDNN's bf16 LSTM; time loop: the C++ loop"),
+    (rc.LSTM, CPU_BF16, False, True, "bptt", True, "faster than oneDNN's bf16 LSTM; time loop: the C++ loop"),
+    (rc.LSTM, CPU_BF16, True, False, "fused", False, "oneDNN's bf16 LSTM (the C++ loop did not build)"),
+    (rc.LSTM, CPU_BF16, False, False, "bptt", False, "oneDNN's bf16 LSTM does not run on this CPU"),
+    (rc.GRU, CPU_BF16, True, True, "bptt", False, "torch's fused GRU would run float32"),
+    (rc.RNN, CPU_BF16, False, False, "bptt", False, "torch's fused RNN_TANH would run float32"),
+]
+
+
+@pytest.mark.parametrize("kind, call, onednn_bf16, native_loads, name, cpp, words", AUTO_TABLE)
+def test_auto_for_built_in_layers(monkeypatch, kind, call, onednn_bf16, native_loads, name, cpp, words):
+    machine(monkeypatch, onednn_bf16, native_loads)
+    backend = plan(kind(3, 4), call)
+    assert (backend.name, backend.native) == (name, cpp) and words in backend.reason
+
+
+@pytest.mark.parametrize("call", [PLAIN, CPU_BF16])
+def test_auto_for_any_other_cell_follows_the_cell(monkeypatch, call):
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    assert plan(rc.Recurrent(rc.GRUCell, 3, 4), call) == rc.Backend("bptt", "GRUCell supplies step_backward")
+    assert plan(rc.Recurrent(rc.LayerNormLSTMCell, 3, 4), call) == "bptt"
+    assert plan(rc.Recurrent(ForwardOnly, 3, 4), call) == rc.Backend("autograd", "ForwardOnly has no step_backward")
+    lstm = plan(rc.Recurrent(rc.LSTMCell, 3, 4), call)  # a plain LSTMCell in a generic layer: the C++ loop too
+    assert lstm.native and lstm.reason == "LSTMCell supplies step_backward; time loop: the C++ loop (recurrent.native)"
+
+
+def test_forced_bptt_says_which_time_loop_runs_and_why(monkeypatch):
+    layer = rc.LSTM(3, 4)
+    machine(monkeypatch, onednn_bf16=True, native_loads=True)
+    assert plan(layer, PLAIN, "bptt").native and plan(layer, CPU_BF16, "bptt").native  # f32/f32, f32/bf16 built
+    assert plan(layer.double(), Call("cpu", F64, F64, None), "bptt").native
+    no_kernel = plan(layer.float(), Call("cpu", BF16, BF16, None), "bptt")  # bf16 states: no such kernel
+    assert not no_kernel.native and "time loop: Python (the C++ loop has no kernel for torch.bfloat16 states with " \
+                                      "torch.float32 products)" in no_kernel.reason
+    cuda = plan(layer, Call("cuda", F32, F32, None), "bptt")
+    assert not cuda.native and cuda.reason == "forced by backend='bptt'"
+    assert not plan(layer, Call("cpu", F32, None, None), "bptt").native  # h and c in different dtypes
+    machine(monkeypatch, onednn_bf16=True, native_loads=False)
+    python = plan(layer, PLAIN, "bptt")
+    assert not python.native and python.reason.startswith("forced by backend='bptt'; time loop: Python (native "
+                                                          "kernels: ")
+
+
+def test_forced_backends_stay_or_raise_saying_why(monkeypatch):
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    gru, generic = rc.GRU(3, 4), rc.Recurrent(ForwardOnly, 3, 4)
+    forced = plan(gru, CPU_BF16, "fused")
+    assert forced == "fused"  # forced: stays, and casts to bf16 itself
+    assert "run in bfloat16 by torch's own loop (oneDNN's bf16 kernels do not run" in forced.reason
+    assert plan(gru, CPU_BF16, "autograd") == rc.Backend("autograd", "forced by backend='autograd'")
+    with pytest.raises(ValueError, match="backend='fused' needs a built-in RNN/LSTM/GRU layer; ForwardOnly has no "
+                                         "fused kernel"):
+        plan(generic, None, "fused")
+    with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward; "
+                                         "ForwardOnly lacks project_input/step"):
+        plan(generic, PLAIN, "bptt")
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'bptt', 'autograd'\), got "
+                                         r"'cudnn'"):
+        plan(gru, None, "cudnn")
+
+
+def test_the_plan_before_any_call_loads_nothing(monkeypatch):
+    """Building a layer (and setting its backend) plans without an input, and never builds the native kernels."""
+    monkeypatch.setattr(native, "load", lambda: pytest.fail("native.load() called while planning"))
+    lstm = rc.LSTM(3, 4)
+    assert lstm.backend == "fused" and not lstm.backend.native
+    lstm.backend = "bptt"
+    assert "runs in C++ (recurrent.native, where it builds)" in lstm.backend.reason and not lstm.backend.native
+    lstm.backend = "auto"
+    assert lstm._backend_for(torch.zeros(1, 2, 3)) == "fused"  # a call without autocast: no need to ask either
+
+
+def test_call_of_reads_device_dtypes_and_autocast():
+    x = torch.zeros(2, 3, 4)
+    assert Call.of(x) == PLAIN and not Call.of(x).cpu_bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert Call.of(x) == CPU_BF16 and Call.of(x).cpu_bf16 and Call.of(x.bfloat16()).cpu_bf16
+        assert not Call.of(x.double()).cpu_bf16
+    state = rc.LSTMState(torch.zeros(1, 1, 2, 4, dtype=F64), torch.zeros(1, 1, 2, 4))
+    assert Call.of(x, state).state_dtype is None  # fields in different dtypes
+
+
+# --- generation's per-token step -------------------------------------------------------------------------------
+
+
+def lstm_stack(dtype=F32, cell=rc.LSTMCell):
+    cells = [cell(4, 8).to(dtype), cell(8, 8).to(dtype)]
+    return cells, cells[0].project_input(torch.randn(1, 5, 4, dtype=dtype))[0]  # table (V, G)
+
+
+STEP_TABLE = [  # (cells and table, products' dtype, native loads) -> (step, words in the reason)
+    (lstm_stack(), None, True, "native", "one native call per token up to batch 8"),
+    (lstm_stack(), BF16, True, "native", "one native call per token"),
+    (lstm_stack(), None, False, "python", "native kernels: "),
+    (lstm_stack(), torch.float16, True, "python", "the native step has no torch.float16 products"),
+    (lstm_stack(F64), None, True, "python", "the native step needs float32 weights on the CPU"),
+    (lstm_stack(cell=rc.GRUCell), None, True, "python", "the native step runs stacks of plain LSTMCells only"),
+    (([rc.Recurrent(ForwardOnly, 4, 8).cells[0][0]], None), None, True, "python", "layer 0's cell has no step"),
+]
+
+
+@pytest.mark.parametrize("stack, dtype, native_loads, name, words", STEP_TABLE)
+def test_generation_step(monkeypatch, stack, dtype, native_loads, name, words):
+    machine(monkeypatch, onednn_bf16=False, native_loads=native_loads)
+    step = choose_step(*stack, dtype)
+    assert (step.name, step.native) == (name, name == "native") and words in step.reason
+
+
+def imports(path: str) -> set[str]:
+    """The modules a file imports, and each `from m import name` as 'm.name'."""
+    found = set()
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("path", ["recurrent/layers.py", "recurrent/models/lm.py"])
+def test_layers_and_models_ask_only_the_plan(path):
+    """They import recurrent.backends, never recurrent.native or the probe."""
+    found = imports(path)
+    assert "recurrent.backends" in found
+    assert not [m for m in found if m.startswith(("recurrent.native", "recurrent.hardware"))]
