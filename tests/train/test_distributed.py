@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
+from toy_data import WORDS, conll, sentiment  # tests/train/toy_data.py
 
 from recurrent.checkpoint import load_checkpoint
 from recurrent.errors import UserError
@@ -23,7 +24,6 @@ from recurrent.train import distributed
 from recurrent.train.distributed import StandIn, World
 from recurrent.train.loop import flat_replace
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat"]
 STEPS = 6  # with classify's 41 examples in batches of 8: one epoch, whose last batch of 1 needs a stand-in
 
 
@@ -55,27 +55,6 @@ def test_the_lm_batch_must_split_evenly(tmp_path, monkeypatch):
 
 
 # --- two processes against one ------------------------------------------------------------------------------
-
-
-def sentiment(path, n, seed):
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = [rng.choice(WORDS) for _ in range(rng.randint(1, 5))] + [("good" if label == "pos" else "bad")]
-        lines.append(f"{label}\t{' '.join(words)}")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def conll(path, n, seed):
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(n):
-        tokens = [(w, "B-PER" if w == "anna" else "O") for w in (rng.choice(WORDS + ["anna"]) for _ in range(4))]
-        sentences.append("\n".join(f"{w} X X {t}" for w, t in tokens))
-    path.write_text("\n\n".join(sentences) + "\n")
-    return str(path)
 
 
 def task_config(tmp_path, name):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+from toy_data import WORDS, conll, sentiment  # tests/train/toy_data.py
 
 from recurrent.checkpoint import load_checkpoint
 from recurrent.errors import UserError
@@ -138,30 +139,6 @@ def test_flat_replace_routes_each_name_to_its_config():
 
 
 # --- bit-identical resume, for every task --------------------------------------------------------------------
-
-WORDS = ["the", "cat", "sat", "on", "a", "mat"]
-
-
-def sentiment(path, n, seed):
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n):
-        label = rng.choice(["pos", "neg"])
-        words = [rng.choice(WORDS) for _ in range(rng.randint(1, 5))] + [("good" if label == "pos" else "bad")]
-        lines.append(f"{label}\t{' '.join(words)}")
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
-
-
-def conll(path, n, seed):
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(n):
-        tokens = [(w, "B-PER" if w == "anna" else "O") for w in (rng.choice(WORDS + ["anna"]) for _ in range(4))]
-        sentences.append("\n".join(f"{w} X X {t}" for w, t in tokens))
-    path.write_text("\n\n".join(sentences) + "\n")
-    return str(path)
-
 
 def task_configs(tmp_path):
     """Each task's trainer and a config with dropout (so the RNG states matter) that runs in a second or two."""
