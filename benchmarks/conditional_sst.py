@@ -28,8 +28,10 @@ from recurrent.cli.evaluate_lm import score_sentences
 from recurrent.data.labelled import read_sst
 from recurrent.models.classifier import ClassifierConfig
 from recurrent.models.lm import LMConfig
-from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
-from recurrent.train.lm import TrainLMConfig, load_lm, train_lm
+from recurrent.inference.classify import evaluate_classifier, load_classifier
+from recurrent.inference.lm import load_lm
+from recurrent.train.classify import TrainClassifyConfig, train_classify
+from recurrent.train.lm import TrainLMConfig, train_lm
 from recurrent.train.loop import BEST, flat_replace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst"
@@ -56,7 +58,8 @@ def write_sentences(data: Path, out: Path) -> dict[str, tuple[Path, Path]]:
 
 def sample(run: Path, label: str | None, n: int, seed: int, temperature: float) -> list[list[str]]:
     """n sentences (token lists, each up to its <eos>, at most 50 words) from a run, for `label` (None: no label)."""
-    model, vocab = load_lm(run)
+    lm = load_lm(run)
+    model, vocab = lm.model, lm.vocab
     labels = json.loads((run / f"{BEST}.json").read_text())["labels"]
     condition = None if label is None else torch.tensor(labels.index(label))
     generator, sep, out = torch.Generator().manual_seed(seed), vocab.stoi["<eos>"], []
@@ -71,7 +74,8 @@ def sample(run: Path, label: str | None, n: int, seed: int, temperature: float) 
 
 
 def perplexity(run: Path, test: Path) -> float:
-    model, vocab = load_lm(run)
+    lm = load_lm(run)
+    model, vocab = lm.model, lm.vocab
     meta = json.loads((run / f"{BEST}.json").read_text())
     return score_sentences(model, vocab, meta, test, batch_size=64).perplexity
 

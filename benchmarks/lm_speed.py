@@ -12,6 +12,11 @@
 
 Rounds are interleaved and medians taken, since this machine is shared and noisy.
 
+At batch 1 a token reads every weight once: 12.6 MB in fp32 for the 2x512 model (half in bf16), so generation is
+bound by memory bandwidth. On a 2-vCPU AVX2-only EPYC VM the native step alone took 0.21 ms (60 GB/s over two
+cores; torch's own MKL mv reads 27 GB/s on one), generate 0.23-0.30 ms a token with sampling, against 3.4 ms for
+stepping nn.LSTM: 11.5-14.8x, short of 15x there; on the Zen 4 machine of the README's status table, 15-23x.
+
     python benchmarks/lm_speed.py [--rounds 5] [--tokens 300] [--threads N]
     RECURRENT_NATIVE_ISA=avx2 python benchmarks/lm_speed.py      # the native kernels built for AVX2+FMA only
 """

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recurrent.cli.evaluate_translate import score  # noqa: E402
 from recurrent.data.parallel import read_lines  # noqa: E402
 from recurrent.models.seq2seq import Seq2SeqConfig  # noqa: E402
-from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate  # noqa: E402
+from recurrent.inference.translate import load_translator  # noqa: E402
+from recurrent.train.translate import TrainTranslateConfig, train_translate  # noqa: E402
 from recurrent.train.loop import flat_replace
 
 DATA = Path("/work/shared/data/multi30k")

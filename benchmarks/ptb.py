@@ -15,7 +15,7 @@ from recurrent.data import read_text
 from recurrent.models import LMConfig
 from recurrent.train import TrainLMConfig, train_lm
 from recurrent.train.loop import flat_replace
-from recurrent.train.lm import evaluate_lm, load_lm
+from recurrent.inference.lm import load_lm
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb"
 
@@ -59,9 +59,9 @@ def main():
     start = time.monotonic()
     run_dir = train_lm(config)
     train_wall = time.monotonic() - start
-    model, vocab = load_lm(run_dir)
-    valid = evaluate_lm(model, vocab, read_text(files["valid"]), batch_size=1, bptt=100)
-    test = evaluate_lm(model, vocab, read_text(files["test"]), batch_size=1, bptt=100)
+    lm = load_lm(run_dir)
+    valid = lm.evaluate(read_text(files["valid"]), batch_size=1, bptt=100)
+    test = lm.evaluate(read_text(files["test"]), batch_size=1, bptt=100)
     print("| config | precision | valid perplexity | test perplexity | training wall (s) |\n|---|---|---:|---:|---:|")
     print(f"| {args.config} | {args.precision} | {valid.perplexity:.1f} | {test.perplexity:.1f} | {train_wall:.0f} |")
 

@@ -16,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from recurrent.models.classifier import ClassifierConfig
-from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
+from recurrent.inference.classify import evaluate_classifier, load_classifier
+from recurrent.train.classify import TrainClassifyConfig, train_classify
 from recurrent.train.loop import flat_replace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst"

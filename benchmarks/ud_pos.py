@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from recurrent.models.tagger import TaggerConfig
-from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
+from recurrent.inference.tag import evaluate_tagger, load_tagger
+from recurrent.train.tag import TrainTagConfig, train_tag
 from recurrent.train.loop import flat_replace
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ud_english_ewt"

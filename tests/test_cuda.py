@@ -32,12 +32,16 @@ from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.models.tree import TreeClassifier, batch_trees, encode_tree
 from recurrent.sampling import Sampler
-from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
-from recurrent.train.common import model_device, to_device
-from recurrent.train.lm import TrainLMConfig, evaluate_loss, load_lm, train_lm
+from recurrent.devices import model_device, to_device
+from recurrent.inference.classify import evaluate_classifier, load_classifier
+from recurrent.inference.lm import evaluate_loss, load_lm
+from recurrent.inference.tag import evaluate_tagger, load_tagger
+from recurrent.inference.translate import load_translator
+from recurrent.train.classify import TrainClassifyConfig, train_classify
+from recurrent.train.lm import TrainLMConfig, train_lm
 from recurrent.train.loop import flat_replace
-from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
-from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate
+from recurrent.train.tag import TrainTagConfig, train_tag
+from recurrent.train.translate import TrainTranslateConfig, train_translate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -357,12 +361,13 @@ def test_train_lm_on_cuda_follows_the_cpu_run_and_saves_cpu_tensors(no_tf32, tex
     for name in ("model", "last"):
         tensors, _ = load_checkpoint(gpu_run, name=name)
         assert {t.device.type for t in tensors.values()} == {"cpu"}
-    model, vocab = load_lm(gpu_run)  # a GPU run on the CPU
+    lm = load_lm(gpu_run)  # a GPU run on the CPU
+    model, vocab = lm.model, lm.vocab
     assert model_device(model).type == "cpu" and len(list(model.generate(torch.tensor([1]), 5))) == 5
-    model, _ = load_lm(gpu_run, "cuda")
+    model = load_lm(gpu_run, "cuda").model
     assert model_device(model).type == "cuda"
     assert evaluate_loss(model, vocab.encode(text.read_text())) == pytest.approx(
-        evaluate_loss(load_lm(gpu_run)[0], vocab.encode(text.read_text())), rel=1e-5)
+        evaluate_loss(load_lm(gpu_run).model, vocab.encode(text.read_text())), rel=1e-5)
 
 
 def test_train_lm_on_cuda_resumes_and_runs_bf16(text, tmp_path):

@@ -26,9 +26,9 @@ from recurrent.models.classifier import ClassifierOutput
 from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.models.tagger import SequenceTagger, TaggerConfig, TaggerOutput
 from recurrent.tasks.synthetic import SyntheticTask
-from recurrent.train.classify import Classifier, evaluate_items as evaluate_classifier_items, evaluation_items
-from recurrent.train.lm import evaluate_lm
-from recurrent.train.tag import Tagger, evaluate_items as evaluate_tagger_items, evaluation_items as tag_items
+from recurrent.inference.classify import Classifier, evaluate_items as evaluate_classifier_items, evaluation_items
+from recurrent.inference.lm import evaluate_lm
+from recurrent.inference.tag import Tagger, evaluate_items as evaluate_tagger_items, evaluation_items as tag_items
 from recurrent.unseen import Unseen
 
 

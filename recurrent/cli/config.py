@@ -55,7 +55,7 @@ def add_run_args(parser) -> None:
 
 def precision_from_args(args: argparse.Namespace) -> Precision:
     """The precision a run-the-model command uses on its --device (a bad device is a UserError first)."""
-    from recurrent.train.common import resolve_device
+    from recurrent.devices import resolve_device
 
     return choose_precision(args.precision, resolve_device(args.device))
 

@@ -18,7 +18,7 @@ from recurrent.diagnostics.activations import (hidden_activations, rank_units, r
                                                units_to_show)
 from recurrent.errors import UserError
 from recurrent.runs import read_task
-from recurrent.train.lm import load_lm
+from recurrent.inference.lm import load_lm
 
 
 def register(subparsers) -> None:
@@ -42,7 +42,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    model, vocab = load_lm(args.run)  # in eval mode: no dropout
+    lm = load_lm(args.run)  # in eval mode: no dropout
+    model, vocab = lm.model, lm.vocab
+    if model.config.num_conditions or model.config.condition_size:  # its forward needs the condition
+        raise UserError(f"{args.run} is a conditioned language model (trained with --condition); diagnose reads "
+                        "unconditioned ones")
     if vocab.level != "char":
         raise UserError(f"{args.run} is a {vocab.level}-level model; activations need a char-level model "
                         f"(one hidden state per character)")

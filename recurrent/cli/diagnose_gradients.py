@@ -27,7 +27,7 @@ from recurrent.diagnostics.gradients import (gradient_profile, judge, linear_pro
 from recurrent.diagnostics.weights import gate_saturation, recurrent_spectra, spectral_radius
 from recurrent.errors import UserError
 from recurrent.runs import read_task
-from recurrent.train.lm import load_lm
+from recurrent.inference.lm import load_lm
 
 # The cells whose weights and gates the diagnostics read: the built-in layers (torch.nn's parameters).
 CELLS = registry.Names(lambda: [name for name in registry.names() if registry.spec(name).layer is not None])
@@ -107,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_trained(args: argparse.Namespace) -> int:
     """Per-lag gradient norms of a trained language model's own loss, through its trained layers."""
-    model, vocab = load_lm(args.run)  # in eval mode: no dropout
+    lm = load_lm(args.run)  # in eval mode: no dropout
+    model, vocab = lm.model, lm.vocab
+    if model.config.num_conditions or model.config.condition_size:  # its forward needs the condition
+        raise UserError(f"{args.run} is a conditioned language model (trained with --condition); diagnose reads "
+                        "unconditioned ones")
     tokens, source = _lm_windows(args, vocab)  # (B, warmup + T + 1)
     W, T = args.warmup, args.seq_len
     with torch.no_grad():

@@ -15,7 +15,7 @@ from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
 from recurrent.registry import TASKS
 from recurrent.runs import read_task
-from recurrent.train.common import resolve_device
+from recurrent.devices import resolve_device
 
 
 

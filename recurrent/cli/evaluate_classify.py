@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from recurrent.errors import UserError
-from recurrent.train.classify import evaluate_classifier, load_classifier
-from recurrent.train.supervised import format_confusion
+from recurrent.inference.classify import evaluate_classifier, load_classifier
+from recurrent.inference.common import format_confusion
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from recurrent.data import read_text
 from recurrent.errors import UserError
 from recurrent.train.conditional import encode, read_sentences, sentence_loss
-from recurrent.train.lm import LMScore, count_unseen, evaluate_lm, load_lm
-from recurrent.train.loop import BEST
+from recurrent.inference.common import BEST
+from recurrent.inference.lm import LMScore, count_unseen, load_lm
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -25,14 +25,14 @@ def evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluating a language model needs --data FILE")
     if args.batch_size < 1 or args.bptt < 1:
         raise UserError(f"--batch-size and --bptt must be >= 1, got {args.batch_size} and {args.bptt}")
-    model, vocab = load_lm(args.run, args.device)
+    lm = load_lm(args.run, args.device)
     meta = json.loads((Path(args.run) / f"{BEST}.json").read_text(encoding="utf-8"))
     if meta.get("sentences") is not None:
-        score = score_sentences(model, vocab, meta, args.data, args.condition, args.batch_size)
+        score = score_sentences(lm.model, lm.vocab, meta, args.data, args.condition, args.batch_size)
     elif args.condition is not None:
         raise UserError(f"--condition gives the features of a run trained with --condition FILE; {args.run} is not")
     else:
-        score = evaluate_lm(model, vocab, read_text(args.data), args.batch_size, args.bptt)
+        score = lm.evaluate(read_text(args.data), args.batch_size, args.bptt)
     print(f"{args.name} {score}")
     print(f"{args.name} {score.unseen}")
     return 0

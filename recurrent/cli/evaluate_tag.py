@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 
 from recurrent.errors import UserError
-from recurrent.train.supervised import format_confusion
-from recurrent.train.tag import evaluate_tagger, load_tagger
+from recurrent.inference.common import format_confusion
+from recurrent.inference.tag import evaluate_tagger, load_tagger
 
 
 def evaluate(args: argparse.Namespace) -> int:

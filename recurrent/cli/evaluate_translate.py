@@ -16,7 +16,7 @@ import sacrebleu
 
 from recurrent.data.parallel import read_lines
 from recurrent.errors import UserError
-from recurrent.train.translate import load_translator
+from recurrent.inference.translate import load_translator
 
 
 def evaluate(args: argparse.Namespace) -> int:

@@ -32,12 +32,12 @@ import torch
 
 from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.data import read_text
+from recurrent.data.features import read_features
 from recurrent.data.text import EOS, UNK
 from recurrent.decoding import lm_beam_search
 from recurrent.errors import UserError
-from recurrent.train.conditional import read_features
-from recurrent.train.lm import count_unseen, load_lm
-from recurrent.train.loop import BEST
+from recurrent.inference.common import BEST
+from recurrent.inference.lm import count_unseen, load_lm
 
 REPLACEMENT = "\ufffd"  # how a char model's <unk> prints: one character, as any other
 
@@ -68,7 +68,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     _check(args)
     precision = precision_from_args(args)
-    model, vocab = load_lm(args.run, args.device)
+    lm = load_lm(args.run, args.device)
+    model, vocab = lm.model, lm.vocab
     meta = json.loads((Path(args.run) / f"{BEST}.json").read_text(encoding="utf-8"))
     condition = _condition(args, model, meta.get("labels"))
     sentences = meta.get("sentences") is not None  # trained one sentence at a time: write one

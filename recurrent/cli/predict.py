@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 def classify(args: argparse.Namespace, lines: list[str]) -> None:
     """One label per line (a tree model reads one bracketed tree per line)."""
-    from recurrent.train.classify import load_classifier
+    from recurrent.inference.classify import load_classifier
 
     sentences = [line.split() for line in lines]
     kept = [s for s in sentences if s]
@@ -68,7 +68,7 @@ def classify(args: argparse.Namespace, lines: list[str]) -> None:
 
 def tag(args: argparse.Namespace, lines: list[str]) -> None:
     """token/TAG pairs per line."""
-    from recurrent.train.tag import load_tagger
+    from recurrent.inference.tag import load_tagger
 
     sentences = [line.split() for line in lines]
     kept = [s for s in sentences if s]

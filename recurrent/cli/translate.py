@@ -15,7 +15,7 @@ import torch
 
 from recurrent.cli.config import add_run_args, precision_from_args
 from recurrent.errors import UserError
-from recurrent.train.translate import load_translator
+from recurrent.inference.translate import load_translator
 
 
 def register(subparsers) -> None:

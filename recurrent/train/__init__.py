@@ -1,4 +1,5 @@
-"""Trainers. `train_lm(TrainLMConfig(...)) -> run_dir` trains a language model; `load_lm` and `evaluate_lm` use it."""
-from recurrent.train.lm import LMScore, TrainLMConfig, evaluate_lm, load_lm, train_lm
+"""Trainers. `train_lm(TrainLMConfig(...)) -> run_dir` trains a language model; recurrent.inference.lm loads and
+scores it (`load_lm(run_dir).evaluate(text)`)."""
+from recurrent.train.lm import TrainLMConfig, train_lm
 
-__all__ = ["TrainLMConfig", "train_lm", "load_lm", "evaluate_lm", "LMScore"]
+__all__ = ["TrainLMConfig", "train_lm"]

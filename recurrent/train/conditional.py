@@ -11,42 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from recurrent.data import Vocab, read_text
 from recurrent.data.buckets import bucket_batches
+from recurrent.data.features import read_features
 from recurrent.data.text import Corpus
 from recurrent.errors import UserError
 from recurrent.models.lm import LanguageModel
+from recurrent.train import distributed
 from recurrent.train.common import model_device, to_device
 from recurrent.train.lm import _build_vocab
-
-
-def read_features(path, width: int = 0) -> np.ndarray:
-    """An (N, F) .npy array, or a CSV of N rows of F numbers -> float32 (N, F). Errors name file:row (from 1): a
-    value that is not a number or not finite, a row whose width is not `width` (0: the first row's)."""
-    if str(path).endswith(".npy"):
-        try:
-            rows = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read an .npy array: {e}") from None
-        if rows.ndim != 2:
-            raise UserError(f"{path}: expected an (N, F) array, got shape {rows.shape}")
-    else:
-        rows = [text.split(",") for text in read_text(path).splitlines()]
-    width = width or len(rows[0])
-    for line, row in enumerate(rows, 1):
-        try:
-            row = np.asarray(row, dtype=np.float32)
-        except ValueError:
-            raise UserError(f"{path}:{line}: expected comma-separated numbers, got {','.join(row)[:60]!r}") from None
-        if len(row) != width:
-            raise UserError(f"{path}:{line}: {len(row)} features, expected {width}")
-        if not np.isfinite(row).all():
-            raise UserError(f"{path}:{line}: a feature is not finite (NaN or inf)")
-    return np.asarray(rows, dtype=np.float32)
 
 
 def read_sentences(path, kind: str, features=None, width: int = 0) -> tuple[list[str], list | None]:
@@ -134,10 +110,11 @@ class ConditionalTask:
         return -(-len(self.train) // self.config.batch_size)
 
     def batches(self, epoch: int):
-        """Padded batches of similar-length sentences, shuffled by the epoch's own generator (for --resume)."""
-        shuffle = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
+        """Padded batches of similar-length sentences, shuffled by the epoch's own generator (for --resume); with
+        several processes, this one's rows of each (recurrent/train/distributed.py)."""
+        shuffle, world = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch), distributed.world()
         order = bucket_batches([len(ids) for ids, _ in self.train], self.config.batch_size, shuffle)
-        return (collate([self.train[i] for i in batch]) for batch in order)
+        return (world.share(len(b), lambda rows, b=b: collate([self.train[i] for i in b[rows]])) for b in order)
 
     def step(self, model: LanguageModel, batch: tuple, carry):
         x, y, c = batch  # (B, T), (B, T), and (B,) or (B, F) or None
@@ -145,6 +122,8 @@ class ConditionalTask:
 
     def count(self, batch: tuple) -> int:
         return int((batch[1] != -100).sum())
+
+    weight = count  # the loss is a mean over the scored tokens: a process's share of the gradient weighs as many
 
     def evaluate(self, model: LanguageModel) -> dict:
         return {"val_loss": sentence_loss(model, self.valid, self.config.eval_batch_size)}

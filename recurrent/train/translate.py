@@ -1,10 +1,11 @@
-"""Train an encoder-decoder translation model on parallel text, or on a synthetic task.
+"""Train an encoder-decoder translation model on parallel text, or on a synthetic task; recurrent/inference/
+translate.py loads and runs it.
 
 Key: B batch, S source length, T target length, V vocabulary.
 
     run_dir = train_translate(TrainTranslateConfig(src="train.de", tgt="train.en", valid_src="val.de",
                                                    valid_tgt="val.en", training=translate_training(out="runs/de-en")))
-    translator = load_translator(run_dir)
+    translator = load_translator(run_dir)                                 # recurrent.inference.translate
     translator.translate(["Ein Mann fährt Fahrrad."], beam_size=5)        # ["A man rides a bike."]
 
 The run folder is the training loop's (recurrent/train/loop.py); model.json holds the model config, both
@@ -22,20 +23,15 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
-from recurrent.checkpoint import load_checkpoint
 from recurrent.data.parallel import (KINDS, PAD_ID, Batch, ReadReport, TextCodec, bucket_batches, encode_pairs,
                                      read_parallel)
-from recurrent.decoding import Hypothesis, beam_search, greedy_search
 from recurrent.errors import UserError
+from recurrent.inference.translate import evaluate_loss
 from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from recurrent.tasks.synthetic import TASKS, SyntheticTask
 from recurrent.train import distributed
-from recurrent.train.common import model_device, resolve_device, to_device
 from recurrent.train.loop import TrainConfig, train
-
-BEST = "model"
 
 
 @dataclass
@@ -194,93 +190,3 @@ def train_translate(config: TrainTranslateConfig) -> Path:
     """Train as `config` says (recurrent.train.loop does the training); return the run folder."""
     config.validate()
     return train(lambda resumed: TranslateTask(config), config.training, asdict(config))
-
-
-@torch.no_grad()
-def evaluate_loss(model: Seq2Seq, pairs, batch_size: int = 128) -> float:
-    """Mean cross-entropy in nats per target token (</s> included, padding excluded), teacher-forced, no dropout,
-    on the model's device."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in bucket_batches(pairs, batch_size):
-        batch = to_device(batch, model_device(model))
-        out = model(batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out)
-        n = int((batch.tgt_out != PAD_ID).sum())
-        total, count = total + out.loss.item() * n, count + n
-    model.train(was_training)
-    return total / count
-
-
-# --- using a trained model ----------------------------------------------------------------------------------
-
-
-class Translation(NamedTuple):
-    text: str  # detokenised output
-    hypothesis: Hypothesis  # ids, score, attention (output step x source token)
-    src_tokens: list[str]  # the source as the model saw it (after lowercasing, tokenisation, truncation)
-
-
-@dataclass
-class Translator:
-    """A trained model with its vocabularies: text in, text out."""
-
-    model: Seq2Seq
-    src_codec: TextCodec
-    tgt_codec: TextCodec
-    max_len: int
-    lowercase: bool = False  # trained on lowercased text: score case-insensitively
-    truncated: int = 0  # source sentences cut to max_len so far
-
-    def translate(self, lines: list[str], beam_size: int = 1, batch_size: int = 64, alpha: float = 1.0,
-                  progress: bool = False) -> list[Translation]:
-        """One Translation per line, in order. An empty line gives an empty translation. beam_size 1: greedy."""
-        ids = self.src_codec.encode_batch(lines)
-        self.truncated += sum(len(s) > self.max_len for s in ids)
-        ids = [s[: self.max_len] for s in ids]
-        order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: -len(ids[i]))  # bucket by length
-        results: list[Translation | None] = [None] * len(ids)
-        bar = tqdm(total=len(order), disable=not progress, desc="translate", unit="sent", file=sys.stderr)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            src = torch.nn.utils.rnn.pad_sequence([torch.tensor(ids[i]) for i in idx], batch_first=True,
-                                                  padding_value=PAD_ID)  # (B, S)
-            lengths = torch.tensor([len(ids[i]) for i in idx])
-            src = src.to(model_device(self.model))  # (the lengths may stay on the CPU: the search moves them)
-            if beam_size == 1:
-                hyps = greedy_search(self.model, src, lengths, alpha=alpha)
-            else:
-                hyps = beam_search(self.model, src, lengths, beam_size, alpha=alpha)
-            for i, h in zip(idx, hyps):
-                results[i] = Translation(self.tgt_codec.decode(h.tokens), h, self._tokens(ids[i]))
-            bar.update(len(idx))
-        bar.close()
-        empty = Hypothesis([], 0.0, 0.0, None)
-        return [r if r is not None else Translation("", empty, []) for r in results]
-
-    def _tokens(self, ids: list[int]) -> list[str]:
-        return [self.src_codec.tokenizer.id_to_token(i) for i in ids]
-
-    def target_tokens(self, ids: list[int]) -> list[str]:
-        return [self.tgt_codec.tokenizer.id_to_token(i) for i in ids]
-
-    def perplexity(self, src_lines: list[str], tgt_lines: list[str], batch_size: int = 128) -> float:
-        """exp(nats per target token), teacher-forced on the references; empty pairs skipped."""
-        pairs = [(s, t) for s, t in zip(src_lines, tgt_lines) if s.strip() and t.strip()]
-        encoded = encode_pairs(pairs, self.src_codec, self.tgt_codec, self.max_len)
-        if not encoded:
-            raise UserError("no sentence pairs to score")
-        return math.exp(evaluate_loss(self.model, encoded, batch_size))
-
-
-def load_translator(run_dir, device: str = "cpu") -> Translator:
-    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
-    device = resolve_device(device)
-    tensors, meta = load_checkpoint(run_dir, name=BEST)
-    if "src_vocab" not in meta or "tgt_vocab" not in meta:
-        raise UserError(f"{run_dir} does not hold a translation model checkpoint (no vocabularies)")
-    model = Seq2Seq(Seq2SeqConfig(**meta["model"]))
-    model.load_state_dict(tensors)
-    model.to(device).eval()
-    return Translator(model, TextCodec.from_json(meta["src_vocab"]), TextCodec.from_json(meta["tgt_vocab"]),
-                      meta["max_len"], meta.get("lowercase", False))

@@ -13,7 +13,7 @@ from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import (is_iob, parse_tree, read_conll, read_conllu, read_sst, read_tabular,
                                      to_bio)
 from recurrent.errors import UserError
-from recurrent.train.tag import entity_scores
+from recurrent.inference.tag import entity_scores
 
 DATA = Path("/work/shared/data")
 

@@ -15,7 +15,8 @@ from recurrent.checkpoint import load_checkpoint
 from recurrent.cli.main import main
 from recurrent.errors import UserError
 from recurrent.models.lm import LanguageModel, LMConfig
-from recurrent.train.lm import TrainLMConfig, load_lm, train_lm
+from recurrent.inference.lm import load_lm
+from recurrent.train.lm import TrainLMConfig, train_lm
 from recurrent.train.loop import flat_replace
 
 WORDS = {"a": ["x", "y"], "b": ["p", "q"]}
@@ -79,17 +80,20 @@ def share(sentences: list[list[str]], label: str) -> float:
 
 
 def test_the_conditioned_model_writes_the_labels_words_and_the_baseline_cannot(runs):
-    model, vocab = load_lm(runs["label"])
+    lm = load_lm(runs["label"])
+    model, vocab = lm.model, lm.vocab
     for label in "ab":
         assert share(samples(model, vocab, torch.tensor("ab".index(label))), label) >= 0.95
-    baseline, vocab = load_lm(runs["none"])
+    lm = load_lm(runs["none"])
+    baseline, vocab = lm.model, lm.vocab
     assert not baseline.conditioned
     written = samples(baseline, vocab, None)  # the same samples, whichever label is asked for: chance
     assert 0.25 <= share(written, "a") <= 0.75 and 0.25 <= share(written, "b") <= 0.75
 
 
 def test_the_feature_vector_model_trains_and_generates(runs, data):
-    model, vocab = load_lm(runs["vector"])
+    lm = load_lm(runs["vector"])
+    model, vocab = lm.model, lm.vocab
     assert model.config.condition_size == 4 and model.config.condition_every_step
     for label in "ab":
         assert share(samples(model, vocab, torch.tensor(FEATURES[label]), n=20), label) >= 0.9
@@ -189,6 +193,11 @@ def test_cli_label_run_trains_generates_and_evaluates(data, tmp_path, capsys):
     assert main(["generate", run]) == 2 and "must be one of ['a', 'b']" in capsys.readouterr().err
     assert main(["evaluate", run, "--data", str(data / "dev.tsv")]) == 0
     assert re.search(r"^test perplexity \d+\.\d$", capsys.readouterr().out, re.M)
+    text = tmp_path / "text.txt"
+    text.write_text("x y p q\n")
+    for command in (["diagnose", "activations", run, "--text", str(text)], ["diagnose", "gradients", run]):
+        assert main(command) == 2  # a one-line error, not a traceback from a forward without its condition
+        assert "is a conditioned language model" in capsys.readouterr().err
 
 
 def test_cli_vector_run_generates_from_a_vector_or_a_row(data, tmp_path, capsys):

@@ -80,6 +80,14 @@ def task_config(tmp_path, name):
             TrainClassifyConfig(model=ClassifierConfig(embedding_size=8, hidden_size=8, dropout=0.0)),
             train=sentiment(tmp_path / "train.tsv", 41, 0), valid=sentiment(tmp_path / "dev.tsv", 10, 1),
             batch_size=8, epochs=1, **common)
+    if name == "conditional":  # one sentence per line, its label setting the initial state; batch 7: uneven shares
+        train, valid = tmp_path / "train.tsv", tmp_path / "valid.tsv"
+        for path, n in ((train, 30), (valid, 8)):
+            rng = random.Random(n)
+            path.write_text("".join(f"{label}\t{' '.join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))}\n"
+                                    for label in (rng.choice("ab") for _ in range(n))))
+        return train_lm, flat_replace(TrainLMConfig(model=LMConfig(hidden_size=12, dropout=0.0)), train=str(train),
+                                      valid=str(valid), level="word", condition="label", batch_size=7, **common)
     if name == "tag":
         return train_tag, flat_replace(
             TrainTagConfig(model=TaggerConfig(embedding_size=8, hidden_size=8, dropout=0.0, char_encoder="lstm")),
@@ -130,7 +138,7 @@ def records(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", ["lm", "classify", "tag", "translate"])
+@pytest.mark.parametrize("name", ["lm", "classify", "tag", "translate", "conditional"])
 def test_two_processes_train_as_one_and_resume(tmp_path, name):
     """Two processes with the global batch split between them == one process with the whole batch, STEPS steps
     straight, and STEPS // 2 steps, stop, --resume to STEPS in two processes or in one. Rank 1 never makes its

@@ -13,9 +13,9 @@ from recurrent.checkpoint import load_checkpoint
 from recurrent.data import Vocab
 from recurrent.errors import UserError
 from recurrent.models.lm import LanguageModel, LMConfig
-from recurrent.train import TrainLMConfig, evaluate_lm, load_lm, train_lm
+from recurrent.inference.lm import evaluate_loss, load_lm
+from recurrent.train import TrainLMConfig, train_lm
 from recurrent.train.common import ClipStats, Schedule
-from recurrent.train.lm import evaluate_loss
 from recurrent.train.loop import flat_replace
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -55,7 +55,8 @@ def test_run_folder_holds_metrics_plot_config_and_checkpoint(run):
 
 
 def test_training_lowers_valid_loss_below_the_untrained_model(run, corpus):
-    model, vocab = load_lm(run)
+    lm = load_lm(run)
+    model, vocab = lm.model, lm.vocab
     untrained = LanguageModel(model.config)
     text = corpus.read_text(encoding="utf-8")
     valid = vocab.encode(text[int(len(text) * 0.9):])
@@ -66,7 +67,8 @@ def test_training_lowers_valid_loss_below_the_untrained_model(run, corpus):
 
 def test_load_lm_round_trips_weights_and_vocabulary(run):
     tensors, meta = load_checkpoint(run)
-    model, vocab = load_lm(run)
+    lm = load_lm(run)
+    model, vocab = lm.model, lm.vocab
     assert vocab == Vocab.from_dict(meta["vocab"]) and not model.training
     fresh = LanguageModel(LMConfig(**meta["model"]))
     fresh.load_state_dict(tensors)
@@ -75,8 +77,8 @@ def test_load_lm_round_trips_weights_and_vocabulary(run):
 
 
 def test_evaluate_lm_spells_out_the_metric(run):
-    model, vocab = load_lm(run)
-    score = evaluate_lm(model, vocab, "the cat sat on a mat\n" * 5)
+    lm = load_lm(run)
+    score = lm.evaluate("the cat sat on a mat\n" * 5)
     assert str(score) == f"bits/char {score.nats_per_token / math.log(2):.3f}"
     assert score.perplexity == pytest.approx(math.exp(score.nats_per_token))
     assert str(score._replace(level="word")).startswith("perplexity ")
@@ -147,7 +149,7 @@ def test_clip_stats_count_clipped_steps_and_keep_pre_clip_norms():
 
 def test_word_level_run_reports_perplexity(corpus, tmp_path):
     run = train_lm(tiny(corpus, tmp_path / "words", level="word", bptt=4, batch_size=4, max_steps=2))
-    model, vocab = load_lm(run)
-    assert vocab.level == "word" and "<eos>" in vocab.stoi
-    score = evaluate_lm(model, vocab, "the cat sat on a mat\n" * 5)
+    lm = load_lm(run)
+    assert lm.vocab.level == "word" and "<eos>" in lm.vocab.stoi
+    score = lm.evaluate("the cat sat on a mat\n" * 5)
     assert str(score) == f"perplexity {math.exp(score.nats_per_token):.1f}"

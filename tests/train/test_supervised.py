@@ -12,9 +12,12 @@ from recurrent.embeddings import load_embeddings
 from recurrent.errors import UserError
 from recurrent.models.classifier import ClassifierConfig
 from recurrent.models.tagger import TaggerConfig
-from recurrent.train.classify import TrainClassifyConfig, evaluate_classifier, load_classifier, train_classify
-from recurrent.train.supervised import confusion_matrix, macro_f1, replace_singletons, singleton_ids
-from recurrent.train.tag import TrainTagConfig, evaluate_tagger, load_tagger, train_tag
+from recurrent.inference.classify import evaluate_classifier, load_classifier
+from recurrent.inference.common import confusion_matrix, macro_f1
+from recurrent.inference.tag import evaluate_tagger, load_tagger
+from recurrent.train.classify import TrainClassifyConfig, train_classify
+from recurrent.train.supervised import replace_singletons, singleton_ids
+from recurrent.train.tag import TrainTagConfig, train_tag
 from recurrent.train.loop import flat_replace
 
 
@@ -161,7 +164,8 @@ def test_tree_classifier_learns_sst2_from_trees(tmp_path, phrases):
 def test_tree_training_items_keep_neutral_sentences_only_for_their_phrases(tmp_path):
     from recurrent.data.labelled import SST2, read_sst
     from recurrent.models.tree import NO_LABEL, TreeClassifier
-    from recurrent.train.classify import Classifier, encode_training_trees
+    from recurrent.inference.classify import Classifier
+    from recurrent.train.classify import encode_training_trees
 
     path = tmp_path / "t.txt"
     path.write_text("(2 (2 a) (4 good))\n(0 (0 bad) (2 film))\n")

@@ -8,7 +8,8 @@ import pytest
 
 from recurrent.errors import UserError
 from recurrent.models.seq2seq import Seq2SeqConfig
-from recurrent.train.translate import TrainTranslateConfig, load_translator, train_translate
+from recurrent.inference.translate import load_translator
+from recurrent.train.translate import TrainTranslateConfig, train_translate
 from recurrent.train.loop import flat_replace
 
 
