@@ -95,4 +95,15 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
     recurrent train translate --src train.de --tgt train.en --valid-src val.de --valid-tgt val.en --out runs/de-en
     recurrent train translate --task reverse --out runs/reverse --max-steps 300 --hidden-size 64
     recurrent train translate --config de-en.toml --attention dot          # flags win over the file"""),
+    TaskSpec(
+        "memory", "train a cell on a long-range memory task: the adding problem or copy memory",
+        "recurrent.tasks.memory:train_memory", "recurrent.tasks.memory:TrainMemoryConfig",
+        "recurrent.tasks.memory:MemoryModelConfig", frozenset(),
+        lambda best: (f"best valid loss {best['val_loss']:.4f} (baseline {best['baseline']:.4f}) at step "
+                      f"{best['step']}"),
+        aliases={"--task": ("problem", "adding or copy (TOML key: problem)")},
+        examples="""\
+    recurrent train memory --task adding --seq-len 100 --cell lstm --out runs/adding     # 120 s; baseline 0.167
+    recurrent train memory --task copy --seq-len 100 --cell gru --max-steps 5000
+    recurrent bench memory --task adding --seq-len 100 --cells rnn,lstm                  # the same, cell by cell"""),
 ]}

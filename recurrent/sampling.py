@@ -1,6 +1,8 @@
 """Choosing the next token from logits: greedy, temperature, top-k and top-p (nucleus) sampling."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,8 +33,8 @@ class Sampler:
 
     def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
                  generator: torch.Generator | None = None, block: int = 256):
-        if not greedy and temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (use greedy for argmax), got {temperature}")
+        if not greedy and not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be > 0 and finite (use greedy for argmax), got {temperature}")
         if top_k < 0 or not 0.0 < top_p <= 1.0:
             raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
         self.temperature, self.top_k, self.top_p, self.greedy = temperature, top_k, top_p, greedy

@@ -95,14 +95,8 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where)
     save_checkpoint(tmp_path, old, {"step": 1})
     if where == "replace":
         monkeypatch.setattr(ckpt.os, "replace", fail_on_call(1, os.replace))
-    elif where == "safetensors_writer":
-        def half_written(tensors, filename, *args, **kwargs):  # a crash mid-write: a partial file exists
-            with open(filename, "wb") as f:
-                f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"w\":")
-            raise OSError("disk on fire")
-        monkeypatch.setattr(ckpt, "save_file", half_written)
-    else:
-        monkeypatch.setattr(ckpt.Path, "write_text", fail_on_call(1, ckpt.Path.write_text))
+    else:  # a crash mid-write of the tensors' (or the JSON's) temporary file, once its bytes are in it
+        monkeypatch.setattr(ckpt.os, "fsync", fail_on_call(1 if where == "safetensors_writer" else 2, os.fsync))
     with pytest.raises(OSError, match="disk on fire"):
         save_checkpoint(tmp_path, {"w": torch.zeros(4), "new": torch.ones(1)}, {"step": 2})
     tensors, meta = load_checkpoint(tmp_path)
@@ -171,9 +165,29 @@ def test_missing_checkpoint_names_what_was_looked_for(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'x.safetensors'} does not exist")):
         load_checkpoint(tmp_path / "x.safetensors")
-    save_checkpoint(tmp_path, {"w": torch.ones(1)}, {})
-    (tmp_path / "model.json").unlink()
+    from safetensors.torch import save_file
+    save_file({"w": torch.ones(1)}, tmp_path / "model.safetensors")  # tensors alone, not saved by recurrent
     with pytest.raises(UserError, match=re.escape(f"{tmp_path / 'model.json'} is missing")):
+        load_checkpoint(tmp_path)
+
+
+def test_a_save_interrupted_between_its_two_renames_loads_the_newest_consistent_save(tmp_path):
+    """save_checkpoint renames the tensors file, then the JSON. A kill between the two leaves the new tensors
+    beside the old JSON (or, on a first save, no JSON): the tensors file holds its own meta, which is used."""
+    save_checkpoint(tmp_path, {"w": torch.zeros(2)}, {"step": 1})
+    old_json = (tmp_path / "model.json").read_text()
+    save_checkpoint(tmp_path, {"w": torch.ones(2)}, {"step": 2})
+    (tmp_path / "model.json").write_text(old_json)  # the kill
+    with pytest.warns(UserWarning, match="a save was interrupted between its two files"):
+        tensors, meta = load_checkpoint(tmp_path)
+    assert meta == {"step": 2} and tensors["w"].equal(torch.ones(2))
+    (tmp_path / "model.json").unlink()  # a first save, killed before its JSON
+    with pytest.warns(UserWarning, match="model.json is missing"):
+        assert load_checkpoint(tmp_path)[1] == {"step": 2}
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[-1] ^= 0x40  # damaged data: the tensors file's own checksum fails too, and nothing is trusted
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="model.json is missing"):
         load_checkpoint(tmp_path)
 
 
@@ -196,6 +210,9 @@ def test_truncated_safetensors(tmp_path):
     save_checkpoint(tmp_path, {"w": torch.randn(100)}, {})
     data = (tmp_path / "model.safetensors").read_bytes()
     (tmp_path / "model.safetensors").write_bytes(data[:-50])
+    with pytest.raises(UserError, match="its checksum differs"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "model.json").write_text("{}")  # saved before checksums: safetensors itself finds the damage
     with pytest.raises(UserError, match="is not a valid safetensors file"):
         load_checkpoint(tmp_path)
 

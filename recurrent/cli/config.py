@@ -5,20 +5,24 @@ booleans become `--flag / --no-flag`; help text comes from `field(metadata={"hel
 
 Train commands (`add_train_args` / `train_config_from_args`) take a trainer config with a nested model
 config, and `--config FILE.toml` whose keys are the same field names: dataclass defaults, then the file,
-then the flags actually given, which always win.
+then the flags actually given, which always win. Every config built here is checked by recurrent/validation.py
+(types and ranges from the fields' metadata); errors name the flag (`--weight-decay`) or the file and key.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tomllib
 import typing
+from pathlib import Path
 
 import torch
 
 from recurrent.errors import UserError
 from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, Precision, choose as choose_precision
 from recurrent.train.loop import flat_replace
+from recurrent.validation import check
 
 _NOT_FIELDS = {"config", "func", "command", "subcommand", "threads", "spec"}
 
@@ -53,6 +57,19 @@ def add_run_args(parser) -> None:
                         help="short for --precision bf16")
 
 
+def check_output(flag: str, path, suffix: str) -> None:
+    """UserError unless `path` can take the file a command writes: a name ending in `suffix` (matplotlib would
+    add ".png" to a name without one, and write somewhere else), in an existing folder this user may write to."""
+    path = Path(path)
+    if path.suffix.lower() != suffix or path.is_dir():
+        raise UserError(f"{flag} must be a {suffix} file name, got {str(path)!r}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{flag} {str(path)!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"{flag} {str(path)!r}: cannot write there (permission denied)")
+
+
 def precision_from_args(args: argparse.Namespace) -> Precision:
     """The precision a run-the-model command uses on its --device (a bad device is a UserError first)."""
     from recurrent.devices import resolve_device
@@ -61,8 +78,16 @@ def precision_from_args(args: argparse.Namespace) -> Precision:
 
 
 def config_from_args(config_class: type, args: argparse.Namespace, **overrides):
+    """The config of a command whose flags are one dataclass's fields, checked (errors name the flag)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)}
-    return config_class(**{**values, **overrides})
+    config = config_class(**{**values, **overrides})
+    check(config, name=flag_name)
+    return config
+
+
+def flag_name(field_name: str) -> str:
+    """hidden_size -> --hidden-size"""
+    return f"--{field_name.replace('_', '-')}"
 
 
 def add_train_args(parser, train_class: type, model_class: type, derived: set[str],
@@ -84,26 +109,41 @@ def add_train_args(parser, train_class: type, model_class: type, derived: set[st
     add_config_args(parser.add_argument_group("model"), model_class, derived, True)
 
 
-def train_config_from_args(args: argparse.Namespace, train_class: type, model_class: type, derived: set[str]):
+def train_config_from_args(args: argparse.Namespace, train_class: type, model_class: type, derived: set[str],
+                           aliases: dict[str, str] | None = None):
     """Dataclass defaults (the task's, its training loop's and its model's), then the TOML file, then the flags
-    given on the command line. Applies --threads."""
+    given on the command line, checked by recurrent.validation. Applies --threads. `aliases`: field -> the flag
+    that sets it, where the two differ (translate's --task sets `synthetic`)."""
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    values = read_toml(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k not in _NOT_FIELDS})
+    toml = read_toml(args.config) if args.config else {}
+    tables = [k for k, v in toml.items() if isinstance(v, dict)]
+    if tables:
+        raise UserError(f"{args.config}: [{tables[0]}] is a table; keys are the flags' field names, flat, as in "
+                        f"hidden_size = 256")
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS}
+    values = {**toml, **flags}
     derived = derived - _field_names(train_class)  # a task field of the same name is not derived (LM vocab_size)
     given_derived = sorted(set(values) & derived)
     if given_derived:
         raise UserError(f"{args.config}: {given_derived} come from the data; leave them out")
     try:
-        return flat_replace(train_class(), **values)
+        config = flat_replace(train_class(), **values)
     except TypeError as e:
         message = str(e)
         if "has no field" in message:
             message += "; use the flags' field names, e.g. hidden_size"
         raise UserError(f"{args.config or 'the command line'}: {message}") from None
+
+    def name(field: str) -> str:  # where the value came from: a flag, the TOML file, or a default
+        if field in flags:
+            return (aliases or {}).get(field, flag_name(field))
+        return f"{args.config}: {field}" if field in toml else field
+
+    check(config, name=name)
+    return config
 
 
 def _field_names(config_class: type) -> set[str]:

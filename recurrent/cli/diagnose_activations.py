@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recurrent.cli.config import check_output
 from recurrent.data import read_text
 from recurrent.diagnostics.activations import (hidden_activations, rank_units, render_page, text_features,
                                                units_to_show)
 from recurrent.errors import UserError
-from recurrent.runs import read_task
 from recurrent.inference.lm import load_lm
+from recurrent.runs import read_task
+from recurrent.validation import at_least, flag
 
 
 def register(subparsers) -> None:
@@ -28,11 +30,13 @@ def register(subparsers) -> None:
     p.add_argument("run", metavar="RUN", help="a char-level run folder written by `recurrent train lm`")
     p.add_argument("--text", required=True, help="a UTF-8 text file to run the model over")
     p.add_argument("--out", default="units.html", help="the HTML page to write")
-    p.add_argument("--units", type=int, default=8, help="units shown on the page (at most the layer's size)")
+    positive_int = flag(int, **at_least(1))
+    p.add_argument("--units", type=positive_int, default=8, help="units shown on the page (at most the layer's size)")
     p.add_argument("--layer", type=int, default=-1, help="which layer's h (0 is the first, -1 the last)")
-    p.add_argument("--top", type=int, default=3, help="best units listed per feature")
-    p.add_argument("--max-chars", type=int, default=20000, help="characters of the text used for the correlations")
-    p.add_argument("--show-chars", type=int, default=2000, help="characters of the text shown in each block")
+    p.add_argument("--top", type=positive_int, default=3, help="best units listed per feature")
+    p.add_argument("--max-chars", type=positive_int, default=20000,
+                   help="characters of the text used for the correlations")
+    p.add_argument("--show-chars", type=positive_int, default=2000, help="characters of the text shown in each block")
     p.set_defaults(func=run)
 
 
@@ -78,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for flag in ("units", "top", "max_chars", "show_chars"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    check_output("--out", args.out, ".html")
     task = read_task(args.run)
     if task != "lm":
         raise UserError(f"{args.run} is a {task!r} run; diagnose activations needs a char-level language model")

@@ -21,13 +21,15 @@ import torch
 from torch import Tensor
 
 from recurrent.cells import registry
+from recurrent.cli.config import check_output
 from recurrent.data import read_text
 from recurrent.diagnostics.gradients import (gradient_profile, judge, linear_probe, next_token_loss, plot_profiles,
                                              summary_lines)
 from recurrent.diagnostics.weights import gate_saturation, recurrent_spectra, spectral_radius
 from recurrent.errors import UserError
-from recurrent.runs import read_task
 from recurrent.inference.lm import load_lm
+from recurrent.runs import read_task
+from recurrent.validation import Range, at_least, flag, positive
 
 # The cells whose weights and gates the diagnostics read: the built-in layers (torch.nn's parameters).
 CELLS = registry.Names(lambda: [name for name in registry.names() if registry.spec(name).layer is not None])
@@ -42,24 +44,24 @@ def register(subparsers) -> None:
     p.add_argument("run", metavar="RUN", nargs="?", default=None,
                    help="a language-model run folder (default: a fresh layer on random data)")
     p.add_argument("--data", default=None, help="with RUN: a UTF-8 text to take the windows from")
-    p.add_argument("--warmup", type=int, default=100,
+    p.add_argument("--warmup", type=flag(int, **at_least(0)), default=100,
                    help="with RUN: tokens run before each window (no gradient) to carry a state in")
     fresh = FRESH_LAYER_FLAGS
     p.add_argument("--cell", default=fresh["cell"], help=f"one of {', '.join(CELLS)}")
     p.add_argument("--nonlinearity", default=fresh["nonlinearity"], help="rnn only: tanh or relu")
-    p.add_argument("--hidden-size", type=int, default=fresh["hidden_size"])
-    p.add_argument("--num-layers", type=int, default=fresh["num_layers"])
-    p.add_argument("--input-size", type=int, default=fresh["input_size"])
-    p.add_argument("--seq-len", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32,
+    p.add_argument("--hidden-size", type=flag(int, **at_least(1)), default=fresh["hidden_size"])
+    p.add_argument("--num-layers", type=flag(int, **at_least(1)), default=fresh["num_layers"])
+    p.add_argument("--input-size", type=flag(int, **at_least(1)), default=fresh["input_size"])
+    p.add_argument("--seq-len", type=flag(int, **at_least(2)), default=200, help="at least 2, to fit a rate")
+    p.add_argument("--batch-size", type=flag(int, **at_least(1)), default=32,
                    help="sequences (random, or windows of RUN's data); norms are averaged over them")
-    p.add_argument("--targets", type=int, default=4,
+    p.add_argument("--targets", type=flag(int, **at_least(1)), default=4,
                    help="loss steps averaged for the dashed curves: the last step and more back to T/2")
-    p.add_argument("--spectral-radius", type=float, default=fresh["spectral_radius"],
+    p.add_argument("--spectral-radius", type=flag(float, **positive()), default=fresh["spectral_radius"],
                    help="rescale every H×H block of each W_hh to this spectral radius (default: torch's init)")
-    p.add_argument("--vanish-below", type=float, default=1e-3,
+    p.add_argument("--vanish-below", type=flag(float, range=Range(0, 1, True, True)), default=1e-3,
                    help="verdict vanishing if the fitted gradient ratio over the sequence is below this")
-    p.add_argument("--explode-above", type=float, default=1e3,
+    p.add_argument("--explode-above", type=flag(float, range=Range(1, low_open=True)), default=1e3,
                    help="verdict exploding if the fitted gradient ratio over the sequence is above this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="PNG of the norms against lag (log scale); with RUN, default "
@@ -178,24 +180,14 @@ def _check(args: argparse.Namespace) -> None:
         if task != "lm":
             raise UserError(f"{args.run} is a {task!r} run; diagnose gradients RUN needs a language "
                             f"model (recurrent train lm)")
-        if args.warmup < 0:
-            raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     elif args.data is not None:
         raise UserError("--data needs a trained RUN folder (without RUN the data are random)")
     if args.cell not in CELLS:
         raise UserError(f"--cell must be one of {', '.join(CELLS)}, got {args.cell!r}")
     if args.nonlinearity not in ("tanh", "relu"):
         raise UserError(f"--nonlinearity must be tanh or relu, got {args.nonlinearity!r}")
-    for flag in ("hidden_size", "num_layers", "input_size", "seq_len", "batch_size", "targets"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.seq_len < 2:
-        raise UserError(f"--seq-len must be >= 2 to fit a rate over lags, got {args.seq_len}")
-    if args.spectral_radius is not None and not args.spectral_radius > 0:
-        raise UserError(f"--spectral-radius must be positive, got {args.spectral_radius}")
-    if not 0 < args.vanish_below < 1 < args.explode_above:
-        raise UserError(f"need 0 < --vanish-below < 1 < --explode-above, got {args.vanish_below} and "
-                        f"{args.explode_above}")
+    if args.out is not None:
+        check_output("--out", args.out, ".png")
 
 
 @torch.no_grad()

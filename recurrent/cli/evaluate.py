@@ -12,11 +12,11 @@ import argparse
 import importlib
 
 from recurrent.cli.config import add_run_args, precision_from_args
+from recurrent.devices import resolve_device
 from recurrent.errors import UserError
 from recurrent.registry import TASKS
 from recurrent.runs import read_task
-from recurrent.devices import resolve_device
-
+from recurrent.validation import at_least, flag
 
 
 def register(subparsers) -> None:
@@ -24,14 +24,16 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train ...`")
     p.add_argument("--data", help="the text / labelled file to score")
-    p.add_argument("--batch-size", type=int, default=10, help="sequences per batch (LM: parallel streams)")
-    p.add_argument("--bptt", type=int, default=64, help="LM: window length (memory only: the state is carried)")
+    p.add_argument("--batch-size", type=flag(int, **at_least(1)), default=10,
+                   help="sequences per batch (LM: parallel streams)")
+    p.add_argument("--bptt", type=flag(int, **at_least(1)), default=64,
+                   help="LM: window length (memory only: the state is carried)")
     p.add_argument("--name", default="test", help="label printed before each metric")
     p.add_argument("--condition", metavar="FILE", help="LM trained with --condition FILE: the features (.npy or "
                    "CSV) of --data's lines")
     p.add_argument("--src", help="translation: the source file to translate")
     p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
-    p.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")
+    p.add_argument("--beam", type=flag(int, **at_least(1)), default=5, help="translation: beam size (1: greedy)")
     add_run_args(p)
     p.set_defaults(func=run)
 

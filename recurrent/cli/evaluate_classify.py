@@ -20,8 +20,6 @@ from recurrent.inference.common import format_confusion
 def evaluate(args: argparse.Namespace) -> int:
     if not args.data:
         raise UserError("evaluating a classifier needs --data FILE")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     report = evaluate_classifier(load_classifier(args.run, args.device), args.data, args.batch_size)
     print(f"{args.name} accuracy {report.accuracy:.3f}")
     print(f"{args.name} macro-F1 {report.macro_f1:.3f}")

@@ -15,16 +15,14 @@ from pathlib import Path
 
 from recurrent.data import read_text
 from recurrent.errors import UserError
-from recurrent.train.conditional import encode, read_sentences, sentence_loss
 from recurrent.inference.common import BEST
-from recurrent.inference.lm import LMScore, count_unseen, load_lm
+from recurrent.data.sentences import encode, read_sentences
+from recurrent.inference.lm import LMScore, count_unseen, load_lm, sentence_loss
 
 
 def evaluate(args: argparse.Namespace) -> int:
     if not args.data:
         raise UserError("evaluating a language model needs --data FILE")
-    if args.batch_size < 1 or args.bptt < 1:
-        raise UserError(f"--batch-size and --bptt must be >= 1, got {args.batch_size} and {args.bptt}")
     lm = load_lm(args.run, args.device)
     meta = json.loads((Path(args.run) / f"{BEST}.json").read_text(encoding="utf-8"))
     if meta.get("sentences") is not None:

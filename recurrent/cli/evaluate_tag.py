@@ -23,8 +23,6 @@ from recurrent.inference.tag import evaluate_tagger, load_tagger
 def evaluate(args: argparse.Namespace) -> int:
     if not args.data:
         raise UserError("evaluating a tagger needs --data FILE")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     report = evaluate_tagger(load_tagger(args.run, args.device), args.data, args.batch_size)
     if report.f1 is not None:
         print(f"{args.name} F1 {report.f1:.1f}")

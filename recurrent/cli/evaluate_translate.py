@@ -22,8 +22,6 @@ from recurrent.inference.translate import load_translator
 def evaluate(args: argparse.Namespace) -> int:
     if not args.src or not args.tgt:
         raise UserError("evaluating a translation model needs --src FILE and --tgt FILE")
-    if args.beam < 1 or args.batch_size < 1:
-        raise UserError(f"--beam and --batch-size must be >= 1, got {args.beam} and {args.batch_size}")
     src, refs = read_lines(args.src), read_lines(args.tgt)
     if len(src) != len(refs):
         raise UserError(f"source and target differ in length: {args.src} has {len(src)} lines, "

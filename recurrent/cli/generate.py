@@ -38,6 +38,7 @@ from recurrent.decoding import lm_beam_search
 from recurrent.errors import UserError
 from recurrent.inference.common import BEST
 from recurrent.inference.lm import count_unseen, load_lm
+from recurrent.validation import Range, at_least, flag, positive
 
 REPLACEMENT = "\ufffd"  # how a char model's <unk> prints: one character, as any other
 
@@ -48,13 +49,15 @@ def register(subparsers) -> None:
     p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train lm`")
     p.add_argument("--prime", default=None, help="text to start from (default: a newline, or the first token)")
     p.add_argument("--prime-file", default=None, help="read the prime from this UTF-8 file")
-    p.add_argument("--length", type=int, default=500, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: the smallest set with this mass")
+    p.add_argument("--length", type=flag(int, **at_least(0)), default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=flag(float, **positive()), default=1.0)
+    p.add_argument("--top-k", type=flag(int, **at_least(0)), default=0,
+                   help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=flag(float, range=Range(0, 1, low_open=True)), default=1.0,
+                   help="nucleus sampling: the smallest set with this mass")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--beam", type=int, default=1, help="K > 1: no sampling; print the most likely continuation "
-                   "of --length tokens found by beam search with K beams (printed at the end)")
+    p.add_argument("--beam", type=flag(int, **at_least(1)), default=1, help="K > 1: no sampling; print the most "
+                   "likely continuation of --length tokens found by beam search with K beams (printed at the end)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--condition", metavar="LABEL", help="a label-conditioned run: the label to write for")
     p.add_argument("--condition-vector", metavar="X,Y,...", help="a vector-conditioned run: the feature vector")
@@ -166,18 +169,9 @@ def _text_of(vocab, token: int, space: bool) -> tuple[str, bool]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.length < 0:
-        raise UserError(f"--length must be >= 0, got {args.length}")
-    if not args.greedy and args.temperature <= 0:
-        raise UserError(f"--temperature must be > 0 (or use --greedy), got {args.temperature}")
-    if args.top_k < 0:
-        raise UserError(f"--top-k must be >= 0, got {args.top_k}")
-    if not 0.0 < args.top_p <= 1.0:
-        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    """The flags that go together, or do not (each flag's own range is checked as it is parsed)."""
     if args.prime is not None and args.prime_file is not None:
         raise UserError("give --prime or --prime-file, not both")
-    if args.beam < 1:
-        raise UserError(f"--beam must be >= 1, got {args.beam}")
     sampling = [f for f, on in (("--greedy", args.greedy), ("--temperature", args.temperature != 1.0),
                                 ("--top-k", args.top_k != 0), ("--top-p", args.top_p != 1.0)) if on]
     if args.beam > 1 and sampling:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 import warnings
 
-from recurrent.errors import UserError
+from recurrent.errors import Interrupted, UserError
 
 # Command groups (`recurrent bench memory`): group -> modules, each adding one sub-command. `recurrent train <task>`
 # is built from the registry of tasks (recurrent/registry.py) by recurrent.cli.train.
@@ -26,9 +27,21 @@ SINGLE = {"train": "recurrent.cli.train", "generate": "recurrent.cli.generate", 
           "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate", "info": "recurrent.cli.info"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported on one line like every other error, not a usage block: `recurrent: error:
+    --temperature must be a finite number > 0, got nan (see `recurrent generate --help`)`. Sub-parsers inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})  # --hidden is not --hidden-size: say so
+
+    def error(self, message: str):
+        message = re.sub(r"^argument ([^:]+): must be", r"\1 must be", message)  # recurrent.validation.flag's
+        self.exit(2, f"recurrent: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recurrent", description="Recurrent neural networks on PyTorch.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog="recurrent", description="Recurrent neural networks on PyTorch.",
+                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, modules in GROUPS.items():
         if modules:
@@ -48,12 +61,18 @@ def _one_line(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad flag (the parser has printed its one line)
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"recurrent: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # training saved its last checkpoint first
+        print(f"recurrent: interrupted: {e.message}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("recurrent: interrupted", file=sys.stderr)
         return 130

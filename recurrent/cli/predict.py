@@ -15,16 +15,18 @@ import sys
 import torch
 
 from recurrent.cli.config import add_run_args, precision_from_args
+from recurrent.data.text import decode
 from recurrent.errors import UserError
 from recurrent.registry import TASKS
 from recurrent.runs import read_task
+from recurrent.validation import at_least, flag
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="label (classifier) or tag (tagger) sentences from stdin",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train classify|tag`")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--batch-size", type=flag(int, **at_least(1)), default=64, help="sentences per batch")
     add_run_args(p)
     p.set_defaults(func=run)
 
@@ -34,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
     predictors = {name: spec.predict for name, spec in TASKS.items() if spec.predict}
     if task not in predictors:
         raise UserError(f"predict works on {' and '.join(sorted(predictors))} runs; {args.run} is a {task!r} run")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    try:
-        lines = sys.stdin.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"stdin is not UTF-8: {e}") from None
+    lines = decode(sys.stdin.buffer.read(), "stdin").splitlines()  # UserError naming the line of a bad byte
     precision = precision_from_args(args)
     module, _, function = predictors[task].partition(":")
     with precision.autocast(torch.device(args.device).type):

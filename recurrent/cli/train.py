@@ -32,7 +32,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec: TaskSpec = args.spec
-    run_dir = spec.train(train_config_from_args(args, spec.config_class, spec.model_class, set(spec.derived)))
+    aliases = {dest: flag for flag, (dest, _) in spec.aliases.items()}  # translate's --task sets `synthetic`
+    config = train_config_from_args(args, spec.config_class, spec.model_class, set(spec.derived), aliases)
+    run_dir = spec.train(config)
     if not distributed.world().main:  # under torchrun, rank 0 wrote the run folder and reports it
         return 0
     best = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))["metrics"]

@@ -13,18 +13,21 @@ import sys
 
 import torch
 
-from recurrent.cli.config import add_run_args, precision_from_args
+from recurrent.cli.config import add_run_args, check_output, precision_from_args
+from recurrent.data.text import decode
 from recurrent.errors import UserError
 from recurrent.inference.translate import load_translator
+from recurrent.validation import at_least, flag
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("translate", help="translate stdin with a trained model (greedy or beam search)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="a run folder written by `recurrent train translate`")
-    p.add_argument("--beam", type=int, default=5, help="beam size (1: greedy)")
-    p.add_argument("--alpha", type=float, default=1.0, help="length normalisation: score = log p / length^alpha")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+    p.add_argument("--beam", type=flag(int, **at_least(1)), default=5, help="beam size (1: greedy)")
+    p.add_argument("--alpha", type=flag(float, **at_least(0)), default=1.0,
+                   help="length normalisation: score = log p / length^alpha")
+    p.add_argument("--batch-size", type=flag(int, **at_least(1)), default=64, help="sentences decoded together")
     p.add_argument("--plot-attention", metavar="SENTENCE", default=None,
                    help="translate this sentence and save its attention heatmap to --out (PNG)")
     p.add_argument("--out", default="attention.png", help="where --plot-attention writes the PNG")
@@ -34,15 +37,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.beam < 1:
-        raise UserError(f"--beam must be >= 1, got {args.beam}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.plot_attention is not None:
+        check_output("--out", args.out, ".png")  # before the model is loaded
     precision = precision_from_args(args)
     translator = load_translator(args.run, args.device)
     if args.plot_attention is not None:
         return plot(translator, args)
-    lines = sys.stdin.read().splitlines()
+    lines = decode(sys.stdin.buffer.read(), "stdin").splitlines()  # UserError naming the line of a bad byte
     with precision.autocast(torch.device(args.device).type):
         results = translator.translate(lines, args.beam, args.batch_size, args.alpha, progress=args.progress)
     sys.stdout.write("".join(r.text + "\n" for r in results))

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from recurrent.errors import UserError
 
+MAX_FIELD = 2**31 - 1  # characters in one TSV/CSV field: a whole document fits
+
 
 class Example(NamedTuple):
     tokens: list[str]
@@ -57,10 +59,13 @@ def read_tabular(path, text_col: str | int = 1, label_col: str | int = 0, header
     many columns as the first. The text is split on whitespace."""
     path = Path(path)
     delimiter = delimiter or ("," if path.name.endswith((".csv", ".csv.gz")) else "\t")
-    lines = _open(path)
-    rows = list(csv.reader(lines, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else
-                           csv.QUOTE_NONE))
-    numbered = [(i + 1, row) for i, row in enumerate(rows) if row and any(c.strip() for c in row)]
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD))  # the csv module's default is 131,072 characters
+    reader = csv.reader(_open(path), delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
+    try:
+        numbered = [(reader.line_num, row) for row in reader if row and any(c.strip() for c in row)]
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: cannot read this row: {e}") from None
     if not numbered:
         raise UserError(f"{path} is empty")
     names = None

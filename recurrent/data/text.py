@@ -64,11 +64,17 @@ def _read_file(path: Path) -> str:
     raw = path.read_bytes()
     if not raw:
         raise UserError(f"{path} is empty")
+    return decode(raw, path)
+
+
+def decode(raw: bytes, name) -> str:
+    """UTF-8 bytes (a file's, or stdin's) -> text, newlines normalised and a byte-order mark dropped. UserError
+    naming `name`, the first bad byte, its offset and its line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path} is not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start} "
+        raise UserError(f"{name} is not UTF-8: invalid byte 0x{raw[e.start]:02x} at offset {e.start} "
                         f"(line {line})") from None
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import Read, Tree, read_sst, read_tabular
-from recurrent.devices import model_device, resolve_device, to_device
+from recurrent.devices import model_device, to_device
 from recurrent.errors import UserError
-from recurrent.inference.common import UNK, confusion_matrix, format_confusion, load_run, log, lookup, macro_f1
+from recurrent.inference.common import UNK, confusion_matrix, format_confusion, load_best, log, lookup, macro_f1
 from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
 from recurrent.models.tree import NO_LABEL, EncodedTree, TreeClassifier, batch_trees, encode_tree
 from recurrent.unseen import Unseen
@@ -172,13 +172,12 @@ def evaluate_classifier(classifier: Classifier, path, batch_size: int = 64) -> C
 
 
 def load_classifier(run_dir, device: str = "cpu") -> Classifier:
-    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
-    device = resolve_device(device)
-    tensors, meta = load_run(run_dir)
-    if "labels" not in meta or "words" not in meta:
-        raise UserError(f"{run_dir} does not hold a classifier checkpoint (no labels or words)")
-    model_config = ClassifierConfig(**meta["model"])
-    model = (TreeClassifier if model_config.structure == "tree" else SequenceClassifier)(model_config)
-    model.load_state_dict(tensors)
-    model.to(device).eval()
+    """The best model of a run folder (in eval mode, on `device`) with its vocabularies, checked as load_best
+    says."""
+    model, meta = load_best(run_dir, "classify", build_classifier, device)
     return Classifier(model, meta["words"], meta["labels"], meta["trainer"])
+
+
+def build_classifier(meta: dict) -> SequenceClassifier | TreeClassifier:
+    config = ClassifierConfig(**meta["model"])
+    return (TreeClassifier if config.structure == "tree" else SequenceClassifier)(config)

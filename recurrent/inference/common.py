@@ -3,8 +3,16 @@ metrics (confusion matrix, macro-F1) their reports hold."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
-from recurrent.checkpoint import load_checkpoint
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from recurrent.checkpoint import check_tensor_header, open_checkpoint, read_tensors
+from recurrent.devices import resolve_device
+from recurrent.errors import UserError
+from recurrent.schema import check_model_meta, check_task
 
 BEST = "model"  # the best model's checkpoint name in a run folder
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of every word and character list
@@ -19,10 +27,44 @@ def log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def load_best(run_dir, task: str, build: Callable[[dict], nn.Module], device: str = "cpu") -> tuple[nn.Module, dict]:
+    """(model, meta): a run folder's best model, in eval mode on `device`, and its checked JSON.
 
-def load_run(run_dir) -> tuple[dict, dict]:
-    """(tensors, meta) of a run folder's best model."""
-    return load_checkpoint(run_dir, name=BEST)
+    Nothing is allocated before the file is checked: the folder's task (config.json), the tensors file's checksum,
+    the JSON against the task's schema (recurrent.schema: types, bounds, vocabulary sizes), then the tensors'
+    names, shapes and dtypes against the model `build(meta)` makes on the meta device. The weights must be finite.
+    Every failure is a one-line UserError."""
+    device = resolve_device(device)
+    check_task(run_dir, task)
+    checkpoint = open_checkpoint(run_dir, BEST)
+    meta = check_model_meta(checkpoint.meta, task, checkpoint.meta_path)
+    with torch.device("meta"), _NoInit():  # shapes without storage
+        expected = _build(build, meta, checkpoint.meta_path).state_dict()
+    check_tensor_header(checkpoint.tensors_path, expected)
+    tensors = read_tensors(checkpoint.tensors_path, finite=True)
+    model = _build(build, meta, checkpoint.meta_path)
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), meta
+
+
+class _NoInit(TorchFunctionMode):
+    """Skip torch.nn.init's functions: a model on the meta device has no values to initialise (and torch's meta
+    normal_, which nn.Embedding's init calls, imports torch._dynamo on first use: 2.5 s)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
+
+
+def _build(build: Callable[[dict], nn.Module], meta: dict, path) -> nn.Module:
+    """build(meta), with a model constructor's ValueError (an unknown cell, sizes that do not fit together) as a
+    UserError naming the file."""
+    try:
+        return build(meta)
+    except ValueError as e:
+        raise UserError(f"{path}: its model section does not describe a model: {e}") from None
 
 
 

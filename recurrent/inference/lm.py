@@ -17,12 +17,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from recurrent.checkpoint import load_checkpoint
 from recurrent.data import Vocab, batchify, bptt_batches
+from recurrent.data.buckets import bucket_batches
+from recurrent.data.sentences import collate
 from recurrent.data.text import UNK
-from recurrent.devices import model_device, resolve_device
+from recurrent.devices import model_device, to_device
 from recurrent.errors import UserError
-from recurrent.inference.common import BEST
+from recurrent.inference.common import load_best
 from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.unseen import Unseen
 
@@ -103,13 +104,20 @@ def count_unseen(vocab: Vocab, text: str, what: str = "the text") -> Unseen:
     return unseen
 
 
+@torch.no_grad()
+def sentence_loss(model: LanguageModel, items: list, batch_size: int) -> float:
+    """Mean cross-entropy in nats per token (each sentence's closing sep included) over encoded sentences."""
+    total, count = 0.0, 0
+    for batch in bucket_batches([len(ids) for ids, _ in items], batch_size):
+        x, y, c = to_device(collate([items[i] for i in batch]), model_device(model))
+        n = int((y != -100).sum())
+        total, count = total + model(x, targets=y, condition=c).loss.float().item() * n, count + n
+    return total / count
+
+
+
+
 def load_lm(run_dir, device: str = "cpu") -> LM:
-    """The best model of a run folder (in eval mode, on `device`) with its vocabulary."""
-    device = resolve_device(device)
-    tensors, meta = load_checkpoint(run_dir, name=BEST)
-    if "model" not in meta or "vocab" not in meta:
-        raise UserError(f"{run_dir} does not hold a language model checkpoint (no model config or vocabulary)")
-    model = LanguageModel(LMConfig(**meta["model"]))
-    model.load_state_dict(tensors)
-    model.to(device).eval()
+    """The best model of a run folder (in eval mode, on `device`) with its vocabulary, checked as load_best says."""
+    model, meta = load_best(run_dir, "lm", lambda meta: LanguageModel(LMConfig(**meta["model"])), device)
     return LM(model, Vocab.from_dict(meta["vocab"]))

@@ -25,9 +25,8 @@ import torch
 
 from recurrent.data.buckets import bucket_batches, pad
 from recurrent.data.labelled import Read, is_iob, read_conll, read_conllu, to_bio
-from recurrent.devices import model_device, resolve_device, to_device
-from recurrent.errors import UserError
-from recurrent.inference.common import UNK, confusion_matrix, format_confusion, load_run, log, lookup
+from recurrent.devices import model_device, to_device
+from recurrent.inference.common import UNK, confusion_matrix, format_confusion, load_best, log, lookup
 from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.unseen import Unseen
 
@@ -193,12 +192,8 @@ def evaluate_tagger(tagger: Tagger, path, batch_size: int = 64) -> TaggingReport
 
 
 def load_tagger(run_dir, device: str = "cpu") -> Tagger:
-    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
-    device = resolve_device(device)
-    tensors, meta = load_run(run_dir)
-    if "tags" not in meta or "words" not in meta:
-        raise UserError(f"{run_dir} does not hold a tagger checkpoint (no tags or words)")
-    model = SequenceTagger(TaggerConfig(**meta["model"]), meta["tags"])
-    model.load_state_dict(tensors)
-    model.to(device).eval()
+    """The best model of a run folder (in eval mode, on `device`) with its vocabularies, checked as load_best
+    says."""
+    model, meta = load_best(run_dir, "tag", lambda meta: SequenceTagger(TaggerConfig(**meta["model"]), meta["tags"]),
+                            device)
     return Tagger(model, meta["words"], meta["chars"], meta["tags"], meta["trainer"])

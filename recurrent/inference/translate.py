@@ -15,12 +15,11 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from recurrent.checkpoint import load_checkpoint
 from recurrent.data.parallel import PAD_ID, TextCodec, bucket_batches, encode_pairs
 from recurrent.decoding import Hypothesis, beam_search, greedy_search
-from recurrent.devices import model_device, resolve_device, to_device
+from recurrent.devices import model_device, to_device
 from recurrent.errors import UserError
-from recurrent.inference.common import BEST
+from recurrent.inference.common import BEST, load_best
 from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 
@@ -83,16 +82,23 @@ class Translator:
 
 
 def load_translator(run_dir, device: str = "cpu") -> Translator:
-    """The best model of a run folder (in eval mode, on `device`) with its vocabularies."""
-    device = resolve_device(device)
-    tensors, meta = load_checkpoint(run_dir, name=BEST)
-    if "src_vocab" not in meta or "tgt_vocab" not in meta:
-        raise UserError(f"{run_dir} does not hold a translation model checkpoint (no vocabularies)")
-    model = Seq2Seq(Seq2SeqConfig(**meta["model"]))
-    model.load_state_dict(tensors)
-    model.to(device).eval()
-    return Translator(model, TextCodec.from_json(meta["src_vocab"]), TextCodec.from_json(meta["tgt_vocab"]),
-                      meta["max_len"], meta.get("lowercase", False))
+    """The best model of a run folder (in eval mode, on `device`) with its vocabularies, checked as load_best
+    says."""
+    model, meta = load_best(run_dir, "translate", lambda meta: Seq2Seq(Seq2SeqConfig(**meta["model"])), device)
+    src, tgt = (_codec(meta, side, run_dir) for side in ("src", "tgt"))
+    return Translator(model, src, tgt, meta["max_len"], meta["lowercase"])
+
+
+def _codec(meta: dict, side: str, run_dir) -> TextCodec:
+    """The `side` ("src" or "tgt") vocabulary of a checked meta, as large as the model's."""
+    try:
+        codec = TextCodec.from_json(meta[f"{side}_vocab"])
+    except Exception as e:  # tokenizers raises a bare Exception for a malformed document
+        raise UserError(f"{run_dir}/{BEST}.json: {side}_vocab is not a tokenizer: {str(e).splitlines()[0]}") from None
+    if len(codec) != meta["model"][f"{side}_vocab_size"]:
+        raise UserError(f"{run_dir}/{BEST}.json: {side}_vocab holds {len(codec)} tokens, but "
+                        f"model.{side}_vocab_size is {meta['model'][f'{side}_vocab_size']}")
+    return codec
 
 
 @torch.no_grad()

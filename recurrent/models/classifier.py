@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent.backends import BACKENDS
 from recurrent.cells import registry
+from recurrent.validation import at_least, fraction
 
 POOLINGS = ("last", "mean", "max", "attention")
 STRUCTURES = ("sequence", "tree")
@@ -25,20 +27,21 @@ STRUCTURES = ("sequence", "tree")
 
 @dataclass
 class ClassifierConfig:
-    vocab_size: int = 0  # V: taken from the data
-    num_classes: int = 0  # C: taken from the data
+    vocab_size: int = field(default=0, metadata=at_least(0))  # V: taken from the data
+    num_classes: int = field(default=0, metadata=at_least(0))  # C: taken from the data
     structure: str = field(default="sequence", metadata={
         "help": "sequence: a (bi)RNN over the words; tree: a recursive network over SST parse trees "
-                "(recurrent.models.tree; cell lstm = Tree-LSTM, rnn = recursive NN)"})
+                "(recurrent.models.tree; cell lstm = Tree-LSTM, rnn = recursive NN)", "choices": STRUCTURES})
     cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry); for trees: "
                                                         "lstm or rnn (alias elman)", "choices": registry.ANY_NAMES})
     embedding_size: int = 100  # E
     hidden_size: int = 150  # H, per direction
     num_layers: int = 1  # sequence only, as the three below
     bidirectional: bool = True
-    pooling: str = field(default="max", metadata={"help": f"one of {POOLINGS}"})
-    backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
-    dropout: float = 0.5  # on the embeddings and on the pooled vector (tree: on every node's h)
+    pooling: str = field(default="max", metadata={"help": f"one of {POOLINGS}", "choices": POOLINGS})
+    backend: str = field(default="auto", metadata={"help": "layer backend", "choices": BACKENDS})
+    dropout: float = field(default=0.5, metadata=fraction())  # on the embeddings and on the pooled vector (tree:
+    #                                                           on every node's h)
 
 
 class ClassifierOutput(NamedTuple):

@@ -20,30 +20,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recurrent import backends, kernels
+from recurrent.backends import BACKENDS
 from recurrent.cells import ProjectedCell, registry
 from recurrent.regularizers import embedding_dropout, locked_dropout
 from recurrent.sampling import Sampler
+from recurrent.validation import at_least, fraction
 
 
 @dataclass
 class LMConfig:
-    vocab_size: int = 0  # V: taken from the data's vocabulary
+    vocab_size: int = field(default=0, metadata=at_least(0))  # V: taken from the data's vocabulary
     cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry)",
                                                 "choices": registry.NAMES})
-    embedding_size: int = 0  # E; 0 means E = hidden_size
+    embedding_size: int = field(default=0, metadata=at_least(0))  # E; 0 means E = hidden_size
     hidden_size: int = 512  # H
     num_layers: int = 2  # L
     tie_weights: bool = False  # decoder shares the embedding matrix (Press & Wolf 2017); last layer has size E
-    dropout: float = 0.0  # locked dropout on the last layer's output
-    dropout_input: float = 0.0  # locked dropout on the embeddings (AWD-LSTM's dropouti)
-    dropout_hidden: float = 0.0  # locked dropout between layers (dropouth)
-    dropout_embedding: float = 0.0  # drop whole words from the embedding matrix (dropoute)
-    weight_drop: float = 0.0  # DropConnect on every W_hh (wdrop)
-    init_range: float = 0.0  # > 0: every parameter uniform(-r, r), as Zaremba et al.; 0: torch's defaults
-    #                          (tied weights: the shared matrix uniform(-0.1, 0.1), as AWD-LSTM)
-    backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
-    num_conditions: int = 0  # K > 0: conditioned on one of K labels, each embedded in E (taken from the data)
-    condition_size: int = 0  # F > 0: conditioned on a vector of F features (taken from the data)
+    dropout: float = field(default=0.0, metadata=fraction())  # locked dropout on the last layer's output
+    dropout_input: float = field(default=0.0, metadata=fraction())  # locked dropout on the embeddings (dropouti)
+    dropout_hidden: float = field(default=0.0, metadata=fraction())  # locked dropout between layers (dropouth)
+    dropout_embedding: float = field(default=0.0, metadata=fraction())  # drop whole words (dropoute)
+    weight_drop: float = field(default=0.0, metadata=fraction())  # DropConnect on every W_hh (wdrop)
+    init_range: float = field(default=0.0, metadata=at_least(0))  # > 0: every parameter uniform(-r, r), as
+    #     Zaremba et al.; 0: torch's defaults (tied weights: the shared matrix uniform(-0.1, 0.1), as AWD-LSTM)
+    backend: str = field(default="auto", metadata={"help": "layer backend", "choices": BACKENDS})
+    num_conditions: int = field(default=0, metadata=at_least(0))  # K > 0: conditioned on one of K labels, each
+    #                                                               embedded in E (taken from the data)
+    condition_size: int = field(default=0, metadata=at_least(0))  # F > 0: conditioned on a vector of F features
+    #                                                               (taken from the data)
     condition_every_step: bool = field(default=False, metadata={"help": "feed the condition at every step too, "
                                        "beside the token's embedding (not only into the initial state)"})
 

@@ -29,22 +29,23 @@ from torch import Tensor, nn
 from recurrent.cells import registry
 from recurrent.data.parallel import PAD_ID
 from recurrent.models.attention import ATTENTIONS, make_attention
+from recurrent.validation import at_least, fraction
 
 
 @dataclass
 class Seq2SeqConfig:
-    src_vocab_size: int = 0  # taken from the source vocabulary
-    tgt_vocab_size: int = 0  # taken from the target vocabulary
+    src_vocab_size: int = field(default=0, metadata=at_least(0))  # taken from the source vocabulary
+    tgt_vocab_size: int = field(default=0, metadata=at_least(0))  # taken from the target vocabulary
     cell: str = field(default="gru", metadata={"help": "recurrent cell (recurrent.cells.registry)",
                                                "choices": registry.NAMES})
     embedding_size: int = 256  # E, both sides
     hidden_size: int = 512  # H: the decoder's size; the encoder has H/2 per direction, so memory is H wide
-    encoder_layers: int = 1
-    decoder_layers: int = 1
-    attention: str = field(default="bahdanau", metadata={"help": f"one of {ATTENTIONS}"})
+    encoder_layers: int = field(default=1, metadata=at_least(1))
+    decoder_layers: int = field(default=1, metadata=at_least(1))
+    attention: str = field(default="bahdanau", metadata={"help": f"one of {ATTENTIONS}", "choices": ATTENTIONS})
     input_feeding: bool = True  # feed h̃_{t-1} into the next step (needs attention; ignored without it)
     tie_weights: bool = False  # target embedding = output matrix (Press & Wolf 2017); h̃ then has size E
-    dropout: float = 0.2  # on embeddings, between layers and on h̃
+    dropout: float = field(default=0.2, metadata=fraction())  # on embeddings, between layers and on h̃
 
     def validate(self) -> None:
         """ValueError naming the first bad value."""

@@ -14,30 +14,32 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recurrent.backends import BACKENDS
 from recurrent.cells import registry
 from recurrent.models.char_encoder import CHAR_ENCODERS, CharEncoder
 from recurrent.models.classifier import valid_mask
 from recurrent.models.crf import CRF, bio_constraints
+from recurrent.validation import at_least, fraction
 
 
 @dataclass
 class TaggerConfig:
-    vocab_size: int = 0  # V: taken from the data
-    num_chars: int = 0  # character vocabulary: taken from the data
-    num_tags: int = 0  # K: taken from the data
+    vocab_size: int = field(default=0, metadata=at_least(0))  # V: taken from the data
+    num_chars: int = field(default=0, metadata=at_least(0))  # character vocabulary: taken from the data
+    num_tags: int = field(default=0, metadata=at_least(0))  # K: taken from the data
     cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry)",
                                                 "choices": registry.NAMES})
     embedding_size: int = 100  # E
     hidden_size: int = 200  # H, per direction
     num_layers: int = 1
     bidirectional: bool = True
-    char_encoder: str = field(default="none", metadata={"help": f"one of {CHAR_ENCODERS}"})
+    char_encoder: str = field(default="none", metadata={"help": f"one of {CHAR_ENCODERS}", "choices": CHAR_ENCODERS})
     char_embedding_size: int = 25
     char_hidden_size: int = 25  # per direction for lstm; filters for cnn
     crf: bool = False  # a CRF output layer instead of a per-token softmax
     constrain: bool = True  # with crf and BIO tags: forbid invalid transitions (I-X after O / another type)
-    dropout: float = 0.5  # on the word representations and the RNN outputs
-    backend: str = "auto"  # layer backend: auto | fused | bptt | autograd
+    dropout: float = field(default=0.5, metadata=fraction())  # on the word representations and the RNN outputs
+    backend: str = field(default="auto", metadata={"help": "layer backend", "choices": BACKENDS})
 
 
 class TaggerOutput(NamedTuple):

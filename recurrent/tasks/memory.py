@@ -1,4 +1,8 @@
-"""Long-range memory tasks, generated on the fly, and a plain loop that trains a cell on them.
+"""Long-range memory tasks, generated on the fly, and their Task for the one training loop (recurrent/train/loop.py):
+what `recurrent train memory` and `recurrent bench memory` run.
+
+    config = flat_replace(TrainMemoryConfig(), problem="adding", seq_len=100, cell="lstm", out="runs/adding")
+    run_dir = train_memory(config)                       # metrics.jsonl: val_loss against the baseline 0.167
 
 Key: B batch, T time (the whole input sequence), I input, O output, H hidden.
 
@@ -12,18 +16,29 @@ Copy memory (Hochreiter & Schmidhuber 1997; as set up by Arjovsky et al. 2016):
     target  T + 10 blanks, then a_1..a_10
     Predicting blank for the first T + 10 steps and a uniform guess over the 8 symbols for the last 10
     scores cross-entropy 10 ln 8 / (T + 20) per step: the baseline to beat.
+
+The data never repeats: each epoch is `epoch_size` fresh batches from a generator seeded by (seed, epoch), so a
+resumed run sees the same batches as one run straight through. Validation is one fixed batch.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recurrent.cells import registry
+from recurrent.checkpoint import load_checkpoint
+from recurrent.errors import UserError
+from recurrent.train import distributed
+from recurrent.train.common import read_metrics
+from recurrent.train.loop import TrainConfig, train
+from recurrent.validation import at_least, check
 
 
 class AddingTask:
@@ -113,6 +128,21 @@ def make_task(name: str, seq_len: int) -> AddingTask | CopyTask:
     return TASKS[name](seq_len)
 
 
+# --- the model ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryModelConfig:
+    cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry)",
+                                                "choices": registry.NAMES})
+    hidden_size: int = 64  # H
+    num_layers: int = 1
+    forget_bias: float = field(default=1.0, metadata={
+        "help": "LSTM only (other cells ignore it): the initial forget-gate bias b_f, 0 keeps torch's init. 1 is the "
+                "classic choice (Gers et al. 2000; Jozefowicz et al. 2015): f starts near 0.73 instead of 0.5, so "
+                "the cell state remembers from the first step"})
+
+
 class MemoryModel(nn.Module):
     """A recurrent layer and a linear readout at every step: x (B, T, I) -> out (B, T, O)."""
 
@@ -134,79 +164,137 @@ class MemoryModel(nn.Module):
         return self.head(out)  # (B, T, O)
 
 
-@dataclass
-class TrainConfig:
-    """One cell's training budget on a memory task: the same for every cell in a comparison."""
+def build_model(config: MemoryModelConfig, problem: AddingTask | CopyTask) -> MemoryModel:
+    """The model at its initial weights (drawn from torch's global RNG), with the forget bias for an LSTM."""
+    model = MemoryModel(config.cell, problem.input_size, config.hidden_size, problem.output_size, config.num_layers)
+    if config.cell == "lstm" and config.forget_bias:
+        model.set_forget_bias(config.forget_bias)
+    return model
 
-    hidden_size: int = field(default=128, metadata={"help": "hidden units per layer"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
-    batch_size: int = field(default=64, metadata={"help": "fresh sequences per step"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    clip: float = field(default=1.0, metadata={"help": "max gradient norm (clip_grad_norm_)"})
-    max_time: float = field(default=120.0, metadata={"help": "seconds of training steps per cell (evaluations "
-                                                                 "and callbacks are not counted)"})
-    max_steps: int = field(default=0, metadata={"help": "steps per cell; 0: no limit but --max-time"})
-    forget_bias: float = field(default=0.0, metadata={
-        "help": "LSTM only: initial forget-gate bias (b_f in bias_ih; 0 keeps torch's init). 1 is the classic "
-                "choice (Gers et al. 2000; Jozefowicz et al. 2015): f starts near 0.73 instead of 0.5"})
-    eval_every: int = field(default=50, metadata={"help": "steps between held-out evaluations"})
-    eval_size: int = field(default=500, metadata={"help": "held-out sequences, drawn once from the seed"})
-    seed: int = field(default=0, metadata={"help": "initial weights, training data and held-out data"})
+
+# --- training: a Task for recurrent.train.loop --------------------------------------------------------------
+
+
+def memory_training(**changes) -> TrainConfig:
+    """The memory tasks' training defaults, with `changes`: AdamW without weight decay (Adam) at lr 1e-2, the gradient
+    norm clipped at 1 (values from the ranges Le et al. 2015 search for the adding problem; with lr 1e-3 the LSTM
+    still sits on the baseline after 3,000 steps at T = 100, with 1e-2 it leaves it by step 1,500), 120 s, fp32 (the adding problem regresses a sum of reals; bf16 would round the
+    inputs to 3 significant digits). The data never ends: `epochs` only caps the steps, the budget is the time."""
+    return TrainConfig(**{**dict(out="runs/memory", lr=1e-2, clip=1.0, epochs=100_000, eval_every=100,
+                                 max_time=120.0, precision="fp32"), **changes})
+
+
+@dataclass
+class TrainMemoryConfig:
+    """Ranges sit in each field's metadata (recurrent/validation.py checks them)."""
+
+    # (`problem`, not `task`: config.json's "task" names what was trained, "memory"; the CLI flag is --task)
+    problem: str = field(default="adding", metadata={"help": f"one of {', '.join(TASKS)}", "choices": tuple(TASKS)})
+    seq_len: int = field(default=100, metadata=at_least(1))  # adding: the sequence length T; copy: the delay T
+    #                                                          (sequences of T + 20 steps)
+    batch_size: int = 32  # fresh sequences per step
+    epoch_size: int = 100  # batches per epoch: the data is endless, so an epoch is a count of fresh batches
+    eval_size: int = 1000  # validation sequences, drawn once from the seed
+    training: TrainConfig = field(default_factory=memory_training)  # the loop's: optimizer, budgets, ...
+    model: MemoryModelConfig = field(default_factory=MemoryModelConfig)
+
+    def validate(self) -> None:
+        """UserError naming the first bad value: types and ranges (recurrent.validation), then the adding problem's
+        length and the device."""
+        check(self)
+        if self.problem == "adding" and self.seq_len < 2:
+            raise UserError(f"--seq-len must be >= 2 for the adding task (one marker in each half), got {self.seq_len}")
+        self.training.validate()
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor
+
+
+Callback = Callable[[int, MemoryModel, tuple[Tensor, Tensor]], None]
+
+
+class MemoryTask:
+    """Fresh batches of a memory problem; the metric is the loss on one fixed validation batch (lower is better)."""
+
+    name, metric, higher_is_better, unit = "memory", "val_loss", False, "ex"
+
+    def __init__(self, config: TrainMemoryConfig, callback: Callback | None = None):
+        self.config, self.problem = config, make_task(config.problem, config.seq_len)
+        self.model = build_model(config.model, self.problem)
+        self.valid = self.problem.sample(config.eval_size, torch.Generator().manual_seed(config.training.seed + 10_000))
+        self.callback = callback
+
+    def meta(self) -> dict:
+        return {"model": asdict(self.config.model), "problem": self.config.problem, "seq_len": self.config.seq_len}
+
+    def steps_per_epoch(self) -> int:
+        return self.config.epoch_size
+
+    def batches(self, epoch: int):
+        """`epoch_size` fresh batches from this epoch's own generator. With several processes, this one's rows."""
+        generator = torch.Generator().manual_seed(self.config.training.seed * 100_003 + epoch)
+        world = distributed.world()
+        for _ in range(self.config.epoch_size):
+            x, y = self.problem.sample(self.config.batch_size, generator)  # (B, T, I), (B,) or (B, T)
+            yield world.share(len(x), lambda rows: (x[rows], y[rows]))
+
+    def step(self, model: MemoryModel, batch, carry):
+        x, y = batch
+        return StepOutput(self.problem.loss(model(x).float(), y)), None
+
+    def after_step(self, model: MemoryModel, batch, step: int) -> None:
+        """`callback(step, model, batch)` once the optimizer has stepped on `batch` (the loop's hook)."""
+        if self.callback is not None:
+            self.callback(step, model, batch)
+
+    def count(self, batch) -> int:
+        return len(batch[0])
+
+    def weight(self, batch) -> int:
+        return len(batch[0])  # both losses are means over sequences (copy: over their steps, all of one length)
+
+    def evaluate(self, model: MemoryModel) -> dict:
+        device = next(model.parameters()).device
+        x, y = (t.to(device) for t in self.valid)
+        return {"val_loss": self.problem.loss(model(x).float(), y).item(), "baseline": self.problem.baseline}
+
+
+def train_memory(config: TrainMemoryConfig, callback: Callback | None = None) -> Path:
+    """Train as `config` says (recurrent.train.loop does the training); return the run folder. `callback(step,
+    model, batch)`, if given, runs after each optimizer step (e.g. a GradientMonitor)."""
+    config.validate()
+    return train(lambda resumed: MemoryTask(config, callback), config.training, asdict(config))
+
+
+# --- reading a run folder back ------------------------------------------------------------------------------
+
+
+def load_memory_model(run_dir, name: str = "last") -> MemoryModel:
+    """The model of a run folder's last checkpoint ("last") or its best one ("model"), in eval mode, on the CPU."""
+    tensors, meta = load_checkpoint(run_dir, name=name)
+    config = MemoryModelConfig(**meta["model"])
+    model = build_model(config, make_task(meta["problem"], meta["seq_len"]))
+    model.load_state_dict({k: v for k, v in tensors.items() if k in model.state_dict()})
+    return model.eval()
 
 
 @dataclass
 class TrainResult:
+    """One run as `bench memory` reports it, read from its folder."""
+
     cell: str
-    final_loss: float  # on the held-out batch
+    final_loss: float  # on the validation batch, at the end
     baseline: float
     steps: int
-    seconds: float  # spent in training steps (the budget), without evaluations and callbacks
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out loss)
-    train_losses: list[float] = field(default_factory=list)
+    seconds: float  # wall time of the whole run, evaluations included
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
     grad_norms: list[float] = field(default_factory=list)  # pre-clip, one per step
 
-
-def train_memory(task, cell: str, cfg: TrainConfig, callback=None) -> tuple[MemoryModel, TrainResult]:
-    """Adam with gradient-norm clipping on fresh batches until the time or step budget is spent.
-
-    `callback(step, model, batch)`, if given, runs after each optimiser step (e.g. a GradientMonitor).
-    """
-    torch.manual_seed(cfg.seed)  # the same initial weights for a given cell and seed
-    model = MemoryModel(cell, task.input_size, cfg.hidden_size, task.output_size, cfg.num_layers)
-    if cell == "lstm" and cfg.forget_bias:
-        model.set_forget_bias(cfg.forget_bias)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    data = torch.Generator().manual_seed(cfg.seed)
-    held_out = task.sample(cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 10_000))
-    result = TrainResult(cell, float("nan"), task.baseline, 0, 0.0)
-    result.curve.append((0, evaluate(model, task, held_out)))
-    step, seconds = 0, 0.0  # the budget counts training steps only, not evaluations or the callback
-    while seconds < cfg.max_time and (not cfg.max_steps or step < cfg.max_steps):
-        start = time.perf_counter()
-        x, y = task.sample(cfg.batch_size, data)
-        loss = task.loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        step += 1
-        result.train_losses.append(loss.item())
-        result.grad_norms.append(norm.item())
-        seconds += time.perf_counter() - start
-        if callback is not None:
-            callback(step, model, (x, y))
-        if step % cfg.eval_every == 0:
-            result.curve.append((step, evaluate(model, task, held_out)))
-    if result.curve[-1][0] != step:
-        result.curve.append((step, evaluate(model, task, held_out)))
-    result.final_loss, result.steps, result.seconds = result.curve[-1][1], step, seconds
-    return model, result
-
-
-@torch.no_grad()
-def evaluate(model: MemoryModel, task, batch: tuple[Tensor, Tensor]) -> float:
-    x, y = batch
-    model.eval()
-    loss = task.loss(model(x), y).item()
-    model.train()
-    return loss
+    @classmethod
+    def read(cls, run_dir, seconds: float) -> TrainResult:
+        """From metrics.jsonl (the curve) and last.json (the cell, the clipping statistics)."""
+        records = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if r.get("val_loss") is not None]
+        _, meta = load_checkpoint(run_dir, name="last")
+        return cls(meta["model"]["cell"], records[-1]["val_loss"], records[-1]["baseline"], records[-1]["step"],
+                   seconds, [(r["step"], r["val_loss"]) for r in records], meta["clip"]["norms"])

@@ -18,17 +18,19 @@ from recurrent.errors import UserError
 from recurrent.inference.classify import (FORMATS, Classifier, evaluate_items, evaluation_items, input_size,
                                           read_classification)
 from recurrent.inference.common import log, lookup
-from recurrent.models.classifier import STRUCTURES, ClassifierConfig, SequenceClassifier
+from recurrent.models.classifier import ClassifierConfig, SequenceClassifier
 from recurrent.models.tree import NO_LABEL, EncodedTree, TreeClassifier
 from recurrent.train.loop import TrainConfig
 from recurrent.train.supervised import (SupervisedConfig, SupervisedTask, build_index, fit,
                                         replace_singletons, singleton_ids, supervised_training)
 from recurrent.unseen import Unseen
 
+
 @dataclass
 class TrainClassifyConfig(SupervisedConfig):
     training: TrainConfig = field(default_factory=lambda: supervised_training(out="runs/classify"))
-    format: str = field(default="tsv", metadata={"help": f"one of {FORMATS}; tsv/csv: one example per row"})
+    format: str = field(default="tsv", metadata={"help": f"one of {FORMATS}; tsv/csv: one example per row",
+                                                 "choices": FORMATS})
     text_col: str = "1"  # tsv/csv: 0-based column index, or a header name with --header
     label_col: str = "0"
     header: bool = False  # tsv/csv: the first row names the columns
@@ -38,10 +40,6 @@ class TrainClassifyConfig(SupervisedConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.format not in FORMATS:
-            raise UserError(f"format must be one of {FORMATS}, got {self.format!r}")
-        if self.model.structure not in STRUCTURES:
-            raise UserError(f"structure must be one of {STRUCTURES}, got {self.model.structure!r}")
         if self.model.structure == "tree" and self.format != "sst":
             raise UserError(f"structure 'tree' needs parse trees: format must be 'sst', got {self.format!r}")
 

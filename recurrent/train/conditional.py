@@ -12,67 +12,16 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from recurrent.data import Vocab, read_text
+from recurrent.data import Vocab
 from recurrent.data.buckets import bucket_batches
-from recurrent.data.features import read_features
+from recurrent.data.sentences import collate, encode, read_sentences
 from recurrent.data.text import Corpus
 from recurrent.errors import UserError
+from recurrent.inference.lm import sentence_loss
 from recurrent.models.lm import LanguageModel
 from recurrent.train import distributed
-from recurrent.train.common import model_device, to_device
 from recurrent.train.lm import _build_vocab
-
-
-def read_sentences(path, kind: str, features=None, width: int = 0) -> tuple[list[str], list | None]:
-    """(texts, conditions), one per line: `label<TAB>text` (kind "label": the labels), or text with its row of
-    `features` (kind "vector": rows (F,)), or text alone (kind "none": None). Errors name file:line."""
-    texts, labels = [], []
-    for line, text in enumerate(read_text(path).splitlines(), 1):
-        if kind == "label":
-            label, tab, text = text.partition("\t")
-            if not tab or not label.strip():
-                raise UserError(f"{path}:{line}: expected label<TAB>text, got {label[:60]!r}")
-            labels.append(label.strip())
-        if not text.strip():
-            raise UserError(f"{path}:{line}: empty text")
-        texts.append(text)
-    if kind != "vector":
-        return texts, labels or None
-    rows = read_features(features, width)
-    if len(rows) != len(texts):
-        raise UserError(f"{features}: {len(rows)} feature rows for the {len(texts)} lines of {path}")
-    return texts, list(torch.from_numpy(rows))
-
-
-def encode(texts: list[str], conditions: list | None, vocab: Vocab, labels: list[str] | None, path) -> list[tuple]:
-    """(ids "sep w_1 .. w_n sep", condition: a label id, a feature row (F,) or None) per sentence."""
-    conditions = conditions or [None] * len(texts)
-    if labels is not None:
-        for line, label in enumerate(conditions, 1):
-            if label not in labels:
-                raise UserError(f"{path}:{line}: label {label!r} never appears in training; known labels: {labels}")
-        conditions = [torch.tensor(labels.index(c)) for c in conditions]
-    return [(vocab.encode("\n" + t + "\n"), c) for t, c in zip(texts, conditions)]  # word level: <eos> w.. <eos>
-
-
-def collate(items: list) -> tuple:
-    """Encoded sentences -> x (B, T), y (B, T) padded with -100, and the conditions (B,) or (B, F) or None."""
-    x = pad_sequence([ids[:-1] for ids, _ in items], batch_first=True)  # (B, T)
-    y = pad_sequence([ids[1:] for ids, _ in items], batch_first=True, padding_value=-100)  # (B, T)
-    return x, y, None if items[0][1] is None else torch.stack([c for _, c in items])
-
-
-@torch.no_grad()
-def sentence_loss(model: LanguageModel, items: list, batch_size: int) -> float:
-    """Mean cross-entropy in nats per token (each sentence's closing sep included) over encoded sentences."""
-    total, count = 0.0, 0
-    for batch in bucket_batches([len(ids) for ids, _ in items], batch_size):
-        x, y, c = to_device(collate([items[i] for i in batch]), model_device(model))
-        n = int((y != -100).sum())
-        total, count = total + model(x, targets=y, condition=c).loss.float().item() * n, count + n
-    return total / count
 
 
 class ConditionalTask:

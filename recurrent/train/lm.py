@@ -30,6 +30,7 @@ from recurrent.inference.lm import evaluate_loss
 from recurrent.models.lm import LanguageModel, LMConfig
 from recurrent.train import distributed
 from recurrent.train.loop import TrainConfig, train
+from recurrent.validation import at_least, check
 
 
 def lm_training(**changes) -> TrainConfig:
@@ -44,12 +45,14 @@ class TrainLMConfig:
     train: str | None = None  # or explicit train / valid (/ test) files
     valid: str | None = None
     test: str | None = None
-    level: str = field(default="char", metadata={"help": f"tokens: one of {LEVELS}"})
-    vocab_size: int = 0  # keep at most this many tokens, specials included (0: all)
-    min_freq: int = 1  # drop tokens seen fewer times
+    level: str = field(default="char", metadata={"help": f"tokens: one of {LEVELS}", "choices": LEVELS})
+    vocab_size: int = field(default=0, metadata=at_least(0))  # keep at most this many tokens, specials included
+    #                                                           (0: all)
+    min_freq: int = field(default=1, metadata=at_least(1))  # drop tokens seen fewer times
     # batches
     batch_size: int = 32  # B parallel streams
-    bptt: int = 64  # window length: gradients flow back at most this many tokens
+    bptt: int = field(default=64, metadata=at_least(1))  # window length: gradients flow back at most this many
+    #                                                      tokens
     random_bptt: bool = False  # AWD-LSTM's variable window lengths, around bptt
     eval_batch_size: int = 10
     # conditional generation (recurrent/train/conditional.py): one sentence per line, batch_size sentences a batch
@@ -61,21 +64,8 @@ class TrainLMConfig:
     model: LMConfig = field(default_factory=LMConfig)  # vocab_size is taken from the data
 
     def validate(self) -> None:
-        """UserError naming the first bad value."""
-        if self.level not in LEVELS:
-            raise UserError(f"level must be one of {LEVELS}, got {self.level!r}")
-        for name in ("batch_size", "bptt", "eval_batch_size", "min_freq"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.vocab_size < 0:
-            raise UserError(f"vocab_size must be >= 0, got {self.vocab_size!r}")
-        for name in ("dropout", "dropout_input", "dropout_hidden", "dropout_embedding", "weight_drop"):
-            p = getattr(self.model, name)
-            if not 0.0 <= p < 1.0:
-                raise UserError(f"{name} must be in [0, 1), got {p!r}")
-        for name in ("hidden_size", "num_layers"):
-            if getattr(self.model, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self.model, name)!r}")
+        """UserError naming the first bad value: types and ranges (recurrent.validation), then the device."""
+        check(self)
         self.training.validate()
 
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,13 +43,17 @@ from tqdm import tqdm
 import recurrent.state as rc_state
 from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_state, save_checkpoint,
                                   set_rng_state, unflatten_optimizer_state)
-from recurrent.errors import UserError
+from recurrent.errors import Interrupted, UserError
 from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
+from recurrent.runs import read_task
+from recurrent.schema import META_SCHEMAS, check_last_meta
 from recurrent.state import detach
 from recurrent.train import distributed
 from recurrent.train.common import (OPTIMIZERS, SCHEDULES, Budget, ClipStats, Schedule, append_metrics,
                                     make_optimizer, plot_losses, resolve_device, set_lr, to_device)
 from recurrent.train.distributed import StandIn, World
+from recurrent.train.run_folder import RunFolder
+from recurrent.validation import at_least, between, check, positive
 
 BEST, LAST = "model", "last"  # checkpoint names in the run folder
 MAX_BAD_STEPS = 10  # consecutive steps with a non-finite loss before the run stops with an error
@@ -56,43 +61,40 @@ MAX_BAD_STEPS = 10  # consecutive steps with a non-finite loss before the run st
 
 @dataclass
 class TrainConfig:
-    """What every task's training shares. Each task config nests one (`config.train`), with its own defaults."""
+    """What every task's training shares. Each task config nests one (`config.train`), with its own defaults.
+    Ranges sit in each field's metadata (recurrent/validation.py checks them)."""
 
     out: str = "runs/run"  # the run folder
-    optimizer: str = field(default="adamw", metadata={"help": f"one of {OPTIMIZERS}"})
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = field(default="constant", metadata={"help": f"learning-rate schedule: one of {SCHEDULES}"})
-    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps
-    decay_start_epoch: int = 4  # zaremba: halve lr every epoch after this one
-    clip: float = 1.0  # max global gradient norm (0: no clipping)
-    epochs: int = 10
-    eval_every: int = 0  # steps between evaluations (0: at the end of each epoch); always one at the end
-    patience: int = 0  # stop after this many evaluations without a better metric (0: never)
-    log_every: int = 50  # steps between metrics lines
+    optimizer: str = field(default="adamw", metadata={"help": f"one of {OPTIMIZERS}", "choices": OPTIMIZERS})
+    lr: float = field(default=1e-3, metadata=positive())
+    weight_decay: float = field(default=0.0, metadata=at_least(0))
+    schedule: str = field(default="constant", metadata={"help": f"learning-rate schedule: one of {SCHEDULES}",
+                                                        "choices": SCHEDULES})
+    warmup_steps: int = field(default=0, metadata=at_least(0))  # linear warm-up from lr/warmup_steps
+    decay_start_epoch: int = field(default=4, metadata=at_least(0))  # zaremba: halve lr every epoch after this one
+    clip: float = field(default=1.0, metadata=at_least(0))  # max global gradient norm (0: no clipping)
+    epochs: int = field(default=10, metadata=at_least(1))
+    eval_every: int = field(default=0, metadata=at_least(0))  # steps between evaluations (0: at the end of each
+    #                                                             epoch); always one at the end
+    patience: int = field(default=0, metadata=at_least(0))  # stop after this many evaluations without a better
+    #                                                          metric (0: never)
+    log_every: int = field(default=50, metadata=at_least(1))  # steps between metrics lines
     precision: str = field(default="auto", metadata={"help": PRECISION_HELP, "choices": PRECISIONS})
     device: str = "cpu"  # cpu | cuda | cuda:N: where the model trains; checkpoints are saved on the CPU either way
-    seed: int = 0
-    max_steps: int = 0  # stop after this many steps in all (0: no limit)
-    max_time: float = 0.0  # stop after this many seconds (0: no limit); evaluates and saves first
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1025))  # numpy's seeds are 32-bit; ranks add to it
+    max_steps: int = field(default=0, metadata=at_least(0))  # stop after this many steps in all (0: no limit)
+    max_time: float = field(default=0.0, metadata=at_least(0))  # stop after this many seconds (0: no limit);
+    #                                                             evaluates and saves first
     resume: bool = False  # continue from the run folder's last checkpoint
+    overwrite: bool = False  # replace the run a folder holds (without it, or --resume, that is an error)
+    checkpoint_every: int = field(default=500, metadata=at_least(0))  # steps between saves of last.* (0: only
+    #                                               at evaluations, the end, and on SIGINT/SIGTERM, as always)
+    tensorboard: bool = False  # also log every metrics line to <out>/tensorboard (pip install 'recurrent[tensorboard]')
     progress: bool = True  # progress on stderr: a bar on a terminal, a line per log_every steps otherwise
 
     def validate(self) -> None:
-        """UserError naming the first bad value."""
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise UserError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "warmup_steps", "clip", "eval_every", "patience", "max_steps", "max_time"):
-            value = getattr(self, name)
-            if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
-                raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+        """UserError naming the first bad value: a type or range (recurrent.validation), or the device."""
+        check(self)
         resolve_device(self.device)
 
 
@@ -153,6 +155,9 @@ class Task(Protocol):
         """Metrics on the validation data, `metric` and "val_loss" among them (called in eval mode, without grad,
         under the run's precision)."""
 
+    # Optional: after_step(model, batch, step) runs after each optimizer step (not after a skipped one), with the
+    # batch it stepped on and the steps taken so far: a hook for monitors such as recurrent.diagnostics.GradientMonitor.
+
 
 @dataclass
 class Position:
@@ -172,9 +177,37 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
     seeded first, so the model's initial weights follow `seed`), then train it as `config` says; return the run
     folder. `run_config` (the task's whole config) goes into config.json. Stops at `epochs`, the step/time budget, or
     on patience, and in each case evaluates, keeps the best checkpoint and the last one, and returns normally.
+    On SIGINT or SIGTERM it stops after the step, saves last.* and raises `Interrupted`: `--resume` continues.
     Started by torchrun, each process trains on its share of every batch (recurrent/train/distributed.py)."""
     config.validate()
     world, device = distributed.start(config.device)  # one process, or this one's rank and device under torchrun
+    folder = _open_folder(config, world)  # rank 0: made, checked and locked (RunFolder); the others: None
+    try:
+        with Signals() as signals:
+            return _train(make_task, config, run_config, world, device, signals)
+    finally:
+        if folder is not None:
+            folder.close()
+
+
+def _open_folder(config: TrainConfig, world: World) -> RunFolder | None:
+    """Rank 0 opens the run folder for writing; every process learns whether that failed, and raises alike."""
+    folder, refusal = None, None
+    if world.main:
+        try:
+            folder = RunFolder.open(config.out, resume=config.resume, overwrite=config.overwrite)
+        except UserError as e:
+            if world.size == 1:
+                raise
+            refusal = str(e)
+    refusal = world.from_main(refusal)
+    if refusal is not None:
+        raise UserError(refusal)
+    return folder
+
+
+def _train(make_task, config: TrainConfig, run_config: dict, world: World, device: torch.device,
+           signals: Signals) -> Path:
     run_dir = Path(config.out)
     seed_everything(config.seed)  # the same on every process: the same initial weights, the same data
     last = load_last(run_dir) if config.resume else None
@@ -193,10 +226,14 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
     metrics_path = run_dir / "metrics.jsonl"
     if last:
         pos, carry = _restore(last, model, optimizer, schedule, clip, device)
+        if pos.batch > per_epoch:
+            raise UserError(f"cannot resume: last.json's position is batch {pos.batch} of an epoch of {per_epoch}")
         carry = world.take_carry(carry)  # this process's streams
+        _keep_recorded_best(pos, run_dir, task)  # a crash after a best save and before the next last.* save
     if world.main:  # only rank 0 writes the run folder
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not last:
+        if last:  # what a killed run logged after its last save is logged again
+            _truncate(metrics_path, last[1].get("metrics_bytes"))
+        else:
             metrics_path.write_text("")
         (run_dir / "config.json").write_text(json.dumps({"task": task.name, **run_config, "processes": world.size,
                                                          "precision_used": precision.to_dict()}, indent=2) + "\n")
@@ -220,7 +257,9 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
         value = result[task.metric]
         if scheduled:
             schedule.on_eval(result["val_loss"])
-        if pos.best is None or (value > pos.best if task.higher_is_better else value < pos.best):
+        better = pos.best is None or (value > pos.best if task.higher_is_better else value < pos.best)
+        again = pos.best_step == pos.step and value == pos.best  # a resumed run scoring the saved best's step anew
+        if better or again:
             pos.best, pos.best_step = value, pos.step
             pos.evals_since_best = 0 if scheduled else pos.evals_since_best
             metrics = {"step": pos.step, "epoch": pos.epoch, **result}
@@ -231,10 +270,18 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             pos.evals_since_best += 1
         return result
 
+    def save_last() -> None:
+        """last.*: everything --resume needs, as of now. Every process takes part (the carry is gathered)."""
+        gathered = world.gather_carry(carry)  # every stream's state
+        if world.main:
+            _save_last(run_dir, model, optimizer, schedule, clip, pos, gathered,
+                       {**task.meta(), "trainer": run_config, "metrics_bytes": metrics_path.stat().st_size})
+
+    after_step = getattr(task, "after_step", None)  # optional: see Task
     budget = Budget(config.max_steps, config.max_time)
     elapsed = 0.0  # seconds since the start, as of the last step (with several processes: rank 0's clock)
     progress = Progress(config, config.max_steps or config.epochs * per_epoch, pos.step, task.name, world.main)
-    log = Log(metrics_path if world.main else None, task.unit)
+    log = Log(metrics_path if world.main else None, task.unit, run_dir if config.tensorboard and world.main else None)
     evaluated_at, stop, bad_in_a_row = None, None, 0
     while pos.epoch <= config.epochs and stop is None and not budget.exhausted(pos.step, elapsed):
         batches = task.batches(pos.epoch)
@@ -247,9 +294,10 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             stepped.train()
             if carry is not None:
                 carry = tuple(detach(s) for s in carry)  # cut the graph: BPTT spans one batch
+            batch = to_device(batch, device)
             with precision.autocast(device.type):
-                out, carry = task.step(stepped, to_device(batch, device), carry)
-            loss, totals = world.weigh(out.loss.float(), weight, count, budget.elapsed())
+                out, carry = task.step(stepped, batch, carry)
+            loss, totals = world.weigh(out.loss.float(), weight, count, budget.elapsed(), signals.received)
             elapsed = totals.elapsed
             optimizer.zero_grad(set_to_none=True)
             if totals.finite:
@@ -257,6 +305,8 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
                 clip.clip(model.parameters())
                 optimizer.step()
                 bad_in_a_row = 0
+                if after_step is not None:
+                    after_step(model, batch, pos.step + 1)
             else:  # a NaN or inf loss would poison the weights: skip the update, and stop if it persists
                 pos.skipped, bad_in_a_row = pos.skipped + 1, bad_in_a_row + 1
                 if bad_in_a_row >= MAX_BAD_STEPS:
@@ -265,6 +315,9 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             pos.step, pos.batch = pos.step + 1, pos.batch + 1
             log.add(totals.loss, totals.count)
             progress.update(pos, totals.loss, log)
+            if totals.stop:  # SIGINT or SIGTERM (on any process): save and stop, without evaluating
+                stop = "signal"
+                break
 
             result = None
             if config.eval_every and pos.step % config.eval_every == 0:
@@ -277,6 +330,8 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
             if budget.exhausted(pos.step, elapsed):
                 stop = "budget"
                 break
+            if result is not None or (config.checkpoint_every and pos.step % config.checkpoint_every == 0):
+                save_last()
         else:  # the epoch is done: evaluate if that is the interval, then read the data from the start
             if not config.eval_every and evaluated_at != pos.step:
                 evaluated_at = pos.step
@@ -285,16 +340,21 @@ def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_con
                     stop = "patience"
             if stop is None:
                 pos.epoch, pos.batch, carry = pos.epoch + 1, 0, None
+                if pos.epoch <= config.epochs:
+                    save_last()  # at the start of the next epoch: a resumed run does not evaluate this one again
     progress.close()
 
-    if evaluated_at != pos.step or pos.best is None:
+    if stop != "signal" and (evaluated_at != pos.step or pos.best is None):
         log.write(pos, optimizer.param_groups[0]["lr"], evaluate(scheduled=False), clip,
                   epoch=min(pos.epoch, config.epochs))
-    carry = world.gather_carry(carry)  # every stream's state, for the checkpoint
+    log.close()
+    save_last()
     if world.main:
-        _save_last(run_dir, model, optimizer, schedule, clip, pos, carry, {**task.meta(), "trainer": run_config})
         plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task.name}")
     world.barrier()  # every process returns once the run folder is complete
+    if stop == "signal":
+        raise Interrupted(signals.signum or signal.SIGINT,
+                          f"stopped at step {pos.step}; saved in {run_dir}: continue with --resume")
     return run_dir
 
 
@@ -323,8 +383,13 @@ def _plain(d: dict) -> dict:
 class Log:
     """Training loss and throughput since the last metrics line, and the writing of that line."""
 
-    def __init__(self, path: Path | None, unit: str):
+    def __init__(self, path: Path | None, unit: str, tensorboard_dir: Path | None = None):
         self.path, self.unit = path, unit  # path None: keep the numbers, write nothing (not rank 0)
+        self.tensorboard = None
+        if tensorboard_dir is not None:  # --tensorboard: every line to TensorBoard too
+            from recurrent.train.tensorboard import TensorBoard
+
+            self.tensorboard = TensorBoard(tensorboard_dir)
         self.reset()
 
     def reset(self) -> None:
@@ -346,7 +411,13 @@ class Log:
             record.update({k: v for k, v in result.items() if k != "confusion"})
         if self.path is not None:
             append_metrics(self.path, record)
+        if self.tensorboard is not None:
+            self.tensorboard.log(record)
         self.reset()
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 class Progress:
@@ -373,6 +444,42 @@ class Progress:
             self.bar.close()
 
 
+# --- stopping on a signal ----------------------------------------------------------------------------------
+
+
+class Signals:
+    """While training: SIGINT (Ctrl-C) and SIGTERM (kill, a scheduler's preemption) ask the loop to stop after the
+    step it is in, save last.* and raise `Interrupted`, instead of dying with nothing saved. A second signal acts
+    as it would have without us (Ctrl-C raises KeyboardInterrupt at once), and the saves already made stay
+    consistent: every checkpoint write is atomic. Handlers can only be set from the main thread; elsewhere (a
+    library user training in a thread) signals keep their usual meaning."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def received(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        for sig, previous in self._previous.items():  # the next signal: as before
+            signal.signal(sig, previous)
+        print(f"recurrent: {signal.Signals(signum).name}: stopping after this step and saving (again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
 # --- the last checkpoint: resume ----------------------------------------------------------------------------
 
 
@@ -390,17 +497,46 @@ def _save_last(run_dir: Path, model, optimizer, schedule: Schedule, clip: ClipSt
 
 
 def load_last(run_dir) -> tuple[dict, dict]:
-    """(tensors, meta) of a run folder's last checkpoint; UserError where there is none."""
+    """(tensors, meta) of a run folder's last checkpoint, checked before anything is built from it (the schema of
+    recurrent/schema.py, the checksum, finite tensors); UserError where there is none or it does not check out."""
     if not (Path(run_dir) / f"{LAST}.safetensors").exists():
         raise UserError(f"cannot resume: {run_dir} has no {LAST}.safetensors (train without --resume first)")
-    return load_checkpoint(run_dir, name=LAST)
+    tensors, meta = load_checkpoint(run_dir, name=LAST, finite=True)
+    task = read_task(run_dir)
+    check_last_meta(meta, Path(run_dir) / f"{LAST}.json", tensors, task=task if task in META_SCHEMAS else None)
+    return tensors, meta
+
+
+def _keep_recorded_best(pos: Position, run_dir: Path, task: Task) -> None:
+    """The best checkpoint (model.*) can be newer than last.*: a run killed after saving a best and before its next
+    last.* save. Take its metric, so that a resumed run never replaces a better saved model with a worse one."""
+    path = run_dir / f"{BEST}.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8")).get("metrics") or {}
+        value, step = float(metrics[task.metric]), int(metrics["step"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # none yet, or not ours: nothing to keep
+        return
+    if pos.best is None or (value > pos.best if task.higher_is_better else value < pos.best):
+        pos.best, pos.best_step = value, step
+
+
+def _truncate(path: Path, size) -> None:
+    """Cut a file back to `size` bytes where it is longer (metrics logged after the save a run resumes from)."""
+    if isinstance(size, int) and path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
 
 
 def _restore(last: tuple[dict, dict], model, optimizer, schedule: Schedule, clip: ClipStats, device: torch.device):
     """Load the last checkpoint (CPU tensors) into a model and optimizer already on `device`."""
     tensors, meta = last
-    model_keys = set(model.state_dict())
-    model.load_state_dict({k: v for k, v in tensors.items() if k in model_keys})  # onto the parameters' device
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key not in tensors or tensors[key].shape != value.shape:
+            found = tuple(tensors[key].shape) if key in tensors else "nothing"
+            raise UserError(f"cannot resume: last.safetensors holds {found} for {key}, the model needs "
+                            f"{tuple(value.shape)}")
+    model.load_state_dict({k: v for k, v in tensors.items() if k in expected})  # onto the parameters' device
     optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))  # torch moves it to the params
     set_rng_state(tensors, meta["rng"])
     schedule.load_state_dict(meta["schedule"])

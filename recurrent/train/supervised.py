@@ -28,6 +28,7 @@ from recurrent.inference.common import PAD, UNK
 from recurrent.train import distributed
 from recurrent.train.common import model_device, to_device
 from recurrent.train.loop import TrainConfig, train
+from recurrent.validation import at_least, check, probability
 
 
 def supervised_training(**changes) -> TrainConfig:
@@ -41,28 +42,19 @@ class SupervisedConfig:
     train: str | None = None  # training file
     valid: str | None = None  # dev file: early stopping and the best checkpoint
     lowercase: bool = False  # lowercase words before looking them up (the char encoder still sees case)
-    min_freq: int = 1  # words seen fewer times in train become <unk>
-    unk_replace: float = 0.0  # in training, replace each word seen once by <unk> with this probability, so that
-    #                           <unk> learns an embedding for unseen words (Lample et al. 2016 use 0.5)
+    min_freq: int = field(default=1, metadata=at_least(1))  # words seen fewer times in train become <unk>
+    unk_replace: float = field(default=0.0, metadata=probability())  # in training, replace each word seen once
+    #     by <unk> with this probability, so that <unk> learns an embedding for unseen words (Lample et al. 2016
+    #     use 0.5)
     embeddings: str | None = None  # a word2vec/GloVe text file to initialise the word embeddings (never downloaded)
     batch_size: int = 32
     training: TrainConfig = field(default_factory=supervised_training)  # the loop's: optimizer, budgets, ...
 
     def validate(self) -> None:
-        """UserError naming the first bad value."""
+        """UserError naming the first bad value: types and ranges (recurrent.validation), the files, the device."""
+        check(self)
         if not self.train or not self.valid:
             raise UserError("training needs --train FILE and --valid FILE")
-        for name in ("batch_size", "min_freq"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0.0 <= self.unk_replace <= 1.0:
-            raise UserError(f"unk_replace must be in [0, 1], got {self.unk_replace!r}")
-        model = getattr(self, "model")
-        if not 0.0 <= model.dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {model.dropout!r}")
-        for name in ("embedding_size", "hidden_size", "num_layers"):
-            if getattr(model, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(model, name)!r}")
         self.training.validate()
 
 

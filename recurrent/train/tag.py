@@ -33,20 +33,14 @@ SCHEMES = ("auto", "none")
 @dataclass
 class TrainTagConfig(SupervisedConfig):
     training: TrainConfig = dataclasses.field(default_factory=lambda: supervised_training(out="runs/tag"))
-    format: str = dataclasses.field(default="conll", metadata={"help": f"one of {FORMATS}"})
+    format: str = dataclasses.field(default="conll", metadata={"help": f"one of {FORMATS}", "choices": FORMATS})
     column: int = -1  # conll: 0-based tag column (default: the last)
     field: str = dataclasses.field(  # named as the --field flag, so dataclasses.field is spelled out
-        default="upos", metadata={"help": f"conllu: the tag field, one of {CONLLU_FIELDS}"})
-    scheme: str = dataclasses.field(default="auto",
-                                    metadata={"help": "auto: IOB1 -> BIO when every tag is O/B-X/I-X; none"})
+        default="upos", metadata={"help": f"conllu: the tag field, one of {CONLLU_FIELDS}",
+                                  "choices": CONLLU_FIELDS})
+    scheme: str = dataclasses.field(default="auto", metadata={
+        "help": "auto: IOB1 -> BIO when every tag is O/B-X/I-X; none", "choices": SCHEMES})
     model: TaggerConfig = dataclasses.field(default_factory=TaggerConfig)
-
-    def validate(self) -> None:
-        super().validate()
-        if self.format not in FORMATS:
-            raise UserError(f"format must be one of {FORMATS}, got {self.format!r}")
-        if self.scheme not in SCHEMES:
-            raise UserError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
 
 
 def encode_tags(read: Read, tags: list[str], path) -> list[list[int]]:

@@ -32,6 +32,7 @@ from recurrent.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from recurrent.tasks.synthetic import TASKS, SyntheticTask
 from recurrent.train import distributed
 from recurrent.train.loop import TrainConfig, train
+from recurrent.validation import at_least, between, check, fraction, probability
 
 
 @dataclass
@@ -42,45 +43,43 @@ class TrainTranslateConfig:
     valid_src: str | None = None
     valid_tgt: str | None = None
     # (`synthetic`, not `task`: config.json's "task" names what was trained, "translate"; the CLI flag is --task)
-    synthetic: str | None = field(default=None, metadata={"help": f"a synthetic task instead of files: {TASKS}"})
-    task_symbols: int = 10  # synthetic: alphabet size
-    task_min_len: int = 1  # synthetic: lengths uniform in min..max (trained on one length, a model fails
-    task_max_len: int = 8  #            on the others)
-    task_size: int = 10000  # synthetic: training pairs (valid: a tenth, at least 100)
+    synthetic: str | None = field(default=None, metadata={"help": f"a synthetic task instead of files: {TASKS}",
+                                                          "choices": TASKS})
+    task_symbols: int = field(default=10, metadata=between(2, 1000))  # synthetic: alphabet size
+    task_min_len: int = field(default=1, metadata=at_least(1))  # synthetic: lengths uniform in min..max (trained
+    task_max_len: int = field(default=8, metadata=at_least(1))  # on one length, a model fails on the others)
+    task_size: int = field(default=10000, metadata=at_least(1))  # synthetic: training pairs (valid: a tenth, at
+    #                                                              least 100)
     # vocabularies and preprocessing
-    vocab: str = field(default="word", metadata={"help": f"vocabulary kind: one of {KINDS}"})
-    src_vocab_size: int = 0  # word: keep at most this many (0: all); bpe: merges up to this size (0: 8000)
-    tgt_vocab_size: int = 0
-    min_freq: int = 1  # drop rarer words (word) / pairs (bpe)
+    vocab: str = field(default="word", metadata={"help": f"vocabulary kind: one of {KINDS}", "choices": KINDS})
+    src_vocab_size: int = field(default=0, metadata=at_least(0))  # word: keep at most this many (0: all); bpe:
+    #                                                               merges up to this size (0: 8000)
+    tgt_vocab_size: int = field(default=0, metadata=at_least(0))
+    min_freq: int = field(default=1, metadata=at_least(1))  # drop rarer words (word) / pairs (bpe)
     lowercase: bool = False
     split_punctuation: bool = False  # tokenise: punctuation becomes its own token
-    max_len: int = 100  # sentences are cut to this many tokens (counted)
+    max_len: int = field(default=100, metadata=at_least(1))  # sentences are cut to this many tokens (counted)
     # optimisation
     batch_size: int = 64  # sentences per batch, bucketed by length
-    teacher_forcing: float = 1.0  # probability of feeding the true previous token (1: always)
-    label_smoothing: float = 0.0  # of the training loss (Szegedy et al. 2016); valid loss is plain
+    teacher_forcing: float = field(default=1.0, metadata=probability())  # probability of feeding the true
+    #                                                                      previous token (1: always)
+    label_smoothing: float = field(default=0.0, metadata=fraction())  # of the training loss (Szegedy et al.
+    #                                                                   2016); valid loss is plain
     eval_batch_size: int = 128
     training: TrainConfig = field(default_factory=lambda: translate_training())  # the loop's: optimizer, budgets
     model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)  # vocabulary sizes come from the data
 
     def validate(self) -> None:
-        """UserError naming the first bad value."""
-        if self.synthetic is None and not (self.src and self.tgt and self.valid_src and self.valid_tgt):
+        """UserError naming the first bad value: types and ranges (recurrent.validation), then the files or the
+        synthetic task (one or the other), the model and the device."""
+        check(self)
+        files = [f"--{name.replace('_', '-')}" for name in ("src", "tgt", "valid_src", "valid_tgt")
+                 if getattr(self, name) is not None]
+        if self.synthetic is not None and files:
+            raise UserError(f"--task {self.synthetic} makes its own data: {' and '.join(files)} cannot apply (give "
+                            f"one or the other)")
+        if self.synthetic is None and len(files) < 4:
             raise UserError("give --src, --tgt, --valid-src and --valid-tgt, or a synthetic --task")
-        if self.synthetic is not None and self.synthetic not in TASKS:
-            raise UserError(f"task must be one of {TASKS}, got {self.synthetic!r}")
-        if self.vocab not in KINDS:
-            raise UserError(f"vocab must be one of {KINDS}, got {self.vocab!r}")
-        for name in ("batch_size", "eval_batch_size", "min_freq", "max_len", "task_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("src_vocab_size", "tgt_vocab_size"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.teacher_forcing <= 1.0:
-            raise UserError(f"teacher_forcing must be in [0, 1], got {self.teacher_forcing!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UserError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         try:
             dataclasses.replace(self.model, src_vocab_size=1, tgt_vocab_size=1).validate()
         except ValueError as e:

@@ -111,10 +111,10 @@ def test_bench_memory_table(task, baseline, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["diagnose", "gradients", "--cell", "transformer"], "--cell must be one of rnn, lstm, gru, got 'transformer'"),
     (["diagnose", "gradients", "--hidden-size", "0"], "--hidden-size must be >= 1, got 0"),
-    (["diagnose", "gradients", "--spectral-radius", "-1"], "--spectral-radius must be positive, got -1.0"),
+    (["diagnose", "gradients", "--spectral-radius", "-1"], "--spectral-radius must be > 0, got -1.0"),
     (["bench", "memory", "--cells", "rnn,tcn"], "--cells must be a comma-separated list from rnn, lstm, gru"),
-    (["bench", "memory", "--task", "sort"], "--task must be one of adding, copy, got 'sort'"),
-    (["bench", "memory", "--lr", "0"], "--lr must be positive, got 0.0"),
+    (["bench", "memory", "--task", "sort"], "--task must be one of ('adding', 'copy'), got 'sort'"),
+    (["bench", "memory", "--lr", "0"], "--lr must be > 0, got 0.0"),
     (["bench", "memory", "--task", "adding", "--seq-len", "1"], "--seq-len must be >= 2 for the adding task"),
 ])
 def test_bad_flag_values_exit_2_with_one_line(argv, message, capsys):

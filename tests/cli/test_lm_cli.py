@@ -83,7 +83,7 @@ def test_threads_flag_sets_torch_threads_and_is_not_a_config_field(data, tmp_pat
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "lm", "--data", "{data}", "--bptt", "0"], "bptt must be >= 1, got 0"),
-    (["train", "lm", "--data", "{data}", "--schedule", "linear"], "schedule must be one of"),
+    (["train", "lm", "--data", "{data}", "--schedule", "linear"], "argument --schedule: invalid choice: 'linear'"),
     (["train", "lm", "--data", "{data}", "--threads", "-1"], "--threads must be >= 0 (0: torch's default), got -1"),
     (["train", "lm", "--data", "{missing}"], "no such file or directory"),
     (["train", "lm", "--data", "{latin1}"], "is not UTF-8"),
@@ -107,7 +107,8 @@ def test_bad_input_is_one_line_exit_2(argv, message, run, data, tmp_path, capsys
 def test_bad_flag_in_a_subprocess_is_one_line_without_traceback(run):
     result = recurrent("generate", str(run), "--length", "-3")
     err = result.stderr.decode()
-    assert result.returncode == 2 and err == "recurrent: error: --length must be >= 0, got -3\n"
+    expected = "recurrent: error: --length must be >= 0, got -3 (see `recurrent generate --help`)\n"
+    assert result.returncode == 2 and err == expected
 
 
 def test_a_closed_pipe_ends_generate_quietly(run):

@@ -70,7 +70,7 @@ def test_evaluate_prints_bleu_chrf_and_perplexity(run, files, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "translate", "--task", "reverse", "--hidden-size", "7"], r"hidden_size must be even .*got 7"),
-    (["train", "translate", "--task", "reverse", "--attention", "cosine"], "attention must be one of"),
+    (["train", "translate", "--task", "reverse", "--attention", "cosine"], "invalid choice: 'cosine'"),
     (["train", "translate", "--src", "{files}/test.src", "--tgt", "{files}/short.tgt", "--valid-src",
       "{files}/test.src", "--valid-tgt", "{files}/test.tgt"], "test.src has 4 lines, .*short.tgt has 1"),
     (["translate", "{run}", "--beam", "0"], "--beam must be >= 1, got 0"),

@@ -16,7 +16,8 @@ import recurrent as rc
 from recurrent.diagnostics.gradients import (GradientMonitor, fit_slope, gradient_profile, judge, linear_probe,
                                              next_token_loss, plot_profiles, step_states, target_steps)
 from recurrent.models.lm import LanguageModel, LMConfig
-from recurrent.tasks.memory import AddingTask, TrainConfig, train_memory
+from recurrent.tasks.memory import AddingTask, TrainMemoryConfig, load_memory_model, train_memory
+from recurrent.train.loop import flat_replace
 
 LAYERS = {"rnn": (rc.RNN, nn.RNNCell), "lstm": (rc.LSTM, nn.LSTMCell), "gru": (rc.GRU, nn.GRUCell)}
 
@@ -218,8 +219,9 @@ def test_monitor_logs_every_n_steps_during_training(tmp_path):
         batches[step] = batch
         monitor(step, model, batch)
 
-    cfg = TrainConfig(hidden_size=6, batch_size=4, max_steps=4, eval_size=8)
-    model, _ = train_memory(task, "lstm", cfg, callback=callback)
+    config = flat_replace(TrainMemoryConfig(), seq_len=8, cell="lstm", hidden_size=6, batch_size=4, eval_size=8,
+                          max_steps=4, max_time=0.0, progress=False, out=str(tmp_path / "run"))
+    model = load_memory_model(train_memory(config, callback=callback))
     assert [r["step"] for r in monitor.history] == [2, 4]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines == json.loads(json.dumps(monitor.history))

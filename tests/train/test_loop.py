@@ -57,7 +57,7 @@ class Toy:
 
 def config(tmp_path, **changes) -> TrainConfig:
     return TrainConfig(**{**dict(out=str(tmp_path / "run"), optimizer="sgd", lr=0.01, clip=0.0, epochs=1,
-                                 log_every=1, progress=False), **changes})
+                                 precision="fp32", log_every=1, progress=False, overwrite=True), **changes})
 
 
 def records(run) -> list[dict]:
@@ -149,6 +149,7 @@ def task_configs(tmp_path):
     from recurrent.train.classify import TrainClassifyConfig, train_classify
     from recurrent.train.lm import TrainLMConfig, train_lm
     from recurrent.train.tag import TrainTagConfig, train_tag
+    from recurrent.tasks.memory import TrainMemoryConfig, train_memory
     from recurrent.train.translate import TrainTranslateConfig, train_translate
 
     text = tmp_path / "text.txt"
@@ -168,10 +169,13 @@ def task_configs(tmp_path):
         "translate": (train_translate, flat_replace(
             TrainTranslateConfig(model=Seq2SeqConfig(embedding_size=8, hidden_size=8, dropout=0.3)),
             synthetic="reverse", task_size=80, task_min_len=2, task_max_len=5, batch_size=8, **common)),
+        "memory": (train_memory, flat_replace(  # 5 batches an epoch: the resume crosses an epoch boundary
+            TrainMemoryConfig(), problem="adding", seq_len=10, cell="lstm", hidden_size=8, batch_size=4, epoch_size=5,
+            eval_size=16, max_time=0.0, **common)),
     }
 
 
-@pytest.mark.parametrize("name", ["lm", "classify", "tag", "translate"])
+@pytest.mark.parametrize("name", ["lm", "classify", "tag", "translate", "memory"])
 def test_resume_is_bit_identical_for_every_task(tmp_path, name):
     """6 steps straight == 3 steps, stop, then --resume to 6: every tensor of the last checkpoint (weights,
     optimizer state, RNG states, carried state) and the position in training are equal. (Which evaluation was

@@ -68,6 +68,7 @@ def test_max_steps_and_patience_stop_training(tmp_path):
     records = [json.loads(l) for l in (train_classify(config) / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 3
     config.max_steps, config.eval_every, config.patience, config.lr = 0, 1, 2, 1e-9  # nothing improves
+    config.training.overwrite = True  # a new run into the same folder
     records = [json.loads(l) for l in (train_classify(config) / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 3  # the first evaluation is the best; two more without improvement
 
