@@ -101,13 +101,13 @@ def main():
     for name, condition, split_file in (("conditional", "label", 0), ("unconditional", "none", 1)):
         configs[name] = flat_replace(
             TrainLMConfig(model=LMConfig(**LM_MODEL)), train=str(files["train"][split_file]),
-            valid=str(files["dev"][split_file]), condition=condition, out=str(out / name), max_steps=args.steps,
-            seed=args.seed, progress=False, **LM_TRAINER)
+            valid=str(files["dev"][split_file]), condition=condition, out=str(out / name), overwrite=True,
+            max_steps=args.steps, seed=args.seed, progress=False, **LM_TRAINER)
         runs[name] = train_lm(configs[name])
     classifier_config = flat_replace(
         TrainClassifyConfig(model=ClassifierConfig(**CLASSIFIER_MODEL)), train=str(data / "train.txt"),
-        valid=str(data / "dev.txt"), out=str(out / "classifier"), max_steps=args.classifier_steps, seed=args.seed,
-        progress=False, **CLASSIFIER_TRAINER)
+        valid=str(data / "dev.txt"), out=str(out / "classifier"), overwrite=True, max_steps=args.classifier_steps,
+        seed=args.seed, progress=False, **CLASSIFIER_TRAINER)
     classifier = load_classifier(train_classify(classifier_config))
     accuracy = evaluate_classifier(classifier, data / "test.txt").accuracy
 

@@ -17,7 +17,6 @@ validation). Prints a table and writes results.json and the test hypotheses to -
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,14 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import SHARED_DATA, add_precision_flags, parser, train_timed  # noqa: E402
 from recurrent.cli.evaluate_translate import score  # noqa: E402
 from recurrent.data.parallel import read_lines  # noqa: E402
 from recurrent.models.seq2seq import Seq2SeqConfig  # noqa: E402
 from recurrent.inference.translate import load_translator  # noqa: E402
 from recurrent.train.translate import TrainTranslateConfig, train_translate  # noqa: E402
-from recurrent.train.loop import flat_replace
+from recurrent.train.loop import flat_replace  # noqa: E402
 
-DATA = Path("/work/shared/data/multi30k")
+DATA = SHARED_DATA / "multi30k"
 
 
 def files(kind: str, split: str) -> tuple[str, str]:
@@ -44,7 +44,7 @@ def files(kind: str, split: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--files", choices=("tok", "raw"), default="tok")
     p.add_argument("--attention", default="bahdanau,none", help="comma-separated variants to train")
     p.add_argument("--cell", default="gru")
@@ -61,9 +61,7 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, default=0, help="score only the first N test sentences (0: all)")
     p.add_argument("--out-dir", default="runs/multi30k")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
-    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
+    add_precision_flags(p)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--schedule", default="cosine", help="learning-rate schedule; cosine anneals over --max-time")
     p.add_argument("--threads", type=int, default=1,
@@ -82,21 +80,17 @@ def main() -> None:
     for attention in args.attention.split(","):
         out = Path(args.out_dir) / f"{args.cell}-{attention}"
         config = flat_replace(TrainTranslateConfig(),
-            src=train_src, tgt=train_tgt, valid_src=valid_src, valid_tgt=valid_tgt, out=str(out),
+            src=train_src, tgt=train_tgt, valid_src=valid_src, valid_tgt=valid_tgt, out=str(out), overwrite=True,
             vocab="word" if args.files == "tok" else "bpe", min_freq=args.min_freq,
             batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_time=args.max_time,
             eval_every=args.eval_every, seed=args.seed, precision=args.precision, label_smoothing=args.label_smoothing,
             schedule=args.schedule, progress=False,
             model=Seq2SeqConfig(cell=args.cell, attention=attention, embedding_size=args.embedding_size,
                                 hidden_size=args.hidden_size, dropout=args.dropout))
-        start = time.monotonic()
-        train_translate(config)
-        train_seconds = time.monotonic() - start
+        _, train_seconds, best = train_timed(train_translate, config)
         translator = load_translator(out)
-        row = {"variant": f"{args.cell} + {attention}", "train_s": round(train_seconds),
-               "best_step": json.loads((out / "model.json").read_text())["metrics"]["step"],
-               "valid_ppl": round(2.718281828 ** json.loads((out / "model.json").read_text())["metrics"]["val_loss"],
-                                  2)}
+        row = {"variant": f"{args.cell} + {attention}", "train_s": round(train_seconds), "best_step": best["step"],
+               "valid_ppl": round(2.718281828 ** best["val_loss"], 2)}
         for name, beam in (("greedy", 1), (f"beam{args.beam}", args.beam)):
             start = time.monotonic()
             hyps = [r.text for r in translator.translate(src, beam, batch_size=64, progress=True)]

@@ -7,17 +7,14 @@
     python benchmarks/ptb.py --config tied-variational  # 2x200, variational dropout, tied weights. Target <= 90
                                                         # within 60 minutes of CPU time.
 """
-import argparse
-import time
-from pathlib import Path
-
+from common import SHARED_DATA, add_precision_flags, add_run_flags, data_files, parser, train_timed, with_budget
 from recurrent.data import read_text
 from recurrent.models import LMConfig
 from recurrent.train import TrainLMConfig, train_lm
 from recurrent.train.loop import flat_replace
 from recurrent.inference.lm import load_lm
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/ptb"
+DATA = SHARED_DATA / "ptb"
 
 CONFIGS = {
     # Zaremba's lr 1 and clip 5 apply to the loss summed over the 20 steps of a window (and averaged over the
@@ -37,28 +34,20 @@ CONFIGS = {
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--config", choices=sorted(CONFIGS), default="zaremba-small")
-    p.add_argument("--data", default=str(DATA))
-    p.add_argument("--max-time", type=float, default=0.0, help="override the config's time budget (seconds)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
-    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
+    add_run_flags(p, DATA, "runs/bench-ptb", max_time_help="override the config's time budget (seconds)")
+    add_precision_flags(p)
     p.add_argument("--eval-every", type=int, default=2323, help="steps between validations (2323: once an epoch)")
-    p.add_argument("--out", default="runs/bench-ptb")
     args = p.parse_args()
-    files = {split: Path(args.data) / f"ptb.{split}.txt" for split in ("train", "valid", "test")}
-    if not all(f.is_file() for f in files.values()):
-        raise SystemExit(f"{args.data} lacks ptb.train/valid/test.txt: the benchmark needs ../shared/data/ptb")
+    files = data_files(args.data, "ptb.{}.txt", ("train", "valid", "test"), "ptb.train/valid/test.txt", "ptb")
     spec = CONFIGS[args.config]
-    trainer = dict(spec["trainer"], **({"max_time": args.max_time} if args.max_time else {}))
+    trainer = with_budget(spec["trainer"], args.max_time)
     config = TrainLMConfig(train=str(files["train"]), valid=str(files["valid"]), test=str(files["test"]),
                            level="word", model=LMConfig(**spec["model"]))
-    config = flat_replace(config, out=f"{args.out}-{args.config}", eval_every=args.eval_every,
+    config = flat_replace(config, out=f"{args.out}-{args.config}", overwrite=True, eval_every=args.eval_every,
                           precision=args.precision, progress=False, **trainer)  # trainer: task and training fields
-    start = time.monotonic()
-    run_dir = train_lm(config)
-    train_wall = time.monotonic() - start
+    run_dir, train_wall, _ = train_timed(train_lm, config)
     lm = load_lm(run_dir)
     valid = lm.evaluate(read_text(files["valid"]), batch_size=1, bptt=100)
     test = lm.evaluate(read_text(files["test"]), batch_size=1, bptt=100)

@@ -6,20 +6,20 @@ Split as nanoGPT: first 90% train, last 10% valid. Targets on the 2-core CPU: <=
     python benchmarks/shakespeare.py --budget 105
     python benchmarks/shakespeare.py --budget 1800 --hidden-size 512
 """
-import argparse
 import json
 import time
 from pathlib import Path
 
+from common import SHARED_DATA, add_precision_flags, parser
 from recurrent.models import LMConfig
 from recurrent.train import TrainLMConfig, train_lm
 from recurrent.train.lm import lm_training
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/tinyshakespeare/input.txt"
+DATA = SHARED_DATA / "tinyshakespeare/input.txt"
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--budget", type=float, default=105, help="training seconds")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--cell", default="lstm")
@@ -29,9 +29,7 @@ def main():
     p.add_argument("--bptt", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 where the CPU multiplies it natively (AVX512-BF16, AMX), else fp32")
-    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16")
+    add_precision_flags(p)
     p.add_argument("--out", default="runs/bench-shakespeare")
     args = p.parse_args()
     if not Path(args.data).is_file():
@@ -39,8 +37,8 @@ def main():
     model = LMConfig(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
                      dropout=args.dropout)
     config = TrainLMConfig(data=args.data, level="char", batch_size=args.batch_size, bptt=args.bptt, model=model,
-                           training=lm_training(out=f"{args.out}-{int(args.budget)}s", lr=args.lr, schedule="cosine",
-                                                warmup_steps=50, clip=1.0, epochs=1000, eval_every=10**9,
+                           training=lm_training(out=f"{args.out}-{int(args.budget)}s", overwrite=True, lr=args.lr,
+                                                schedule="cosine", warmup_steps=50, clip=1.0, epochs=1000, eval_every=10**9,
                                                 max_time=args.budget, precision=args.precision, progress=False))
     start = time.monotonic()
     run_dir = train_lm(config)

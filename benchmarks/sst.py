@@ -9,18 +9,15 @@ sst5-tree: a loss at every phrase's node).
 
 Prints the test accuracy and macro-F1, the wall time, and the exact configuration.
 """
-import argparse
 import json
-import time
-from dataclasses import asdict
-from pathlib import Path
 
+from common import SHARED_DATA, add_run_flags, data_files, parser, train_and_test, with_budget
 from recurrent.models.classifier import ClassifierConfig
 from recurrent.inference.classify import evaluate_classifier, load_classifier
 from recurrent.train.classify import TrainClassifyConfig, train_classify
 from recurrent.train.loop import flat_replace
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst"
+DATA = SHARED_DATA / "sst"
 
 MODEL = dict(cell="lstm", embedding_size=300, hidden_size=168, bidirectional=True, pooling="max", dropout=0.5)
 TRAINER = dict(format="sst", phrases=True, lowercase=True, batch_size=64, lr=1e-3, clip=5.0, epochs=10,
@@ -36,20 +33,16 @@ CONFIGS = {  # name: (trainer overrides, model overrides)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--config", choices=sorted(CONFIGS), default="sst2")
-    p.add_argument("--data", default=str(DATA))
-    p.add_argument("--max-time", type=float, default=0.0, help="override the time budget (seconds)")
-    p.add_argument("--out", default="runs/bench-sst")
+    add_run_flags(p, DATA, "runs/bench-sst")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a trainer field, or model.FIELD (repeatable), e.g. --set schedule=cosine "
                         "--set model.dropout=0.6")
     args = p.parse_args()
-    files = {split: Path(args.data) / f"{split}.txt" for split in ("train", "dev", "test")}
-    if not all(f.is_file() for f in files.values()):
-        raise SystemExit(f"{args.data} lacks train/dev/test.txt: the benchmark needs ../shared/data/sst")
+    files = data_files(args.data, "{}.txt", ("train", "dev", "test"), "train/dev/test.txt", "sst")
     trainer_overrides, model_overrides = CONFIGS[args.config]
-    trainer = {**TRAINER, **trainer_overrides, **({"max_time": args.max_time} if args.max_time else {})}
+    trainer = with_budget({**TRAINER, **trainer_overrides}, args.max_time)
     model = {**MODEL, **model_overrides}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -58,17 +51,12 @@ def main():
             target[key] = json.loads(value)  # numbers, true/false
         except ValueError:
             target[key] = value  # a string, e.g. cosine
-    config = flat_replace(TrainClassifyConfig(), train=str(files["train"]), valid=str(files["dev"]), out=f"{args.out}-{args.config}",
-                                 progress=False, model=ClassifierConfig(**model), **trainer)
-    start = time.monotonic()
-    run_dir = train_classify(config)
-    wall = time.monotonic() - start
-    report = evaluate_classifier(load_classifier(run_dir), files["test"])
-    best = json.loads((run_dir / "model.json").read_text())["metrics"]
-    print(f"{args.config} test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} "
-          f"(best dev accuracy {best['accuracy']:.3f} at step {best['step']})")
-    print(f"wall time {wall:.0f} s")
-    print("config " + json.dumps(asdict(config)))
+    config = flat_replace(TrainClassifyConfig(), train=str(files["train"]), valid=str(files["dev"]),
+                          out=f"{args.out}-{args.config}", progress=False, overwrite=True,
+                          model=ClassifierConfig(**model), **trainer)
+    train_and_test(train_classify, config, load_classifier, evaluate_classifier, files["test"], lambda report, best: (
+        f"{args.config} test accuracy {report.accuracy:.3f}, macro-F1 {report.macro_f1:.3f} "
+        f"(best dev accuracy {best['accuracy']:.3f} at step {best['step']})"))
 
 
 if __name__ == "__main__":
