@@ -33,7 +33,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/recurrent info
 	$(BIN)/python benchmarks/gradcheck_demo.py
-	$(BIN)/recurrent train lm --out runs/stdlib --max-time 150 --hidden-size 256
+	$(BIN)/recurrent train lm --out runs/stdlib --overwrite --max-time 150 --hidden-size 256
 	$(BIN)/recurrent generate runs/stdlib --prime "def " --length 600 --temperature 0.7 --seed 1
 
 bench: $(STAMP)

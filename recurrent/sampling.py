@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,11 +53,21 @@ class Sampler:
             # drawn on the generator's device (a CPU generator gives the same draws whatever device the model is
             # on), then moved to the logits' device once per block
             where = logits.device if self.generator is None else self.generator.device
-            e = torch.empty(self.block, *logits.shape, device=where).exponential_(generator=self.generator)
-            e = e.clamp_(min=torch.finfo(e.dtype).tiny).log_().neg_()  # finite: ≤ 87.4
-            self.noise, self.row = e.to(logits.device), 0
+            u = torch.rand(self.block, *logits.shape, device=where, generator=self.generator)  # [0, 1)
+            self.noise, self.row = gumbel(u).to(logits.device), 0
         g, self.row = self.noise[self.row], self.row + 1
         return torch.add(logits, g, alpha=scale).argmax(-1)
+
+
+def gumbel(u: Tensor) -> Tensor:
+    """Gumbel noise g = -log e from uniform draws u in [0, 1), e = -log u ~ Exp(1) (u < 1: e > 0, g finite). On the
+    CPU numpy takes the logs, on this thread: torch's log of a block this size starts a parallel region whose
+    OpenMP threads then spin on the cores the native generation step runs on, a third slower for the next few
+    hundred tokens."""
+    tiny = torch.finfo(u.dtype).tiny
+    if u.device.type == "cpu":
+        return torch.from_numpy(-np.log(-np.log(np.maximum(u.numpy(), tiny))))
+    return u.clamp_(min=tiny).log_().neg_().log_().neg_()
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

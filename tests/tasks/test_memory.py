@@ -215,6 +215,7 @@ def test_bench_refuses_a_bad_png_name_before_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # 4 minutes: `pytest -m long`; .ci/run leaves it out (see pyproject markers)
 def test_bench_defaults_show_the_lstm_learning_what_the_elman_rnn_cannot(capsys):
     """`recurrent bench memory --task adding --seq-len 100 --cells rnn,lstm` with its defaults (120 s a cell): the
     LSTM ends far below the baseline (0.167), the Elman RNN at it."""
