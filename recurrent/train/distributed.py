@@ -66,7 +66,8 @@ class StepTotals(NamedTuple):
     count: int  # tokens or examples in the global batch, for throughput
     finite: bool  # every process's loss was finite: all step, or all skip
     elapsed: float  # rank 0's seconds since the run began: one clock for the time budget and the schedule
-    stop: bool  # some process received SIGINT or SIGTERM: all stop after this step
+    stop: int  # the signal some process received (SIGINT, SIGTERM; the highest number if several), else 0: all
+    #            stop after this step
 
 
 class World(NamedTuple):
@@ -103,22 +104,26 @@ class World(NamedTuple):
                                        find_unused_parameters=bool(getattr(model, "conditioned", False)))
 
     def weigh(self, loss: Tensor, weight: int, count: int, elapsed: float,
-              stop: bool = False) -> tuple[Tensor, StepTotals]:
+              stop: int = 0) -> tuple[Tensor, StepTotals]:
         """(this process's loss weighted by n_r · W / N, the step's totals): see the module docstring. `weight` is
         n_r (0 for a StandIn), `count` the tokens or examples for throughput, `elapsed` this process's clock, `stop`
-        whether this process was asked to stop (a signal)."""
+        the signal this process was asked to stop by (0: none)."""
         if self.size == 1:
             return loss, StepTotals(loss.item(), count, bool(torch.isfinite(loss)), elapsed, stop)
         finite = torch.isfinite(loss)
-        local = torch.tensor([float(weight), 0.0, float(count), 0.0, elapsed if self.main else 0.0, float(stop)],
+        local = torch.tensor([float(weight), 0.0, float(count), 0.0, elapsed if self.main else 0.0, float(stop > 0)],
                              dtype=torch.float64, device=loss.device)
         local[1] = weight * torch.where(finite, loss.detach(), 0).double()
         local[3] = (~finite).double()
         dist.all_reduce(local)  # sums: N, Σ n_r loss_r, the global count, non-finite losses, rank 0's clock, stops
         total, loss_sum, total_count, bad, rank0_elapsed, stops = local.tolist()
+        if stops:  # once, at the end: which signal, so that every process reports the same
+            signum = torch.tensor(stop, device=loss.device)
+            dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+            stop = int(signum)
         mean = loss_sum / total if not bad else float("nan")
         scale = weight * self.size / total if total else 0.0  # (total 0: no process had a loss term)
-        return loss * scale, StepTotals(mean, int(total_count), not bad, rank0_elapsed, stops > 0)
+        return loss * scale, StepTotals(mean, int(total_count), not bad, rank0_elapsed, stop)
 
     def from_main(self, value):
         """Rank 0's value (a JSON-like object) on every process."""

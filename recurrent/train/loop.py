@@ -8,7 +8,10 @@ everything else, once for all tasks:
     seeding, the device and the precision (decided once), the optimizer and learning-rate schedule,
     clipping with its statistics, budgets (epochs, --max-steps, --max-time), evaluation every `eval_every`
     steps or once per epoch, early stopping on patience, steps whose loss is not finite skipped,
-    the best checkpoint (model.*), the last one (last.*: everything --resume needs), metrics.jsonl and loss.png,
+    the best checkpoint (model.*), the last one (last.*: everything --resume needs) every `checkpoint_every` steps,
+    after every evaluation and on SIGINT/SIGTERM (the step finishes, last.* is saved, `Interrupted` is raised),
+    the run folder's rules (recurrent/train/run_folder.py: one writer, --resume or --overwrite, no symlinks),
+    metrics.jsonl and loss.png (and TensorBoard with `tensorboard`), an optional `after_step` hook,
     progress: a tqdm bar on a terminal, a line every `log_every` steps when stderr is a file,
     several processes started by torchrun (recurrent/train/distributed.py): DDP, the loss weights of each share,
     rank 0 alone writing the run folder.
@@ -297,7 +300,7 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
             batch = to_device(batch, device)
             with precision.autocast(device.type):
                 out, carry = task.step(stepped, batch, carry)
-            loss, totals = world.weigh(out.loss.float(), weight, count, budget.elapsed(), signals.received)
+            loss, totals = world.weigh(out.loss.float(), weight, count, budget.elapsed(), signals.signum or 0)
             elapsed = totals.elapsed
             optimizer.zero_grad(set_to_none=True)
             if totals.finite:
@@ -316,7 +319,7 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
             log.add(totals.loss, totals.count)
             progress.update(pos, totals.loss, log)
             if totals.stop:  # SIGINT or SIGTERM (on any process): save and stop, without evaluating
-                stop = "signal"
+                stop, signum = "signal", totals.stop
                 break
 
             result = None
@@ -353,7 +356,7 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
         plot_losses(metrics_path, run_dir / "loss.png", f"{run_dir.name}: {task.name}")
     world.barrier()  # every process returns once the run folder is complete
     if stop == "signal":
-        raise Interrupted(signals.signum or signal.SIGINT,
+        raise Interrupted(signum,
                           f"stopped at step {pos.step}; saved in {run_dir}: continue with --resume")
     return run_dir
 
@@ -458,10 +461,6 @@ class Signals:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
-    @property
-    def received(self) -> bool:
-        return self.signum is not None
-
     def _handle(self, signum, frame) -> None:
         self.signum = signum
         for sig, previous in self._previous.items():  # the next signal: as before
@@ -500,7 +499,8 @@ def load_last(run_dir) -> tuple[dict, dict]:
     """(tensors, meta) of a run folder's last checkpoint, checked before anything is built from it (the schema of
     recurrent/schema.py, the checksum, finite tensors); UserError where there is none or it does not check out."""
     if not (Path(run_dir) / f"{LAST}.safetensors").exists():
-        raise UserError(f"cannot resume: {run_dir} has no {LAST}.safetensors (train without --resume first)")
+        raise UserError(f"cannot resume: {run_dir} has no {LAST}.safetensors (train without --resume first, with "
+                        f"--overwrite if it holds a run that never saved)")
     tensors, meta = load_checkpoint(run_dir, name=LAST, finite=True)
     task = read_task(run_dir)
     check_last_meta(meta, Path(run_dir) / f"{LAST}.json", tensors, task=task if task in META_SCHEMAS else None)

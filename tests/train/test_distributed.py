@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -217,6 +218,47 @@ def test_a_loss_not_finite_in_one_process_skips_the_step_in_all(tmp_path):
     assert meta["position"]["step"] == 4 and meta["position"]["skipped"] == 1
     losses = [(r["step"], math.isnan(r["train_loss"])) for r in records(tmp_path / "run") if r["train_loss"]]
     assert losses == [(1, False), (2, True), (3, False), (4, False)]  # the global loss, NaN where rank 1's was
+
+
+class SigtermInRank1(NanInRank1):
+    """Rank 1 alone receives SIGTERM after its 3rd step (as a scheduler preempting one machine would)."""
+
+    def step(self, model, x, carry):
+        self.steps += 1
+        from types import SimpleNamespace
+
+        return SimpleNamespace(loss=((model(x) - 2 * x) ** 2).mean()), None
+
+    def after_step(self, model, batch, step: int) -> None:
+        if step == 3 and distributed.world().rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def train_sigterm(config):
+    """Train; each process writes where it stopped (an Interrupted is what a process must end with here)."""
+    from recurrent.errors import Interrupted
+    from recurrent.train.loop import train
+
+    try:
+        train(lambda resumed: SigtermInRank1(), config, {})
+        outcome = "finished"
+    except Interrupted as e:
+        outcome = f"interrupted by signal {e.signum}"
+    path = f"{config.out}.rank{distributed.world().rank}"
+    with open(path, "w") as f:
+        f.write(outcome)
+
+
+def test_a_signal_to_one_process_stops_all_after_the_same_step_and_saves(tmp_path):
+    from recurrent.train.loop import TrainConfig
+
+    config = TrainConfig(out=str(tmp_path / "run"), optimizer="sgd", lr=0.01, epochs=50, log_every=1, progress=False,
+                         checkpoint_every=0)
+    spawn([(train_sigterm, [config] * 2)])
+    for rank in (0, 1):
+        assert (tmp_path / f"run.rank{rank}").read_text() == f"interrupted by signal {int(signal.SIGTERM)}"
+    _, meta = load_checkpoint(tmp_path / "run", name="last")
+    assert meta["position"]["step"] == 4  # rank 1's flag went into step 4's all-reduce: both stopped after it
 
 
 def test_torchrun_starts_the_command_line(tmp_path):
