@@ -226,6 +226,7 @@ class ClipSchema(BaseModel):  # recurrent.train.common.ClipStats.state_dict
     model_config = STRICT
     norms: list[float]
     clipped: Count
+    steps: Count | None = None  # absent in checkpoints saved before it: then every step's norm is in `norms`
 
 
 class LastSchema(BaseModel):  # recurrent.train.loop._save_last, beside the task's own meta
@@ -243,9 +244,11 @@ def check_last_meta(meta, path, tensors=None, task: str | None = None) -> dict:
     With `tensors` (last.safetensors' tensors, or just their names), every tensor the meta refers to must be
     there; with `task`, the model section must fit that task's schema."""
     validate(LastSchema, meta, path)
-    if meta["clip"]["clipped"] > len(meta["clip"]["norms"]):
-        raise UserError(f"{path}: clip.clipped is {meta['clip']['clipped']}, more than the "
-                        f"{len(meta['clip']['norms'])} steps in clip.norms")
+    clip = meta["clip"]
+    steps = len(clip["norms"]) if clip.get("steps") is None else clip["steps"]
+    if clip["clipped"] > steps or len(clip["norms"]) > steps:
+        raise UserError(f"{path}: clip.clipped is {clip['clipped']} and clip.norms holds {len(clip['norms'])}, "
+                        f"more than the {steps} steps")
     if task is not None:
         check_model_meta(meta, task, path)
     if tensors is not None:

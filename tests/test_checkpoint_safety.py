@@ -323,7 +323,7 @@ def test_last_meta_of_a_real_run_passes(trained):
     (lambda m: m["position"].update(batch=-1), "position.batch must be >= 0, got -1"),
     (lambda m: m["rng"]["numpy"].__setitem__(2, 700), "rng.numpy.2 must be <= 624, got 700"),
     (lambda m: m["schedule"].update(scale=0.0), "schedule.scale: input should be greater than 0"),
-    (lambda m: m["clip"].update(clipped=99), "clip.clipped is 99, more than the 2 steps in clip.norms"),
+    (lambda m: m["clip"].update(clipped=99), "clip.clipped is 99 and clip.norms holds 2, more than the 2 steps"),
     (lambda m: m.update(carry=["GRUState"]), "carry.0 must be one of 'LSTMState' or 'RNNState'"),
     (lambda m: m.update(carry=["LSTMState", "LSTMState"]), "refers to tensor 'carry.1.0', which"),
     (lambda m: m["rng"].update(cuda_devices=2), "refers to tensor 'rng.cuda.0'"),

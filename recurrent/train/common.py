@@ -112,11 +112,14 @@ class Schedule:
 
 @dataclass
 class ClipStats:
-    """How often clipping bites: the pre-clip gradient norm of every step, and how many were above max_norm."""
+    """How often clipping bites: the pre-clip gradient norms of the last KEEP steps (a checkpoint holds them, so
+    they are bounded), and the steps and clipped steps in all."""
 
+    KEEP = 10_000
     max_norm: float
-    norms: list[float] = field(default_factory=list)
-    clipped: int = 0
+    norms: list[float] = field(default_factory=list)  # the last KEEP steps' norms, oldest first
+    clipped: int = 0  # steps whose norm was above max_norm, in all
+    steps: int = 0  # steps, in all
 
     def clip(self, parameters) -> float:
         """Clip the gradients in place (no-op when max_norm <= 0) and record the pre-clip norm."""
@@ -124,21 +127,26 @@ class ClipStats:
         limit = self.max_norm if self.max_norm > 0 else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(parameters, limit))
         self.norms.append(norm)
-        self.clipped += norm > limit
+        if len(self.norms) > 2 * self.KEEP:  # trimmed now and then, not at every step
+            del self.norms[:-self.KEEP]
+        self.clipped, self.steps = self.clipped + (norm > limit), self.steps + 1
         return norm
 
     def fraction(self, last: int | None = None) -> float:
-        """Fraction of the last `last` steps (all steps if None) whose norm was clipped."""
-        norms = self.norms if last is None else self.norms[-last:]
-        if not norms or self.max_norm <= 0:
+        """Fraction of the last `last` steps (at most KEEP; all steps if None) whose norm was clipped."""
+        if self.max_norm <= 0 or not self.steps:
             return 0.0
-        return sum(n > self.max_norm for n in norms) / len(norms)
+        if last is None:
+            return self.clipped / self.steps
+        norms = self.norms[-last:]
+        return sum(n > self.max_norm for n in norms) / len(norms) if norms else 0.0
 
     def state_dict(self) -> dict:
-        return {"norms": self.norms, "clipped": self.clipped}
+        return {"norms": self.norms[-self.KEEP:], "clipped": self.clipped, "steps": self.steps}
 
     def load_state_dict(self, d: dict) -> None:
         self.norms, self.clipped = list(d["norms"]), d["clipped"]
+        self.steps = d.get("steps", len(self.norms))  # saved before `steps`: every norm was kept
 
 
 # --- metrics ------------------------------------------------------------------------------------------------

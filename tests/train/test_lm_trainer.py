@@ -153,3 +153,22 @@ def test_word_level_run_reports_perplexity(corpus, tmp_path):
     assert lm.vocab.level == "word" and "<eos>" in lm.vocab.stoi
     score = lm.evaluate("the cat sat on a mat\n" * 5)
     assert str(score) == f"perplexity {math.exp(score.nats_per_token):.1f}"
+
+
+def test_clip_stats_keep_a_bounded_window_and_the_totals(monkeypatch):
+    """A checkpoint holds the norms: only the last KEEP are kept, while the counts cover every step, and a state
+    saved before `steps` existed loads with every norm counted."""
+    monkeypatch.setattr(ClipStats, "KEEP", 3)
+    p = torch.nn.Parameter(torch.zeros(1))
+    stats = ClipStats(max_norm=1.0)
+    for g in (2.0, 0.5, 2.0, 0.5, 0.5, 0.5, 0.5, 2.0):  # clipped at steps 1, 3 and 8
+        p.grad = torch.tensor([g])
+        stats.clip([p])
+    state = stats.state_dict()
+    assert state == {"norms": pytest.approx([0.5, 0.5, 2.0]), "clipped": 3, "steps": 8}
+    assert stats.fraction() == 3 / 8 and stats.fraction(last=2) == 0.5
+    restored = ClipStats(max_norm=1.0)
+    restored.load_state_dict(state)
+    assert (restored.steps, restored.fraction()) == (8, 3 / 8)
+    restored.load_state_dict({"norms": [2.0, 0.5], "clipped": 1})
+    assert restored.steps == 2
