@@ -106,4 +106,16 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
     recurrent train memory --task adding --seq-len 100 --cell lstm --out runs/adding     # 120 s; baseline 0.167
     recurrent train memory --task copy --seq-len 100 --cell gru --max-steps 5000
     recurrent bench memory --task adding --seq-len 100 --cells rnn,lstm                  # the same, cell by cell"""),
+    TaskSpec(
+        "forecast", "train a probabilistic forecaster (many series, one global model)",
+        "recurrent.forecast.task:train_forecast", "recurrent.forecast.task:TrainForecastConfig",
+        "recurrent.models.forecaster:ForecasterConfig",
+        frozenset({"num_features", "num_series", "context_length", "horizon", "lags"}),
+        lambda best: (f"best valid NLL {best['val_loss']:.4f}"
+                      + (f" (sMAPE {best['smape']:.2f}, MASE {best['mase']:.3f})" if best.get("smape") is not None
+                         else "") + f" at step {best['step']}"),
+        examples="""\
+    recurrent train forecast --data series.csv --horizon 48 --season 24 --out runs/hourly   # id,timestamp,value
+    recurrent train forecast --data m4/Hourly-train.csv --horizon 48 --season 24 --out runs/m4-hourly   # M4 wide
+  The last --horizon steps of every series are held out for validation (val_loss: their NLL; sMAPE, MASE)."""),
 ]}

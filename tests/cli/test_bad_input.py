@@ -202,6 +202,15 @@ CASES: dict[str, Case] = {
                                             files={"c.toml": "synthetic = 3\n"}),
     "translate-task-symbols": Case(TRAIN_TR + ["--task-symbols", "1"], "--task-symbols must be in [2, 1000], got 1"),
     "translate-no-data": Case(["train", "translate", "--out", "out/run"], "give --src, --tgt, --valid-src"),
+    "memory-seq-len-zero": Case(["train", "memory", "--seq-len", "0", "--out", "out/run"], "--seq-len must be"),
+    "forecast-no-data": Case(["train", "forecast", "--out", "out/run"], "--data is required"),
+    "forecast-horizon-zero": Case(["train", "forecast", "--data", "s.csv", "--horizon", "0", "--out", "out/run"],
+                                  "--horizon must be >= 1, got 0", files={"s.csv": "id,timestamp,value\n"}),
+    "forecast-bad-value": Case(["train", "forecast", "--data", "s.csv", "--horizon", "2", "--out", "out/run"],
+                               "s.csv:3: value 'abc' is not a number",
+                               files={"s.csv": "id,timestamp,value\na,2024-01-01 00:00,1\na,2024-01-01 01:00,abc\n"}),
+    "forecast-bad-lags": Case(["train", "forecast", "--data", "s.csv", "--lags", "x", "--out", "out/run"],
+                              "--lags must be auto, none or comma-separated integers", files={"s.csv": "id,value\n"}),
     # --- generate
     "generate-temperature-nan": Case(["generate", "lm", "--temperature", "nan"],
                                      "--temperature must be a finite number > 0, got nan"),
@@ -388,9 +397,11 @@ def check_one_line(result: Result, expect: str) -> None:
 def test_the_corpus_covers_every_command():
     commands = {" ".join(case.argv[:2]) if case.argv[:1] in (["train"], ["diagnose"], ["bench"])
                 else " ".join(case.argv[:1]) for case in CASES.values()}
-    assert {"train lm", "train classify", "train tag", "train translate", "generate", "evaluate", "predict",
-            "translate", "diagnose gradients", "diagnose activations", "bench throughput", "bench memory",
-            "info"} <= commands
+    from recurrent.registry import TASKS
+
+    assert {f"train {task}" for task in TASKS} | {"generate", "evaluate", "predict", "translate",
+                                                  "diagnose gradients", "diagnose activations", "bench throughput",
+                                                  "bench memory", "info"} <= commands
     assert len(CASES) >= 60
 
 
