@@ -98,15 +98,16 @@ class Forecaster(nn.Module):
         device = batch.past.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            repeat = lambda t: t.repeat_interleave(S, dim=0)  # noqa: E731  (B, ...) -> (B*S, ...), a series' paths together
+            lags, mask = lagged(batch.past / batch.scale[:, None], batch.observed[:, :P], self.lags)  # (B, P, L)
+            x = self._inputs(lags, mask, batch.past_features, batch.scale, batch.series)[:, P - C:]  # (B, C, I)
+            _, state = self.rnn(x)  # the context, encoded once per series; fields (L, D, B, N)
+            repeat = lambda t, dim=0: t.repeat_interleave(S, dim=dim)  # noqa: E731  B -> B*S, a series' paths together
+            state = type(state)(*(repeat(f, -2) for f in state))  # (L, D, S*B, N)
             values = repeat(torch.cat([batch.past, torch.zeros_like(batch.future)], dim=1))  # (S*B, P + H)
             observed = repeat(batch.observed.clone())
             observed[:, P:] = True  # each sampled value is known once drawn
             features = repeat(torch.cat([batch.past_features, batch.future_features], dim=1))  # (S*B, P+H, F)
             scale, series = repeat(batch.scale), repeat(batch.series)
-            lags, mask = lagged(values[:, :P] / scale[:, None], observed[:, :P], self.lags)  # (S*B, P, L)
-            x = self._inputs(lags, mask, features[:, :P], scale, series)[:, P - C:]  # (S*B, C, I)
-            out, state = self.rnn(x)  # (S*B, C, N): the context, encoded once per path
             for h in range(H):
                 t = P + h
                 back = t - torch.tensor(self.lags, device=device)  # (L,): the steps the lags of step t read
