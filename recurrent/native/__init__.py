@@ -152,7 +152,7 @@ def load():
         _state["ops"] = torch.ops.recurrent_native
     except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:  # PermissionError: refused
         _state["error"] = f"{type(e).__name__}: {e}"
-        warnings.warn(f"recurrent: native LSTM kernels unavailable ({_state['error']}); bptt and generation run "
+        warnings.warn(f"native LSTM kernels unavailable ({_state['error']}); bptt and generation run "
                       "their Python paths",
                       stacklevel=2)
     return _state.get("ops")
