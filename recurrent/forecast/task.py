@@ -26,7 +26,7 @@ from recurrent.errors import UserError
 from recurrent.forecast.data import FORMATS, Batch, default_lags, last_windows, read_series, split, time_features, windows
 from recurrent.forecast.heads import masked_nll
 from recurrent.forecast.metrics import mase, smape
-from recurrent.models.forecaster import Forecaster, ForecasterConfig
+from recurrent.models.forecaster import Forecaster, ForecasterConfig, build
 from recurrent.train import distributed
 from recurrent.train.loop import TrainConfig, train
 from recurrent.validation import at_least, check
@@ -104,7 +104,7 @@ class ForecastTask:
                                     context_length=context, horizon=config.horizon,
                                     lags=parse_lags(config.lags, config.season))
         try:
-            self.model = Forecaster(self.model_config)
+            self.model = build(self.model_config)
         except ValueError as e:
             raise UserError(str(e)) from None
         self.past = self.model.past_length  # P

@@ -27,12 +27,15 @@ from torch.distributions import Distribution
 
 from recurrent.cells import registry
 from recurrent.forecast.data import Batch, lagged
-from recurrent.forecast.heads import LIKELIHOODS, make_head, masked_nll
+from recurrent.forecast.heads import LIKELIHOODS, make_head, masked_nll, sample_quantiles
 from recurrent.validation import at_least, fraction
 
 
 @dataclass
 class ForecasterConfig:
+    architecture: str = field(default="deepar", metadata={"help": "deepar (autoregressive, a likelihood head, "
+                              "sample paths) or mqrnn (direct multi-horizon quantiles)",
+                              "choices": ("deepar", "mqrnn")})
     cell: str = field(default="lstm", metadata={"help": "recurrent cell (recurrent.cells.registry)",
                                                 "choices": registry.NAMES})
     hidden_size: int = 40  # N: DeepAR's paper uses 40 units
@@ -117,6 +120,12 @@ class Forecaster(nn.Module):
                 values[:, t] = self.head(out, scale).sample()[:, 0]
         return values[:, P:].view(B, S, H).transpose(0, 1)  # (S, B, H)
 
+    @torch.no_grad()
+    def quantiles(self, batch: Batch, levels, generator: torch.Generator, num_samples: int = 200) -> Tensor:
+        """(B, H, Q) quantiles of the horizon at `levels` (increasing, in (0, 1)), data units: those of
+        `num_samples` sample paths. Every forecaster answers this (recurrent.models.forecaster.build)."""
+        return sample_quantiles(self.sample(batch, num_samples, generator), levels)
+
     def _inputs(self, lags: Tensor, mask: Tensor, features: Tensor, scale: Tensor, series: Tensor) -> Tensor:
         """Each step's input (B, T, I): the lagged values / ν (0 where unobserved), the features, log ν, the id's
         embedding. lags and mask (B, T, L), features (B, T, F), scale (B,), series (B,)."""
@@ -132,3 +141,11 @@ class Forecaster(nn.Module):
             raise ValueError(f"a batch must hold {P} past steps (context {self.config.context_length} + the "
                              f"largest lag {self.lags[-1]}) and {F} features, got {batch.past.shape[1]} and "
                              f"{batch.past_features.shape[-1]}")
+
+
+def build(config: ForecasterConfig) -> nn.Module:
+    """The forecaster `config.architecture` names: each has `past_length`, `forward(batch).loss` for training and
+    `quantiles(batch, levels, generator)` -> (B, H, Q) for forecasting."""
+    if config.architecture == "deepar":
+        return Forecaster(config)
+    raise ValueError(f"architecture must be one of ('deepar', 'mqrnn'), got {config.architecture!r}")
