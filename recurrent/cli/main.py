@@ -23,8 +23,14 @@ GROUPS = {
     "bench": ["recurrent.cli.bench_throughput", "recurrent.cli.bench_memory"],
 }
 # Commands that a module adds whole (`recurrent generate RUN`, `recurrent train <task>`): name -> that module.
-SINGLE = {"train": "recurrent.cli.train", "generate": "recurrent.cli.generate", "evaluate": "recurrent.cli.evaluate",
-          "predict": "recurrent.cli.predict", "translate": "recurrent.cli.translate", "info": "recurrent.cli.info"}
+SINGLE = {
+    "train": "recurrent.cli.train",
+    "generate": "recurrent.cli.generate",
+    "evaluate": "recurrent.cli.evaluate",
+    "predict": "recurrent.cli.predict",
+    "translate": "recurrent.cli.translate",
+    "info": "recurrent.cli.info",
+}
 
 
 class Parser(argparse.ArgumentParser):
