@@ -1,0 +1,10 @@
+"""`recurrent serve`: trained runs over HTTP (FastAPI on uvicorn), with a browser playground.
+
+    app.py      the endpoints (/generate, /predict, /translate, /models, /health, /), errors, the body limit
+    engine.py   continuous batching: concurrent generations stepped together, token by token
+    models.py   the run folders served, by name, and each task's endpoint
+    schemas.py  the pydantic requests and responses (the OpenAPI page at /docs), and the server's Limits
+    static/     the playground: one HTML page, no build step, no CDN
+
+Needs the `serve` extra: pip install 'recurrent[serve]'.
+"""

@@ -1,0 +1,115 @@
+"""The requests and responses of `recurrent serve`, as pydantic models: FastAPI validates every body against them
+and writes them into the OpenAPI page at /docs.
+
+Requests are strict (a string is not a number, a number is not a bool) and forbid unknown fields, so a typo such
+as "temprature" is a 422 naming it, not a silently ignored setting. Bounds that the server sets (`Limits`: the
+longest prime, output and beam) are checked by the app against the request, with the same error shape.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (`recurrent serve --max-tokens ...`)."""
+
+    max_body: int = 64 * 1024  # bytes of a request body
+    max_prime: int = 4000  # tokens of a prime (characters at char level)
+    max_tokens: int = 2000  # tokens one /generate request may produce
+    max_text: int = 4000  # characters of a text to classify, tag or translate
+    max_beam: int = 16  # beam size of /translate
+    max_seconds: float = 60.0  # wall time of one request: generation stops there (finish_reason "timeout")
+    max_waiting: int = 256  # generation requests queued beyond the batch: past that, a 503
+
+
+class GenerateRequest(BaseModel):
+    """Sample a continuation of `prime` from a language model."""
+
+    model_config = STRICT
+    model: str | None = Field(None, description="a model name from GET /models (default: the first language model)")
+    prime: str = Field("\n", min_length=1, description="the text to continue")
+    length: int = Field(200, ge=0, description="tokens to generate (at most the server's --max-tokens)")
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False, description="> 0; below 1 is more conservative")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens (0: all)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: the smallest set with this mass")
+    greedy: bool = Field(False, description="always take the most likely token (temperature, top_k, top_p unused)")
+    seed: int = Field(1, ge=0, lt=2**63, description="the sampling noise's seed: the same seed, the same text "
+                      "(alone or batched with other requests)")
+    stream: bool = Field(False, description="true: server-sent events, one `token` event per token, then `done`")
+    unit: int | None = Field(None, ge=0, description="a hidden unit: each token carries its activation h_t[unit]")
+    layer: int = Field(-1, description="the unit's layer (0 the first, -1 the last)")
+    condition: str | list[float] | None = Field(None, description="a conditioned run's label or feature vector")
+
+
+class Token(BaseModel):
+    """One generated token, as a stream event and in a non-streamed reply."""
+
+    index: int  # 0 for the first generated token
+    id: int
+    text: str  # as `recurrent generate` prints it (a word after a space, <eos> as a newline)
+    activation: float | None = None  # h_t[unit] after reading this token, when the request named a unit
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    prime: str
+    text: str  # the continuation, prime excluded
+    tokens: list[Token]
+    prime_activations: list[float] | None = None  # h_t[unit] after each prime token (char level: each character)
+    finish_reason: Literal["length", "end", "timeout", "cancelled"]  # end: a sentence run wrote its sentence
+
+
+class PredictRequest(BaseModel):
+    """Label (classifier), tag (tagger) or compose (tree classifier: a PTB-bracketed tree) one sentence."""
+
+    model_config = STRICT
+    model: str | None = Field(None, description="a model name from GET /models (default: the first classifier "
+                              "or tagger)")
+    text: str = Field(..., description="tokens separated by spaces; for a tree model, one bracketed tree")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    task: Literal["classify", "tag"]
+    tokens: list[str]
+    label: str | None = None  # classify
+    probabilities: dict[str, float] | None = None  # classify: softmax over the labels
+    tags: list[str] | None = None  # tag: one per token
+
+
+class TranslateRequest(BaseModel):
+    model_config = STRICT
+    model: str | None = Field(None, description="a model name from GET /models (default: the first translator)")
+    text: str = Field(..., description="one source sentence")
+    beam: int = Field(1, ge=1, description="beam size (1: greedy search; at most the server's --max-beam)")
+    alpha: float = Field(1.0, ge=0, allow_inf_nan=False, description="length normalisation: score / length^alpha")
+
+
+class TranslateResponse(BaseModel):
+    model: str
+    translation: str
+    source_tokens: list[str]  # as the model read them (subwords)
+    target_tokens: list[str]  # the output's subwords, </s> excluded
+    attention: list[list[float]] | None  # (target tokens + 1, source tokens): each output step's weights
+    score: float  # log p / length^alpha
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    endpoint: str
+    run: str  # the folder's name (never its path: no reply names a file on the server's disk)
+    details: dict
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx reply: `field` names the request field at fault ("body" for the body as a whole)."""
+
+    error: str
+    field: str | None = None

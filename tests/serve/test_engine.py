@@ -1,0 +1,97 @@
+"""The continuous-batching engine without HTTP: jobs joining and leaving a running batch give the tokens of
+`LanguageModel.generate` with the same seed, one at a time or 12 at once (past the native step's batch limit of 8:
+equal within rounding, so compared on a model whose logits are far apart); and every way a job ends."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from recurrent.models.lm import LanguageModel, LMConfig
+from recurrent.sampling import Sampler
+from recurrent.serve.engine import BatchEngine, Job
+
+
+class Collect:
+    """A job's events, and a flag set when it is done."""
+
+    def __init__(self):
+        self.tokens, self.activations, self.reason, self.done = [], [], None, threading.Event()
+
+    def __call__(self, kind, payload):
+        if kind == "token":
+            self.tokens.append(payload[0])
+            self.activations.append(payload[1])
+        elif kind in ("done", "error"):
+            self.reason = payload
+            self.done.set()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LanguageModel(LMConfig(vocab_size=12, hidden_size=16, num_layers=2, cell="lstm")).eval()
+
+
+def job(prime, length, seed, collect, **sampling) -> Job:
+    return Job(torch.tensor(prime), length, Sampler(generator=torch.Generator().manual_seed(seed), **sampling), collect)
+
+
+@pytest.mark.parametrize("max_batch", [1, 4, 64])
+def test_jobs_of_any_length_joining_a_batch_give_generates_tokens(model, max_batch):
+    engine = BatchEngine(model, max_batch)
+    specs = [([1, 2, 3], 50, 0, {}), ([4], 7, 1, {"temperature": 0.5}), ([5, 5], 0, 2, {}),
+             ([2] * 80, 33, 3, {"top_k": 3}), ([7, 1], 61, 4, {"top_p": 0.7}), ([3], 20, 5, {"greedy": True})] * 2
+    collected = [Collect() for _ in specs]
+    try:
+        for (prime, length, seed, sampling), c in zip(specs, collected):  # 12 jobs: past the native batch of 8
+            engine.submit(job(prime, length, seed, c, **sampling))
+        for c in collected:
+            assert c.done.wait(30)
+    finally:
+        engine.close()
+    for (prime, length, seed, sampling), c in zip(specs, collected):
+        expected = list(model.generate(torch.tensor(prime), length, generator=torch.Generator().manual_seed(seed),
+                                       **sampling))
+        assert c.tokens == expected and c.reason == "length"
+    assert engine.peak == min(max_batch, len(specs)) or max_batch == 64
+
+
+def test_a_job_ends_at_its_stop_token_on_cancel_and_at_its_deadline(model):
+    engine = BatchEngine(model, 8)
+    try:
+        greedy = list(model.generate(torch.tensor([1]), 30, greedy=True))
+        stop = Collect()
+        engine.submit(Job(torch.tensor([1]), 30, Sampler(greedy=True), stop, stop=greedy[5]))
+        assert stop.done.wait(30) and stop.reason == "end"
+        assert stop.tokens == greedy[: greedy.index(greedy[5])]  # up to the first stop token, not including it
+        late = Collect()
+        engine.submit(Job(torch.tensor([1]), 10**9, Sampler(greedy=True), late, deadline=0.0))
+        assert late.done.wait(30) and late.reason == "timeout" and late.tokens == []
+        gone = Collect()
+        long = Job(torch.tensor([1]), 10**9, Sampler(greedy=True), gone)
+        engine.submit(long)
+        while not gone.tokens:
+            gone.done.wait(0.01)
+        long.cancelled = True
+        assert gone.done.wait(30) and gone.reason == "cancelled"
+        assert engine.stats()["running"] == 0
+    finally:
+        engine.close()
+
+
+def test_activations_are_the_stepped_layer_states(model):
+    engine = BatchEngine(model, 8)
+    c = Collect()
+    try:
+        engine.submit(Job(torch.tensor([1, 2]), 15, Sampler(greedy=True), c, unit=(1, 7)))
+        assert c.done.wait(30)
+    finally:
+        engine.close()
+    ids = torch.tensor([1, 2, *c.tokens])
+    with torch.inference_mode():
+        x = model.embedding(ids.view(1, -1))  # the whole text through the layers at once: h_t of every step
+        for layer in model.layers:
+            x, _ = layer(x)
+    torch.testing.assert_close(torch.tensor(c.activations), x[0, 2:, 7], atol=1e-5, rtol=1e-4)
