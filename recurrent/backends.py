@@ -189,6 +189,8 @@ def _bptt(facts: _Facts, why: str) -> Backend:
         return Backend("bptt", why)
     if call is None:  # the plan before any call: it depends on the call
         return Backend("bptt", why + "; on CPU its time loop runs in C++ (recurrent.native, where it builds)")
+    if torch.compiler.is_compiling():
+        return Backend("bptt", why + "; time loop: Python under torch.compile (the C++ loop is opaque to the graph)")
     products = call.autocast or cell.weight_hh.dtype  # the engine casts W to autocast's dtype
     if native_lstm.runs(cell, call.device, call.state_dtype, products):
         return Backend("bptt", why + "; time loop: the C++ loop (recurrent.native)", native=True)

@@ -143,6 +143,41 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend) -
     return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
 
 
+def scan_cell(cell: Cell, x: Tensor, state: NamedTuple, lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
+    """The plain-torch loop as one scan over time, for torch.export and ONNX (recurrent/export.py).
+
+    x (T, B, I), lengths (B,) or None -> (h at every step (T, B, H), final state, fields (B, H)).
+    A Python loop over a symbolic T unrolls at the example's length; a scan (`torch.ops.higher_order.scan`,
+    ONNX's Scan) keeps T dynamic. Past its length a sequence keeps its state (a mask, not an index), so the
+    final state is each sequence's last valid one without an index computed from the lengths' values.
+    """
+    from torch._higher_order_ops.scan import scan
+
+    if cell.has_step():  # batched input projection, then the pointwise steps (as in _loop)
+        xs = cell.project_input(x)  # (T, B, G)
+        W, b_hh = cell.recurrence()
+        extras = cell.extra_params()
+
+        def step(s, gx):
+            return cell.step(gx, None if W is None else F.linear(s.h, W, b_hh), s, *extras)[0]
+    else:
+        xs = x
+
+        def step(s, x_t):
+            return cell(x_t, s)
+
+    def body(carry: tuple, inputs: tuple):
+        prev = cell.state_type(*carry)
+        new = tuple(step(prev, inputs[0]))
+        if len(inputs) > 1:  # past its length a sequence keeps its state
+            new = tuple(torch.where(inputs[1], n, p) for n, p in zip(new, prev))
+        return new, new[0].clone()  # a scan output may not alias the carry
+
+    inputs = (xs,) if lengths is None else (xs, valid_mask(lengths, x.shape[0], x.device))  # mask (T, B, 1)
+    final, hs = scan(body, tuple(f.clone() for f in state), inputs)  # fields may share memory (zeros)
+    return hs, cell.state_type(*final)
+
+
 # --- lengths: masks, gathers and the length-aware flip --------------------------------------
 
 
@@ -190,6 +225,8 @@ def check_lengths(lengths, B: int, T: int) -> Tensor | None:
         raise ValueError(f"lengths must have shape ({B},), one per sequence, got {tuple(lengths.shape)}")
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise ValueError(f"lengths must be integers, got dtype {lengths.dtype}")
+    if torch.compiler.is_compiling():  # the values are data: a compiled or exported graph takes them unchecked
+        return lengths.long()
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > T:
         raise ValueError(f"lengths must be in 1..{T} (the time dim of x), got min {lo}, max {hi}")

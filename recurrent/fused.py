@@ -16,7 +16,12 @@ KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RN
 def fused_forward(mode: str, x: Tensor, hx: tuple[Tensor, ...], weights: list[Tensor], bias: bool,
                   num_layers: int, dropout: float, training: bool, bidirectional: bool,
                   lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """x (B, T, I), hx fields (L*D, B, H) -> out (B, T, D*H), final fields (L*D, B, H)."""
+    """x (B, T, I), hx fields (L*D, B, H) -> out (B, T, D*H), final fields (L*D, B, H).
+
+    Under torch.compile the kernel runs eagerly, outside the graph (a graph break, as torch.compile does for
+    torch.nn.LSTM): dynamo cannot trace torch's fused RNN ops."""
+    if torch.compiler.is_compiling():
+        return _eager(mode, x, hx, weights, bias, num_layers, dropout, training, bidirectional, lengths)
     kernel = KERNELS[mode]
     hx_arg = hx if mode == "LSTM" else hx[0]
     if lengths is None:
@@ -31,3 +36,6 @@ def fused_forward(mode: str, x: Tensor, hx: tuple[Tensor, ...], weights: list[Te
     out = PackedSequence(data, packed.batch_sizes, order, unorder)
     out = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]  # (B, T, D*H)
     return out, tuple(h.index_select(1, unorder) for h in final)
+
+
+_eager = torch.compiler.disable(fused_forward, reason="torch's fused RNN kernels run outside a compiled graph")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from recurrent import backends
 from recurrent.backends import Backend, Call
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
-from recurrent.engine import check_lengths, flip_valid, last_valid, run_cell, zero_padding
+from recurrent.engine import check_lengths, flip_valid, last_valid, run_cell, scan_cell, zero_padding
 from recurrent.fused import fused_forward
 
 
@@ -51,7 +51,8 @@ class Recurrent(nn.Module):
         dropout: dropout on each layer's output except the last, in training mode (as torch.nn)
         learnable_init: learn the initial state (one vector per layer, direction and field) instead of zeros
         weight_drop (RNN/LSTM/GRU): DropConnect on each W_hh in training (AWD-LSTM); every backend applies it
-        backend: "auto" (the fastest available), "fused", "bptt" or "autograd"; see `layer.backend`
+        backend: "auto" (the fastest available), "fused", "bptt" or "autograd"; see `layer.backend`. Under
+            torch.export every backend runs the same scan over time, lengths as masks (recurrent/export.py)
     """
 
     def __init__(self, cell: Callable[[int, int], Cell], input_size: int, hidden_size: int, num_layers: int = 1,
@@ -107,9 +108,16 @@ class Recurrent(nn.Module):
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
-        self._ran = backend = self._backend_for(x, state)
+        exporting = torch.compiler.is_exporting()  # one scan per direction, lengths as masks (recurrent/export.py)
+        backend = None if exporting else self._backend_for(x, state)
+        if backend is not None:
+            self._ran = backend
         if backend == "fused":
             return self._forward_fused(x, state, lengths)
+        if exporting and self.fused_mode is not None:
+            from recurrent import export  # late: recurrent.export imports this module
+            if export.ONNX_RNN_OPS:  # ONNX's own RNN/LSTM/GRU ops, lengths as their sequence_lens
+                return export.onnx_layer(self, x, state, lengths)
 
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         inp = zero_padding(x.transpose(0, 1), lengths)  # (T, B, I): time-major inside; padding never matters
@@ -118,9 +126,14 @@ class Recurrent(nn.Module):
             outs = []
             for d, cell in enumerate(layer):
                 xin = inp if d == 0 else flip_valid(inp, lengths)  # reverse only the valid part
-                seqs = run_cell(cell, xin, self.state_type(*(s[l, d] for s in state)), backend)
-                outs.append(seqs[0] if d == 0 else flip_valid(seqs[0], lengths))  # (T, B, H)
-                finals.append([last_valid(s, lengths) for s in seqs])
+                start = self.state_type(*(s[l, d] for s in state))
+                if exporting:
+                    h, final = scan_cell(cell, xin, start, lengths)
+                else:
+                    seqs = run_cell(cell, xin, start, backend)
+                    h, final = seqs[0], [last_valid(s, lengths) for s in seqs]
+                outs.append(h if d == 0 else flip_valid(h, lengths))  # (T, B, H)
+                finals.append(final)
             inp = torch.cat(outs, dim=-1) if D == 2 else outs[0]  # (T, B, D*H)
             if self.dropout and l < L - 1:
                 inp = F.dropout(inp, self.dropout, self.training)
