@@ -1,0 +1,64 @@
+"""Log-mel features against librosa, the stream against the whole file, and SpecAugment's masks."""
+import numpy as np
+import torch
+
+from recurrent.speech.features import (
+    FeatureConfig,
+    LogMelStream,
+    SpecAugmentConfig,
+    log_mel,
+    normalize_utterance,
+    spec_augment,
+)
+
+
+def noise(n, seed=0):
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32) * 0.1
+
+
+def test_log_mel_matches_librosa():
+    import librosa
+
+    config = FeatureConfig(n_mels=40)
+    audio = noise(16000)
+    ours = log_mel(audio, config)
+    ref = librosa.feature.melspectrogram(y=audio, sr=16000, n_fft=config.n_fft, hop_length=config.hop,
+                                         win_length=config.win, window="hann", center=False, power=2.0,
+                                         n_mels=40)  # (M, T)
+    assert ours.shape == (1 + (16000 - config.win) // config.hop, 40) == ref.T.shape
+    assert torch.allclose(ours, torch.log(torch.from_numpy(ref.T) + 1e-6), atol=1e-3)
+
+
+def test_stream_gives_the_frames_of_the_whole_file():
+    config = FeatureConfig(n_mels=24)
+    audio = noise(12345, seed=1)
+    whole = log_mel(audio, config)
+    stream = LogMelStream(config)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, len(audio)), 12, replace=False))
+    parts = [stream.push(chunk) for chunk in np.split(audio, cuts)]
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-4)
+
+
+def test_normalize_utterance():
+    feats = torch.randn(50, 8, dtype=torch.float64) * 3 + 2
+    out = normalize_utterance(feats)
+    assert torch.allclose(out.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(out.std(0, unbiased=False), torch.ones(8, dtype=torch.float64), atol=1e-9)
+
+
+def test_spec_augment_masks_bands_and_spans_only():
+    feats = torch.randn(100, 40) + 5  # no zeros of its own
+    config = SpecAugmentConfig(freq_masks=1, freq_width=10, time_masks=1, time_width=30, time_fraction=0.2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        out = spec_augment(feats, config, g)
+        zero = out == 0
+        kept = ~zero
+        assert torch.equal(out[kept], feats[kept])
+        full_cols = zero.all(0).sum().item()  # masked mel bins
+        full_rows = zero.all(1).sum().item()  # masked frames
+        assert full_cols <= 10 and full_rows <= 20  # time_fraction 0.2 of 100 frames caps the span at 20
+        # every zero lies in a masked row or column
+        assert torch.equal(zero, zero.all(0, keepdim=True) | zero.all(1, keepdim=True))
+    assert torch.equal(spec_augment(feats, SpecAugmentConfig(0, 0, 0, 0), g), feats)
