@@ -24,7 +24,7 @@ from common import SHARED_DATA, parser
 import torch
 
 from recurrent.checkpoint import load_checkpoint
-from recurrent.forecast.baselines import naive, naive2, naive_interval, seasonal_naive
+from recurrent.forecast.compare import baselines, statsforecast_methods
 from recurrent.forecast.data import last_windows, read_series
 from recurrent.forecast.metrics import coverage, msis, score_table
 from recurrent.forecast.task import TrainForecastConfig, train_forecast
@@ -32,32 +32,6 @@ from recurrent.models.forecaster import Forecaster, ForecasterConfig
 from recurrent.train.loop import flat_replace
 
 H, M = 48, 24  # M4 Hourly's horizon and seasonal period
-
-
-def baselines() -> dict:
-    """name -> forecast(x (n,)) -> (point (H,), (lower, upper) of the 95% interval or None)."""
-    return {
-        "naive2": lambda x: (naive2(x, H, M), None),
-        "snaive": lambda x: (seasonal_naive(x, H, M), None),
-        "naive": lambda x: (naive(x, H), naive_interval(x, H, 0.95)),
-    }
-
-
-def statsforecast_methods() -> dict:
-    """AutoETS and AutoTheta (season 24) with their 95% intervals; empty, with a note, without statsforecast."""
-    try:
-        from statsforecast.models import AutoETS, AutoTheta
-    except ImportError:
-        print("statsforecast is not installed (pip install 'recurrent[forecast-bench]'): AutoETS and AutoTheta skipped")
-        return {}
-
-    def fit(make):
-        def forecast(x):
-            out = make().forecast(y=x, h=H, level=[95])
-            return out["mean"], (out["lo-95"], out["hi-95"])
-        return forecast
-
-    return {"auto_ets": fit(lambda: AutoETS(season_length=M)), "auto_theta": fit(lambda: AutoTheta(season_length=M))}
 
 
 def ours(args, train: list, test: list) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], float]:
@@ -99,7 +73,7 @@ def main() -> None:
     insample = [s.values.astype(np.float64) for s in train]  # (n_i,) each
     y = np.stack([s.values for s in test]).astype(np.float64)  # (N, H)
 
-    methods = {**baselines(), **statsforecast_methods()}
+    methods = {**baselines(H, M), **statsforecast_methods(H, M)}
     chosen = [m for m in args.methods.split(",") if m in methods]
     if "naive2" not in chosen:
         chosen.insert(0, "naive2")  # OWA's reference

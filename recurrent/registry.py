@@ -110,12 +110,23 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
         "forecast", "train a probabilistic forecaster (many series, one global model)",
         "recurrent.forecast.task:train_forecast", "recurrent.forecast.task:TrainForecastConfig",
         "recurrent.models.forecaster:ForecasterConfig",
-        frozenset({"num_features", "num_series", "context_length", "horizon", "lags"}),
+        frozenset({"num_features", "num_series", "context_length", "horizon", "lags", "season"}),
         lambda best: (f"best valid NLL {best['val_loss']:.4f}"
                       + (f" (sMAPE {best['smape']:.2f}, MASE {best['mase']:.3f})" if best.get("smape") is not None
                          else "") + f" at step {best['step']}"),
+        evaluate="recurrent.cli.evaluate_forecast",
         examples="""\
     recurrent train forecast --data series.csv --horizon 48 --season 24 --out runs/hourly   # id,timestamp,value
     recurrent train forecast --data m4/Hourly-train.csv --horizon 48 --season 24 --out runs/m4-hourly   # M4 wide
   The last --horizon steps of every series are held out for validation (val_loss: their NLL; sMAPE, MASE)."""),
+    TaskSpec(
+        "speech", "train a CTC speech recogniser (audio -> characters)",
+        "recurrent.tasks.speech:train_speech", "recurrent.tasks.speech:TrainSpeechConfig",
+        "recurrent.models.speech:SpeechConfig", frozenset({"input_size", "num_chars"}),
+        lambda best: (f"best valid CER {best['cer']:.3f} (WER {best['wer']:.3f}, greedy) at step {best['step']}"),
+        evaluate="recurrent.cli.evaluate_speech",
+        examples="""\
+    recurrent train speech --train data/train.tsv --valid data/valid.tsv --out runs/digits   # path<TAB>transcript
+    recurrent train speech --train ... --valid ... --no-bidirectional --normalize global     # can transcribe --stream
+    recurrent transcribe runs/digits a.wav b.wav --beam 8"""),
 ]}

@@ -25,8 +25,10 @@ from recurrent.errors import UserError
 from recurrent.models.attention import ATTENTIONS
 from recurrent.models.char_encoder import CHAR_ENCODERS
 from recurrent.models.classifier import POOLINGS, STRUCTURES, ClassifierConfig
+from recurrent.models.forecaster import ForecasterConfig
 from recurrent.models.lm import LMConfig
 from recurrent.models.seq2seq import Seq2SeqConfig
+from recurrent.models.speech import SpeechConfig
 from recurrent.models.tagger import TaggerConfig
 from recurrent.runs import read_task
 
@@ -34,6 +36,7 @@ from recurrent.runs import read_task
 MAX_VOCAB = 10_000_000  # words, characters, labels, tags, subwords: V <= 10⁷
 MAX_WIDTH = 65_536  # hidden, embedding, condition and character sizes
 MAX_LAYERS = 64  # stacked layers (encoder and decoder each)
+MAX_STEPS = 1_000_000  # a forecaster's context, horizon and lags, in time steps
 
 BOUNDS: dict[str, tuple[float, float]] = {  # every number a model config holds: (lowest, highest), inclusive
     **dict.fromkeys(["vocab_size", "src_vocab_size", "tgt_vocab_size", "num_classes", "num_tags"], (1, MAX_VOCAB)),
@@ -43,12 +46,19 @@ BOUNDS: dict[str, tuple[float, float]] = {  # every number a model config holds:
     **dict.fromkeys(["num_layers", "encoder_layers", "decoder_layers"], (1, MAX_LAYERS)),
     **dict.fromkeys(["dropout", "dropout_input", "dropout_hidden", "dropout_embedding", "weight_drop"], (0.0, 1.0)),
     "init_range": (0.0, 1e3),
+    "num_features": (0, MAX_WIDTH), "num_series": (1, MAX_VOCAB),  # a forecaster's
+    **dict.fromkeys(["context_length", "horizon", "season"], (1, MAX_STEPS)), "window": (0, MAX_STEPS),
+}
+LISTS = {  # list fields (a tuple in the config, a list in JSON, so either is taken; the items stay strict)
+    "lags": Annotated[list[Annotated[int, Field(strict=True, ge=1, le=MAX_STEPS)]],
+                      Field(strict=False, min_length=1, max_length=1000)],
 }
 CHOICES: dict[str, tuple[str, ...]] = {  # string fields with a fixed set of values (cells are checked when built:
     "backend": BACKENDS, "pooling": POOLINGS, "structure": STRUCTURES,  # a program may register its own)
     "attention": ATTENTIONS, "char_encoder": CHAR_ENCODERS,
 }
-MODEL_CONFIGS = {"lm": LMConfig, "classify": ClassifierConfig, "tag": TaggerConfig, "translate": Seq2SeqConfig}
+MODEL_CONFIGS = {"lm": LMConfig, "classify": ClassifierConfig, "tag": TaggerConfig, "translate": Seq2SeqConfig,
+                 "forecast": ForecasterConfig}
 
 STRICT = ConfigDict(strict=True, extra="forbid")  # no "3" for 3, no true for 1, no field the config lacks
 OPEN = ConfigDict(strict=True, extra="allow")  # a checkpoint's top level: metrics and trainer config beside
@@ -65,6 +75,8 @@ def config_schema(cls: type) -> type[BaseModel]:
 
 
 def _field_type(name: str, kind: type):
+    if name in LISTS:
+        return LISTS[name]
     if kind is bool:
         return bool
     if kind is str:
@@ -118,14 +130,50 @@ class TranslatorMeta(BaseModel):
     lowercase: bool = False
 
 
-META_SCHEMAS = {"lm": LMMeta, "classify": ClassifierMeta, "tag": TaggerMeta, "translate": TranslatorMeta}
+class ForecasterMeta(BaseModel):  # recurrent.forecast.task.ForecastTask.meta
+    model_config = OPEN
+    model: config_schema(ForecasterConfig)
+    horizon: Annotated[int, Field(ge=1, le=MAX_STEPS)]
+    season: Annotated[int, Field(ge=1, le=MAX_STEPS)]
+    context_length: Annotated[int, Field(ge=1, le=MAX_STEPS)]
+    past_length: Annotated[int, Field(ge=1, le=2 * MAX_STEPS)]
+    step: str | None  # the data's step ("3600 seconds", "1 months"), None without timestamps
+    format: Literal["auto", "long", "wide"]
+    ids: Words  # the training file's series ids, in order: the rows of the id embedding
+
+
+META_SCHEMAS = {"lm": LMMeta, "classify": ClassifierMeta, "tag": TaggerMeta, "translate": TranslatorMeta,
+                "forecast": ForecasterMeta}
 SIZES = {  # task -> (a list in the meta, the model field its length must equal)
     "lm": [("vocab.itos", "vocab_size"), ("labels", "num_conditions")],
     "classify": [("words", "vocab_size"), ("labels", "num_classes")],
     "tag": [("words", "vocab_size"), ("chars", "num_chars"), ("tags", "num_tags")],
     "translate": [],
+    "forecast": [("ids", "num_series")],
 }
 
+
+# --- speech (recurrent/tasks/speech.py SpeechTask.meta): its bounds, schema and sizes in one block
+BOUNDS.update({"input_size": (1, 512), "conv_channels": (0, MAX_WIDTH), "conv_kernel": (1, 64), "conv_stride": (1, 16)})
+
+
+class FeaturesSchema(BaseModel):  # recurrent.speech.features.FeatureConfig
+    model_config = STRICT
+    sample_rate: Annotated[int, Field(ge=1000, le=192000)]
+    n_mels: Annotated[int, Field(ge=1, le=512)]
+    win_ms: Annotated[float, Field(ge=1.0, le=1000.0)]
+    hop_ms: Annotated[float, Field(ge=1.0, le=1000.0)]
+    normalize: Literal["utterance", "global"]
+
+
+class SpeechMeta(BaseModel):
+    model_config = OPEN
+    model: config_schema(SpeechConfig)
+    chars: Words  # the CTC blank, then the characters
+    features: FeaturesSchema
+
+
+MODEL_CONFIGS["speech"], META_SCHEMAS["speech"], SIZES["speech"] = SpeechConfig, SpeechMeta, [("chars", "num_chars")]
 
 def check_model_meta(meta, task: str, path) -> dict:
     """`meta` (a best checkpoint's JSON) if it fits `task`'s schema; else a one-line UserError naming `path`."""

@@ -5,6 +5,7 @@
     classifier       --data FILE          test accuracy 0.931, test macro-F1 0.902, a confusion matrix
     tagger           --data FILE          test F1 88.4 overall and per type, token accuracy, confusion matrix
     translation      --src F --tgt F      test BLEU, chrF (sacrebleu) and perplexity; --beam 5
+    forecaster       --data F [--test F]  sMAPE, MASE, OWA, MSIS, coverage, wQL beside Naive2, seasonal naive, naive
 """
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def register(subparsers) -> None:
     p.add_argument("--src", help="translation: the source file to translate")
     p.add_argument("--tgt", help="translation: the reference file (line-aligned with --src)")
     p.add_argument("--beam", type=flag(int, **at_least(1)), default=5, help="translation: beam size (1: greedy)")
+    p.add_argument("--test", help="forecaster: the next horizon of each --data series, matched by id (M4's "
+                   "Hourly-test.csv); without it the last horizon of each --data series is held out")
+    p.add_argument("--samples", type=flag(int, **at_least(1)), default=200,
+                   help="forecaster: sample paths per series")
+    p.add_argument("--seed", type=int, default=0, help="forecaster: seeds the sample paths")
+    p.add_argument("--baselines", default="naive2,snaive,naive", help="forecaster: the reference methods to "
+                   "score, of naive2,snaive,naive,auto_ets,auto_theta (the last two need statsforecast)")
+    p.add_argument("--plot", metavar="PNG", help="forecaster: also draw some series' forecasts and truth")
+    p.add_argument("--plot-series", metavar="ID,ID", help="forecaster: the series --plot draws (default: the "
+                   "first 4)")
+    p.add_argument("--overwrite", action="store_true", help="forecaster: replace --plot if it exists")
     add_run_args(p)
     p.set_defaults(func=run)
 

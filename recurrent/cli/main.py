@@ -29,7 +29,11 @@ SINGLE = {
     "evaluate": "recurrent.cli.evaluate",
     "predict": "recurrent.cli.predict",
     "translate": "recurrent.cli.translate",
+    "forecast": "recurrent.cli.forecast",
     "info": "recurrent.cli.info",
+    "export": "recurrent.cli.export",
+    "transcribe": "recurrent.cli.transcribe",
+    "serve": "recurrent.cli.serve",
 }
 
 

@@ -361,6 +361,14 @@ class Batch(NamedTuple):
     start: Tensor  # (B,) long: each window's first past step, as an index into its series
 
 
+def check_batch(batch: Batch, past: int, features: int, why: str) -> None:
+    """A ValueError unless the batch holds `past` past steps (`why` says what makes them up) and `features`
+    features a step."""
+    if batch.past.shape[1] != past or batch.past_features.shape[-1] != features:
+        raise ValueError(f"a batch must hold {past} past steps ({why}) and {features} features, got "
+                         f"{batch.past.shape[1]} and {batch.past_features.shape[-1]}")
+
+
 def windows(series: list[Series], context: int, horizon: int, batch_size: int, generator: torch.Generator,
             season: int | None = None, per_series: int = 1) -> Iterator[Batch]:
     """One epoch of training windows (context + horizon steps) from the given series, which should be training

@@ -127,7 +127,8 @@ def masked_nll(distribution: Distribution, target: Tensor, mask: Tensor | None =
 
 
 def _check_levels(levels: Sequence[float] | Tensor) -> Tensor:
-    levels = torch.as_tensor(levels, dtype=torch.float64).flatten()
+    levels = torch.as_tensor(levels, dtype=torch.float64, device="cpu").flatten()  # checked on the CPU, even
+    #                                                  while a model is built on the meta device
     if levels.numel() == 0 or not bool(((levels > 0) & (levels < 1)).all()):
         raise ValueError(f"quantile levels must lie in (0, 1), got {levels.tolist()}")
     if not bool((levels.diff() > 0).all()):

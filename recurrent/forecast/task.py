@@ -21,12 +21,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from recurrent.errors import UserError
 from recurrent.forecast.data import FORMATS, Batch, default_lags, last_windows, read_series, split, time_features, windows
-from recurrent.forecast.heads import masked_nll
 from recurrent.forecast.metrics import mase, smape
-from recurrent.models.forecaster import Forecaster, ForecasterConfig, build
+from recurrent.models.forecaster import ForecasterConfig, build
 from recurrent.train import distributed
 from recurrent.train.loop import TrainConfig, train
 from recurrent.validation import at_least, check
@@ -83,6 +83,14 @@ def parse_lags(text: str, season: int) -> tuple[int, ...]:
     return tuple(sorted(lags | {1}))
 
 
+def pick_transform(transform: str, series: list) -> str:
+    """mqrnn's transform: "auto" is log when every observed value is > 0 (ES-RNN's), else scale."""
+    if transform != "auto":
+        return transform
+    positive = all(bool((s.values[~np.isnan(s.values)] > 0).all()) for s in series)
+    return "log" if positive else "scale"
+
+
 class StepOutput(NamedTuple):
     loss: torch.Tensor
 
@@ -101,8 +109,10 @@ class ForecastTask:
         context = config.context_length or 2 * config.horizon
         features = time_features(self.fit[0], config.season).shape[1]
         self.model_config = replace(config.model, num_features=features, num_series=len(self.fit),
-                                    context_length=context, horizon=config.horizon,
-                                    lags=parse_lags(config.lags, config.season))
+                                    context_length=context, horizon=config.horizon, season=config.season,
+                                    lags=parse_lags(config.lags, config.season),
+                                    window=config.model.window or max(config.season, config.horizon),
+                                    transform=pick_transform(config.model.transform, self.fit))
         try:
             self.model = build(self.model_config)
         except ValueError as e:
@@ -129,7 +139,7 @@ class ForecastTask:
                              self.config.season, self.per_series):
             yield world.share(len(batch.scale), lambda rows, b=batch: Batch(*(t[rows] for t in b)))
 
-    def step(self, model: Forecaster, batch, carry):
+    def step(self, model: nn.Module, batch, carry):
         return StepOutput(model(batch).loss.float()), None
 
     def count(self, batch) -> int:
@@ -138,21 +148,18 @@ class ForecastTask:
     def weight(self, batch) -> int:
         return int(batch.observed[:, -self.model_config.context_length - self.config.horizon:].sum())
 
-    def evaluate(self, model: Forecaster) -> dict:
-        """val_loss: the NLL of the held-out horizon, teacher forced; smape and mase: of the median of sample
-        paths, averaged over the series whose history and horizon are fully observed (None if none is)."""
+    def evaluate(self, model: nn.Module) -> dict:
+        """val_loss: the model's loss on the held-out horizon (DeepAR: NLL, teacher forced; MQ-RNN: pinball);
+        smape and mase: of the median forecast (DeepAR: of sample paths), averaged over the series whose history and horizon are fully observed (None if none is)."""
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(self.config.training.seed + 10_000)
-        nll, points, medians = 0.0, 0, []
+        loss, points, medians = 0.0, 0, []
         for batch in last_windows(self.fit, self.past, self.config.horizon, 256, self.config.season, self.valid):
             batch = Batch(*(t.to(device) for t in batch))
-            out = model(batch)
-            in_horizon = torch.zeros_like(out.observed)
-            in_horizon[:, -self.config.horizon:] = out.observed[:, -self.config.horizon:]  # (B, C + H)
-            n = int(in_horizon.sum())
-            nll, points = nll + masked_nll(out.distribution, out.target, in_horizon).item() * n, points + n
-            paths = model.sample(batch, self.config.eval_samples, generator)  # (S, B, H)
-            medians.append(paths.float().median(0).values.cpu().numpy())  # (B, H)
+            mean, n = model.horizon_loss(batch)
+            loss, points = loss + mean * n, points + n
+            median = model.quantiles(batch, [0.5], generator, self.config.eval_samples)[..., 0]  # (B, H)
+            medians.append(median.float().cpu().numpy())
         median = np.concatenate(medians)  # (N, H)
         y = np.stack([s.values for s in self.valid])  # (N, H)
         whole = [i for i, s in enumerate(self.fit) if not np.isnan(s.values).any() and not np.isnan(y[i]).any()
@@ -162,7 +169,7 @@ class ForecastTask:
             insample = [self.fit[i].values for i in whole]
             scores = {"smape": float(np.mean(smape(y[whole], median[whole]))),
                       "mase": float(np.mean(mase(insample, y[whole], median[whole], self.config.season)))}
-        return {"val_loss": nll / max(points, 1), **scores}
+        return {"val_loss": loss / max(points, 1), **scores}
 
 
 def train_forecast(config: TrainForecastConfig) -> Path:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from recurrent.cells import registry
-from recurrent.forecast.data import Batch, lagged
+from recurrent.forecast.data import Batch, check_batch, lagged
 from recurrent.forecast.heads import LIKELIHOODS, make_head, masked_nll, sample_quantiles
 from recurrent.validation import at_least, fraction
 
@@ -44,12 +44,19 @@ class ForecasterConfig:
     likelihood: str = field(default="student_t", metadata={"help": f"one of {tuple(LIKELIHOODS)}",
                                                            "choices": tuple(LIKELIHOODS)})
     embedding_size: int = field(default=0, metadata=at_least(0))  # of the series id (0: no embedding)
+    # mqrnn only (recurrent/models/mqrnn.py):
+    window: int = field(default=0, metadata=at_least(0))  # W: past values each step reads (0: the task picks
+    #                                                       max(season, horizon))
+    transform: str = field(default="auto", metadata={"help": "log (positive series), scale (divide by the mean "
+                           "|value|) or auto: log if every training value is > 0", "choices": ("auto", "log", "scale")})
+    quantile_levels: str = "0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.975"  # trained; others interpolate
     # taken from the data and the task (no flags):
     num_features: int = field(default=0, metadata=at_least(0))  # F: time features and covariates per step
     num_series: int = field(default=1, metadata=at_least(1))  # ids the embedding knows
     context_length: int = field(default=96, metadata=at_least(1))  # C: steps the RNN unrolls before forecasting
     horizon: int = field(default=48, metadata=at_least(1))  # H
     lags: tuple = (1,)  # of ints: the L lags z_{t-lag} in each step's input, sorted, 1 first
+    season: int = field(default=1, metadata=at_least(1))  # the seasonal period: mqrnn's level spans one
 
 
 class ForecastOutput(NamedTuple):
@@ -121,6 +128,14 @@ class Forecaster(nn.Module):
         return values[:, P:].view(B, S, H).transpose(0, 1)  # (S, B, H)
 
     @torch.no_grad()
+    def horizon_loss(self, batch: Batch) -> tuple[float, int]:
+        """(mean NLL, count) over the observed values of the horizon, teacher forced: the validation loss."""
+        out = self(batch)
+        in_horizon = torch.zeros_like(out.observed)
+        in_horizon[:, -batch.future.shape[1]:] = out.observed[:, -batch.future.shape[1]:]  # (B, C + H)
+        return masked_nll(out.distribution, out.target, in_horizon).item(), int(in_horizon.sum())
+
+    @torch.no_grad()
     def quantiles(self, batch: Batch, levels, generator: torch.Generator, num_samples: int = 200) -> Tensor:
         """(B, H, Q) quantiles of the horizon at `levels` (increasing, in (0, 1)), data units: those of
         `num_samples` sample paths. Every forecaster answers this (recurrent.models.forecaster.build)."""
@@ -136,11 +151,8 @@ class Forecaster(nn.Module):
         return torch.cat(parts, dim=-1)  # (B, T, I)
 
     def _check(self, batch: Batch) -> None:
-        P, F = self.past_length, self.config.num_features
-        if batch.past.shape[1] != P or batch.past_features.shape[-1] != F:
-            raise ValueError(f"a batch must hold {P} past steps (context {self.config.context_length} + the "
-                             f"largest lag {self.lags[-1]}) and {F} features, got {batch.past.shape[1]} and "
-                             f"{batch.past_features.shape[-1]}")
+        check_batch(batch, self.past_length, self.config.num_features,
+                    f"context {self.config.context_length} + the largest lag {self.lags[-1]}")
 
 
 def build(config: ForecasterConfig) -> nn.Module:
@@ -148,4 +160,7 @@ def build(config: ForecasterConfig) -> nn.Module:
     `quantiles(batch, levels, generator)` -> (B, H, Q) for forecasting."""
     if config.architecture == "deepar":
         return Forecaster(config)
+    if config.architecture == "mqrnn":
+        from recurrent.models.mqrnn import MQForecaster
+        return MQForecaster(config)
     raise ValueError(f"architecture must be one of ('deepar', 'mqrnn'), got {config.architecture!r}")

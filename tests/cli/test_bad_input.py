@@ -211,6 +211,17 @@ CASES: dict[str, Case] = {
                                files={"s.csv": "id,timestamp,value\na,2024-01-01 00:00,1\na,2024-01-01 01:00,abc\n"}),
     "forecast-bad-lags": Case(["train", "forecast", "--data", "s.csv", "--lags", "x", "--out", "out/run"],
                               "--lags must be auto, none or comma-separated integers", files={"s.csv": "id,value\n"}),
+    "speech-no-data": Case(["train", "speech", "--out", "out/run"], "--train and --valid are required"),
+    # --- forecast, serve, export, transcribe
+    "forecast-missing-run": Case(["forecast", "nope", "--data", "s.csv", "--out", "f.csv"], "nope",
+                                 files={"s.csv": "id,value\na,1\n"}),
+    "forecast-bad-quantiles": Case(["forecast", "nope", "--data", "s.csv", "--quantiles", "0.5,1.5", "--out", "f.csv"],
+                                   "1.5", files={"s.csv": "id,value\na,1\n"}),
+    "serve-missing-run": Case(["serve", "nope"], "nope"),
+    "serve-port-negative": Case(["serve", "nope", "--port", "-1"], "--port"),
+    "export-missing-run": Case(["export", "nope", "--format", "onnx", "--out", "m.onnx"], "nope"),
+    "export-bad-format": Case(["export", "nope", "--format", "pickle", "--out", "m.pkl"], "--format"),
+    "transcribe-missing-run": Case(["transcribe", "nope", "a.wav"], "nope"),
     # --- generate
     "generate-temperature-nan": Case(["generate", "lm", "--temperature", "nan"],
                                      "--temperature must be a finite number > 0, got nan"),
@@ -399,7 +410,8 @@ def test_the_corpus_covers_every_command():
                 else " ".join(case.argv[:1]) for case in CASES.values()}
     from recurrent.registry import TASKS
 
-    assert {f"train {task}" for task in TASKS} | {"generate", "evaluate", "predict", "translate",
+    assert {f"train {task}" for task in TASKS} | {"generate", "evaluate", "predict", "translate", "forecast",
+                                                  "serve", "export", "transcribe",
                                                   "diagnose gradients", "diagnose activations", "bench throughput",
                                                   "bench memory", "info"} <= commands
     assert len(CASES) >= 60
