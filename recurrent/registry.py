@@ -118,7 +118,10 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
         examples="""\
     recurrent train forecast --data series.csv --horizon 48 --season 24 --out runs/hourly   # id,timestamp,value
     recurrent train forecast --data m4/Hourly-train.csv --horizon 48 --season 24 --out runs/m4-hourly   # M4 wide
-  The last --horizon steps of every series are held out for validation (val_loss: their NLL; sMAPE, MASE)."""),
+    recurrent train forecast --data m4/Hourly-train.csv --horizon 48 --season 24 --architecture mqrnn --window 168 \\
+        --hidden-size 64 --batch-size 64 --lr 3e-3 --schedule cosine --max-time 1800 --out runs/m4-mqrnn
+  The last --horizon steps of every series are held out for validation (val_loss: their NLL, or MQ-RNN's pinball
+  loss; sMAPE, MASE)."""),
     TaskSpec(
         "speech", "train a CTC speech recogniser (audio -> characters)",
         "recurrent.tasks.speech:train_speech", "recurrent.tasks.speech:TrainSpeechConfig",

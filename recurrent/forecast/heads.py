@@ -126,7 +126,8 @@ def masked_nll(distribution: Distribution, target: Tensor, mask: Tensor | None =
     return -(log_prob * observed).sum() / observed.sum().clamp(min=1)
 
 
-def _check_levels(levels: Sequence[float] | Tensor) -> Tensor:
+def check_levels(levels: Sequence[float] | Tensor) -> Tensor:
+    """Quantile levels as a float64 tensor (Q,); a ValueError unless they are strictly increasing in (0, 1)."""
     levels = torch.as_tensor(levels, dtype=torch.float64, device="cpu").flatten()  # checked on the CPU, even
     #                                                  while a model is built on the meta device
     if levels.numel() == 0 or not bool(((levels > 0) & (levels < 1)).all()):
@@ -151,7 +152,7 @@ class QuantileHead(nn.Module):
         super().__init__()
         if input_size < 1 or horizon < 1:
             raise ValueError(f"input_size and horizon must be >= 1, got {input_size} and {horizon}")
-        self.register_buffer("levels", _check_levels(levels).float())  # (Q,)
+        self.register_buffer("levels", check_levels(levels).float())  # (Q,)
         self.horizon = horizon
         self.proj = nn.Linear(input_size, horizon * len(self.levels))
 
@@ -174,7 +175,7 @@ def pinball_loss(quantiles: Tensor, target: Tensor, levels: Sequence[float] | Te
 
 def sample_quantiles(samples: Tensor, levels: Sequence[float] | Tensor) -> Tensor:
     """Quantiles of sample paths: samples (S, B, T) -> (B, T, Q) at the given levels (linear interpolation)."""
-    levels = _check_levels(levels).to(samples.device, samples.dtype)  # (Q,)
+    levels = check_levels(levels).to(samples.device, samples.dtype)  # (Q,)
     return torch.quantile(samples, levels, dim=0).movedim(0, -1)  # (Q, B, T) -> (B, T, Q)
 
 

@@ -1,16 +1,17 @@
-"""`recurrent train forecast`: one global DeepAR model (recurrent/models/forecaster.py) for every series of a file,
-trained on the one loop (recurrent/train/loop.py).
+"""`recurrent train forecast`: one global model for every series of a file, trained on the one loop
+(recurrent/train/loop.py): DeepAR (recurrent/models/forecaster.py) or MQ-RNN (recurrent/models/mqrnn.py).
 
     config = flat_replace(TrainForecastConfig(), data="series.csv", horizon=48, season=24, out="runs/hourly")
     run_dir = train_forecast(config)          # metrics.jsonl: val_loss (NLL), smape and mase on the validation
+    config = flat_replace(config, architecture="mqrnn", window=168)   # direct quantiles from a week of values
 
 The file is the training data (M4's Hourly-train.csv, or a long CSV): its last `horizon` steps are held out in time
 for validation, and windows for training are cut from the steps before them. Each epoch draws `epoch_windows`
 windows from a generator seeded by (seed, epoch), so a resumed run sees the same windows as one run straight
-through. Validation scores the NLL of the held-out horizon (teacher forced: the metric) and the sMAPE and MASE of
-the median of `eval_samples` sample paths.
+through. Validation scores the model's loss on the held-out horizon (the metric: DeepAR's NLL, teacher forced, or
+MQ-RNN's pinball loss) and the sMAPE and MASE of the median forecast (DeepAR: of `eval_samples` sample paths).
 
-Key: B batch, P past steps (context + largest lag), H horizon, S sample paths.
+Key: B batch, P past steps (context + largest lag, or + window - 1), H horizon, S sample paths.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from torch import nn
 from recurrent.errors import UserError
 from recurrent.forecast.data import FORMATS, Batch, default_lags, last_windows, read_series, split, time_features, windows
 from recurrent.forecast.metrics import mase, smape
+from recurrent.forecast.heads import check_levels
 from recurrent.models.forecaster import ForecasterConfig, build
+from recurrent.models.mqrnn import parse_levels
 from recurrent.train import distributed
 from recurrent.train.loop import TrainConfig, train
 from recurrent.validation import at_least, check
@@ -63,6 +66,11 @@ class TrainForecastConfig:
         if not self.data:
             raise UserError("--data is required: a long CSV (id,timestamp,value) or an M4 wide file")
         parse_lags(self.lags, self.season)
+        if self.model.architecture == "mqrnn":
+            try:
+                check_levels(parse_levels(self.model.quantile_levels))
+            except ValueError as e:
+                raise UserError(f"--quantile-levels: {e}") from None
         self.training.validate()
 
 

@@ -45,11 +45,12 @@ class ForecasterConfig:
                                                            "choices": tuple(LIKELIHOODS)})
     embedding_size: int = field(default=0, metadata=at_least(0))  # of the series id (0: no embedding)
     # mqrnn only (recurrent/models/mqrnn.py):
-    window: int = field(default=0, metadata=at_least(0))  # W: past values each step reads (0: the task picks
-    #                                                       max(season, horizon))
+    window: int = field(default=0, metadata={**at_least(0), "help": "mqrnn: past values each step reads (0: "
+                        "max(season, horizon); a week of hourly data: 168)"})
     transform: str = field(default="auto", metadata={"help": "log (positive series), scale (divide by the mean "
                            "|value|) or auto: log if every training value is > 0", "choices": ("auto", "log", "scale")})
-    quantile_levels: str = "0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.975"  # trained; others interpolate
+    quantile_levels: str = field(default="0.025,0.05,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95,0.975",
+                                 metadata={"help": "mqrnn: the quantile levels trained (others interpolate)"})
     # taken from the data and the task (no flags):
     num_features: int = field(default=0, metadata=at_least(0))  # F: time features and covariates per step
     num_series: int = field(default=1, metadata=at_least(1))  # ids the embedding knows

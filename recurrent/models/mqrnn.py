@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from recurrent.cells import registry
 from recurrent.forecast.data import Batch, check_batch, mean_scale
-from recurrent.forecast.heads import _check_levels, monotone_quantiles, pinball_loss
+from recurrent.forecast.heads import check_levels, monotone_quantiles, pinball_loss
 
 TRANSFORMS = ("auto", "log", "scale")  # auto: log if every observed training value is > 0 (the task decides)
 
@@ -62,7 +62,7 @@ class MQForecaster(nn.Module):
         if c.window < 1:
             raise ValueError(f"window must be >= 1, got {c.window}")
         self.config = c
-        self.levels = _check_levels(parse_levels(c.quantile_levels)).tolist()  # (Q,)
+        self.levels = check_levels(parse_levels(c.quantile_levels)).tolist()  # (Q,)
         self.past_length = c.context_length + c.window - 1  # P
         self.level_span = max(1, min(c.season, c.window))  # steps the level averages over
         self.warmup = min(c.context_length // 4, c.season)  # forks before this one are not scored
@@ -104,7 +104,7 @@ class MQForecaster(nn.Module):
         self._check(batch)
         forks = self._forks(batch)
         trained = self._decode(self._encode(batch, forks)[:, -1:], forks.window[:, -1:])[:, 0]  # (B, H, Qt)
-        want = _check_levels(levels).to(trained)  # (Q,)
+        want = check_levels(levels).to(trained)  # (Q,)
         have = torch.tensor(self.levels).to(trained)  # (Qt,)
         i = torch.searchsorted(have, want).clamp(1, len(have) - 1)  # (Q,) upper neighbours
         w = ((want - have[i - 1]) / (have[i] - have[i - 1])).clamp(0, 1)  # (Q,)

@@ -211,6 +211,10 @@ CASES: dict[str, Case] = {
                                files={"s.csv": "id,timestamp,value\na,2024-01-01 00:00,1\na,2024-01-01 01:00,abc\n"}),
     "forecast-bad-lags": Case(["train", "forecast", "--data", "s.csv", "--lags", "x", "--out", "out/run"],
                               "--lags must be auto, none or comma-separated integers", files={"s.csv": "id,value\n"}),
+    "forecast-bad-quantile-levels": Case(["train", "forecast", "--data", "s.csv", "--architecture", "mqrnn",
+                                          "--quantile-levels", "0.5,2", "--out", "out/run"],
+                                         "--quantile-levels: quantile levels must lie in (0, 1), got [0.5, 2.0]",
+                                         files={"s.csv": "id,value\n"}),
     "speech-no-data": Case(["train", "speech", "--out", "out/run"], "--train and --valid are required"),
     # --- forecast, serve, export, transcribe
     "forecast-missing-run": Case(["forecast", "nope", "--data", "s.csv", "--out", "f.csv"], "nope",
