@@ -5,6 +5,7 @@
     out = forecaster.forecast(series, levels=(0.1, 0.5, 0.9), num_samples=200, seed=0)
     out.quantiles[i, :, 1]                                 # series i's median, (H,), data units
     out.times[i]                                           # its H future timestamps (or step indices)
+    series = [series_from_lists("a", [3.0, None, 4.5])]    # in-memory series (a server's request), checked
 
 Forecasting runs in fp32, as training does (a bf16 value keeps 3 digits). A series shorter than the model's past (`past_length`: context + largest lag, or window) is padded at its start
 with missing values, which the model masks as it masks any missing value (`Batch.observed`); without timestamps
@@ -80,15 +81,20 @@ class Forecaster:
     def read(self, path, what: str = "--data") -> Read:
         """A file's series, read in the run's format, with the step and the features the model was trained on."""
         read = read_series(path, self.meta["format"])
-        trained, timed = self.meta["step"], read.series[0].timestamps is not None
+        self.check_step(read.step, read.series[0].timestamps is not None, f"{what} {path}")
+        return read
+
+    def check_step(self, step: np.timedelta64 | None, timed: bool, what: str) -> None:
+        """UserError unless data with (timed) or without timestamps, stepping `step`, is what the run was trained
+        on: its calendar features depend on the step."""
+        trained = self.meta["step"]
         if trained is not None and not timed:
-            raise UserError(f"{what} {path} has no timestamps, but the run was trained on data with a step of "
+            raise UserError(f"{what} has no timestamps, but the run was trained on data with a step of "
                             f"{trained}: its calendar features need them")
         if trained is None and timed:
-            raise UserError(f"{what} {path} has timestamps, but the run was trained on data without them")
-        if trained is not None and read.step is not None and str(read.step) != trained:
-            raise UserError(f"{what} {path} steps {read.step}, but the run was trained on data stepping {trained}")
-        return read
+            raise UserError(f"{what} has timestamps, but the run was trained on data without them")
+        if trained is not None and step is not None and str(step) != trained:
+            raise UserError(f"{what} steps {step}, but the run was trained on data stepping {trained}")
 
     def check_features(self, series: Series) -> None:
         """UserError unless the series gives the model's number of time features (calendar, season, covariates)."""
@@ -162,6 +168,49 @@ def load_forecaster(run_dir, device: str = "cpu") -> Forecaster:
         raise UserError(f"{run_dir}: model.json's past_length is {meta['past_length']}, but its model reads "
                         f"{model.past_length} past steps")
     return Forecaster(model, meta)
+
+
+def series_from_lists(id: str, values: Sequence[float | None], timestamps: Sequence[str] | None = None,
+                      where: str = "<memory>") -> Series:
+    """A Series from Python lists, as a server receives them: None (or NaN) for a missing value, and optional
+    ISO 8601 timestamps, increasing by one step (seconds, or whole calendar months when every timestamp falls on
+    the first of a month, as read_series steps). A UserError naming `where` for anything else.
+
+        s = series_from_lists("a", [1.0, None, 3.5], ["2024-01-01T00:00", "2024-01-01T01:00", "2024-01-01T02:00"])
+        forecaster.check_step(s.step, True, "series a")
+        forecaster.forecast([s], levels=(0.1, 0.9))
+    """
+    array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)  # (T,)
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero(np.isinf(array.astype(np.float32)))  # inf, or too large for float32
+    if len(bad):
+        raise UserError(f"{where}: value {values[bad[0]]!r} at index {bad[0]} is not finite in float32")
+    if not len(array):
+        raise UserError(f"{where}: series {id!r} has no values")
+    if timestamps is None:
+        return Series(id, array.astype(np.float32), where=where)
+    if len(timestamps) != len(array):
+        raise UserError(f"{where}: {len(timestamps)} timestamps for {len(array)} values: give one per value")
+    times = []
+    for i, text in enumerate(timestamps):
+        try:
+            times.append(np.datetime64(str(text).strip(), "s"))
+        except ValueError:
+            raise UserError(f"{where}: timestamp {text!r} at index {i} is not an ISO 8601 date or time, such as "
+                            f"2024-01-31 or 2024-01-31T13:00") from None
+    t = np.array(times, dtype="datetime64[s]")  # (T,)
+    monthly = bool((t == t.astype("datetime64[M]")).all())
+    gaps = np.diff(t.astype("datetime64[M]") if monthly else t)  # (T-1,)
+    back = np.flatnonzero(t[1:] <= t[:-1])
+    if len(back):
+        raise UserError(f"{where}: timestamp {t[back[0] + 1]} at index {back[0] + 1} does not come after "
+                        f"{t[back[0]]}: timestamps must increase")
+    odd = np.flatnonzero(gaps != gaps[0]) if len(gaps) else []
+    if len(odd):
+        j = odd[0] + 1
+        raise UserError(f"{where}: timestamps step {gaps[j - 1]} at index {j} but {gaps[0]} before: steps must "
+                        f"be regular (give null for a missing value)")
+    return Series(id, array.astype(np.float32), t, None, gaps[0] if len(gaps) else None, where)
 
 
 def pad_start(s: Series, n: int, season: int = 1) -> Series:

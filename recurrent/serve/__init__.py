@@ -1,6 +1,7 @@
 """`recurrent serve`: trained runs over HTTP (FastAPI on uvicorn), with a browser playground.
 
-    app.py      the endpoints (/generate, /predict, /translate, /models, /health, /), errors, the body limit
+    app.py      the endpoints (/generate, /predict, /translate, /forecast, /transcribe, /models, /health, /), errors,
+                the body limits
     engine.py   continuous batching: concurrent generations stepped together, token by token
     models.py   the run folders served, by name, and each task's endpoint
     schemas.py  the pydantic requests and responses (the OpenAPI page at /docs), and the server's Limits

@@ -6,13 +6,17 @@
     POST /generate   language models: a continuation, as JSON or (stream: true) as server-sent events
     POST /predict    classifiers (a label and its probabilities), tree classifiers, taggers (a tag per token)
     POST /translate  encoder-decoders: the translation, its subwords and the attention weights; beam size per request
+    POST /forecast   forecasters: quantiles of the next `horizon` steps of series sent inline as JSON
+    POST /transcribe speech recognisers: the text of an audio file sent as the raw body (Content-Type: audio/wav),
+                     options as query parameters: /transcribe?beam=8&stream=true
     GET  /models     the models served: name, task, endpoint and what a request needs (labels, layer sizes)
     GET  /health     liveness, and each generation engine's batch
     GET  /           the playground (recurrent/serve/static/index.html)
 
 Every error is JSON, `{"error": "temperature: Input should be greater than 0", "field": "temperature"}`: 422 for a
 request that does not fit its schema or the server's limits, 404 for an unknown model, 413 for a body over
---max-body, 503 when too many generations wait, 504 past --max-seconds. The stream's events:
+--max-body (/transcribe: the audio limit), 415 for a /transcribe body that is a form or JSON rather than the
+audio file, 503 when too many generations wait, 504 past --max-seconds. The stream's events:
 
     event: start   data: {"model": ..., "prime": ..., "prime_activations": [...] or null}
     event: token   data: {"index": 0, "id": 17, "text": "e", "activation": 0.42}     (one per token)
@@ -21,12 +25,14 @@ request that does not fit its schema or the server's limits, 404 for an unknown 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from importlib import resources
+from typing import Annotated
 
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -39,18 +45,23 @@ from recurrent.serve.engine import Job
 from recurrent.serve.models import ENDPOINTS, Served
 from recurrent.serve.schemas import (
     ErrorResponse,
+    ForecastRequest,
+    ForecastResponse,
     GenerateRequest,
     GenerateResponse,
     Limits,
     ModelInfo,
     PredictRequest,
     PredictResponse,
+    SeriesForecast,
     Token,
+    TranscribeParams,
+    TranscribeResponse,
     TranslateRequest,
     TranslateResponse,
 )
 
-ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503, 504)}
 
 
 class FieldError(Exception):
@@ -67,12 +78,13 @@ def error(status: int, field: str | None, message: str) -> JSONResponse:
 
 def create_app(served: dict[str, Served], limits: Limits | None = None, cors: list[str] | None = None) -> FastAPI:
     limits = limits or Limits()
-    app = FastAPI(title="recurrent serve", description="Recurrent models over HTTP: generate, predict, translate.")
+    app = FastAPI(title="recurrent serve", description="Recurrent models over HTTP: generate, predict, translate, "
+                  "forecast, transcribe.")
     if cors:  # none unless asked: a page from another origin cannot call this server
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=cors, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type"])
-    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(BodyLimit, max_body=limits.max_body, per_path={"/transcribe": limits.max_audio})
     _handlers(app)
 
     def pick(name: str | None, endpoint: str) -> Served:
@@ -139,8 +151,38 @@ def create_app(served: dict[str, Served], limits: Limits | None = None, cors: li
             raise FieldError("text", "text is empty: give a sentence to translate")
         return await _timed(limits, lambda: _translate(s, body))
 
-    # /forecast and /transcribe go here, each with its schema in schemas.py, when their tasks can be served
-    # (recurrent/serve/models.py: LATER).
+    @app.post("/forecast", response_model=ForecastResponse, responses=ERRORS)
+    async def forecast(body: ForecastRequest):
+        """Quantiles of the next `horizon` steps (the run's) of each series, from `samples` sample paths seeded by
+        `seed`: the numbers `recurrent forecast --seed` writes for the same series in the same order."""
+        s = pick(body.model, "/forecast")
+        if len(body.series) > limits.max_series:
+            raise FieldError("series", f"{len(body.series)} series, over the limit {limits.max_series}")
+        if len(body.quantiles) > limits.max_quantiles:
+            raise FieldError("quantiles", f"{len(body.quantiles)} levels, over the limit {limits.max_quantiles}")
+        if body.samples > limits.max_samples:
+            raise FieldError("samples", f"samples must be at most {limits.max_samples}, got {body.samples}")
+        series = _series(s, body, limits)
+        return await _timed(limits, lambda: _forecast(s, body, series))
+
+    @app.post("/transcribe", response_model=TranscribeResponse, responses=ERRORS, openapi_extra={"requestBody": {
+        "required": True, "description": "the audio file itself (WAV, FLAC, ...: what soundfile reads)",
+        "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def transcribe(request: Request, params: Annotated[TranscribeParams, Query()]):
+        """The text of one audio file, sent as the body (`curl --data-binary @a.wav -H 'Content-Type: audio/wav'`),
+        resampled and downmixed as `recurrent transcribe` does; options in the query: ?beam=8&stream=true."""
+        s = pick(params.model, "/transcribe")
+        if params.beam > limits.max_beam:
+            raise FieldError("beam", f"beam must be at most {limits.max_beam}, got {params.beam}")
+        details = s.details()
+        if params.stream and not details["stream"]:
+            why = "bidirectional" if details["bidirectional"] else "trained with --normalize utterance"
+            raise FieldError("stream", f"{s.name!r} is {why}: streaming needs a unidirectional run trained with "
+                             "--normalize global")
+        data = await request.body()
+        seconds = _audio_seconds(data, request.headers.get("content-type", ""), limits)
+        return await _timed(limits, lambda: _transcribe(s, data, params, seconds))
+
     return app
 
 
@@ -359,6 +401,96 @@ def _translate(s: Served, body: TranslateRequest) -> TranslateResponse:
                              attention=None if h.attention is None else h.attention.float().tolist(), score=h.score)
 
 
+# --- forecast and transcribe -------------------------------------------------------------------------------
+
+
+def _series(s: Served, body: ForecastRequest, limits: Limits) -> list:
+    """The request's series as recurrent.forecast.data.Series, each checked against the run: ids, steps,
+    timestamps; a FieldError naming the series' field for the first problem."""
+    from recurrent.inference.forecast import series_from_lists
+
+    forecaster, out, seen = s.model, [], {}
+    known = set(forecaster.meta["ids"]) if forecaster.meta["model"]["embedding_size"] else None
+    for i, x in enumerate(body.series):
+        field = f"series.{i}"
+        if x.id in seen:
+            raise FieldError(f"{field}.id", f"id {x.id!r} repeats that of series {seen[x.id]}")
+        seen[x.id] = i
+        if known is not None and x.id not in known:
+            raise FieldError(f"{field}.id", f"{x.id!r} is not a series {s.name!r} was trained on: it embeds each "
+                             "training series' id, so it forecasts only those (GET /models lists them)")
+        if len(x.values) > limits.max_values:
+            raise FieldError(f"{field}.values", f"{len(x.values)} values, over the limit {limits.max_values}")
+        if all(v is None for v in x.values):
+            raise FieldError(f"{field}.values", "every value is missing: nothing to forecast from")
+        try:
+            series = series_from_lists(x.id, x.values, x.timestamps, where=field)
+        except UserError as e:
+            raise FieldError(f"{field}.timestamps", str(e).removeprefix(f"{field}: ")) from None
+        try:
+            forecaster.check_step(series.step, x.timestamps is not None, f"series {x.id!r}")
+        except UserError as e:
+            raise FieldError(f"{field}.timestamps", str(e)) from None
+        if x.timestamps is not None and len(x.timestamps) < 2:
+            raise FieldError(f"{field}.timestamps", "one timestamp gives no step to continue: give at least two "
+                             "values")
+        out.append(series)
+    try:
+        forecaster.check_features(out[0])
+    except UserError:
+        raise FieldError("model", f"{s.name!r} was trained with covariates, whose future values /forecast cannot "
+                         "take: use `recurrent evaluate RUN --data ... --test ...`") from None
+    return out
+
+
+def _forecast(s: Served, body: ForecastRequest, series: list) -> ForecastResponse:
+    with s.lock:
+        out = s.model.forecast(series, body.quantiles, body.samples, body.seed)
+    forecasts = []
+    for x, times, q in zip(series, out.times, out.quantiles):  # q (H, Q)
+        timed = x.timestamps is not None
+        forecasts.append(SeriesForecast(
+            id=x.id, timestamps=[str(t) for t in times] if timed else None, steps=None if timed else times.tolist(),
+            quantiles={f"{level:g}": q[:, j].tolist() for j, level in enumerate(out.levels)}))
+    return ForecastResponse(model=s.name, horizon=s.model.horizon, levels=list(out.levels), forecasts=forecasts)
+
+
+def _audio_seconds(data: bytes, content_type: str, limits: Limits) -> float:
+    """The duration of the audio file in a /transcribe body, read from its header; a FieldError("audio") for
+    a body that is empty, not audio, or too long."""
+    import soundfile as sf
+
+    if content_type.startswith(("multipart/", "application/x-www-form-urlencoded", "application/json")):
+        raise FieldError("audio", f"the body is {content_type.split(';')[0]}: send the audio file itself as the "
+                         "body, with Content-Type: audio/wav (curl --data-binary @a.wav)", 415)
+    if not data:
+        raise FieldError("audio", "the body is empty: send an audio file (curl --data-binary @a.wav)")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001  (soundfile raises several kinds for bytes that are not audio)
+        why = getattr(e, "error_string", None) or str(e)  # libsndfile's reason, without the BytesIO's repr
+        raise FieldError("audio", f"the body is not audio soundfile can read (WAV, FLAC, OGG...): {why}") from None
+    if info.frames <= 0:
+        raise FieldError("audio", "the audio holds no samples")
+    seconds = info.frames / info.samplerate
+    if seconds > limits.max_audio_seconds:
+        raise FieldError("audio", f"the audio lasts {seconds:.1f} s, over the limit {limits.max_audio_seconds:g} s")
+    return seconds
+
+
+def _transcribe(s: Served, data: bytes, params: TranscribeParams, seconds: float) -> TranscribeResponse:
+    from recurrent.speech.inference import audio_from_bytes
+
+    rec = s.model
+    try:
+        audio = audio_from_bytes(data, rec.features.sample_rate)
+    except UserError as e:
+        raise FieldError("audio", str(e).removeprefix("audio: ")) from None
+    with s.lock:
+        text = rec.transcribe_audio(audio, params.beam, params.stream)
+    return TranscribeResponse(model=s.name, text=text, seconds=seconds)
+
+
 # --- errors and limits --------------------------------------------------------------------------------------
 
 
@@ -370,7 +502,7 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
-        where = [str(part) for part in first["loc"] if part != "body"]
+        where = [str(part) for part in first["loc"] if part not in ("body", "query")]
         if first["type"] == "json_invalid" or not where:
             field = "body"
             message = f"body: {first['msg']} (send one JSON object, with Content-Type: application/json)"
@@ -387,17 +519,19 @@ def _handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """ASGI middleware: a 413 for a body over `max_body` bytes, told by Content-Length or counted as it arrives."""
+    """ASGI middleware: a 413 for a body over `max_body` bytes (`per_path[path]` for those paths), told by
+    Content-Length or counted as it arrives."""
 
-    def __init__(self, app, max_body: int):
-        self.app, self.max_body = app, max_body
+    def __init__(self, app, max_body: int, per_path: dict[str, int] | None = None):
+        self.app, self.default, self.per_path = app, max_body, per_path or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_body = self.per_path.get(scope["path"], self.default)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            return await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+            return await self._refuse(max_body, scope, receive, send)
         received, over, started = 0, False, False
 
         async def counted():
@@ -405,7 +539,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > max_body:
                     over = True
                     raise _TooLarge  # (FastAPI turns an error while reading the body into its own 400)
             return message
@@ -421,10 +555,10 @@ class BodyLimit:
         except _TooLarge:
             pass
         if over and not started:
-            await self._refuse(scope, receive, send)
+            await self._refuse(max_body, scope, receive, send)
 
-    async def _refuse(self, scope, receive, send):
-        await error(413, "body", f"body: over the limit of {self.max_body} bytes")(scope, receive, send)
+    async def _refuse(self, max_body: int, scope, receive, send):
+        await error(413, "body", f"body: over the limit of {max_body} bytes")(scope, receive, send)
 
 
 class _TooLarge(Exception):

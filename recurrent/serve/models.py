@@ -17,10 +17,9 @@ from recurrent.errors import UserError
 from recurrent.inference.common import BEST
 from recurrent.runs import read_task
 
-# The endpoint that serves each task. forecast and speech runs get theirs (/forecast, /transcribe) when those
-# tasks have inference objects to serve; a run of a task missing here is refused when the server starts.
-ENDPOINTS = {"lm": "/generate", "classify": "/predict", "tag": "/predict", "translate": "/translate"}
-LATER = {"forecast": "/forecast", "speech": "/transcribe"}
+# The endpoint that serves each task; a run of a task missing here is refused when the server starts.
+ENDPOINTS = {"lm": "/generate", "classify": "/predict", "tag": "/predict", "translate": "/translate",
+             "forecast": "/forecast", "speech": "/transcribe"}
 
 
 @dataclass
@@ -28,10 +27,10 @@ class Served:
     name: str
     task: str
     run: str  # the folder's name
-    model: object  # LM, Classifier, Tagger or Translator (recurrent.inference)
+    model: object  # LM, Classifier, Tagger, Translator, Forecaster (recurrent.inference) or Recognizer
     meta: dict  # the checkpoint's JSON (model.json)
     engine: object | None = None  # an LM's BatchEngine
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward at a time (classify, tag, translate)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward at a time (all but lm)
 
     @property
     def endpoint(self) -> str:
@@ -49,6 +48,17 @@ class Served:
             return {"labels": self.model.labels, "trees": self.model.reads_trees}
         if self.task == "tag":
             return {"tags": self.model.tags}
+        if self.task == "forecast":
+            meta = self.meta
+            return {"horizon": meta["horizon"], "season": meta["season"], "step": meta["step"],
+                    "timestamps": meta["step"] is not None, "past_length": meta["past_length"],
+                    "architecture": meta["model"]["architecture"],
+                    "ids": meta["ids"] if meta["model"]["embedding_size"] else None}  # None: any id
+        if self.task == "speech":
+            rec = self.model
+            return {"sample_rate": rec.features.sample_rate, "bidirectional": rec.model.config.bidirectional,
+                    "stream": not rec.model.config.bidirectional and rec.features.normalize == "global",
+                    "characters": "".join(rec.vocab.itos[1:])}
         return {"attention": self.model.model.uses_attention, "max_len": self.model.max_len}
 
 
@@ -58,8 +68,7 @@ def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu") -> di
     for run in runs:
         task = read_task(run)
         if task not in ENDPOINTS:
-            later = f" ({LATER[task]} is planned)" if task in LATER else ""
-            raise UserError(f"{run} is a {task!r} run; serve runs {', '.join(sorted(ENDPOINTS))} runs{later}")
+            raise UserError(f"{run} is a {task!r} run; serve runs {', '.join(sorted(ENDPOINTS))} runs")
         base = Path(run).resolve().name
         name, n = base, 1
         while name in served:
@@ -89,5 +98,11 @@ def _load(run: str, task: str, device: str):
     if task == "tag":
         from recurrent.inference.tag import load_tagger
         return load_tagger(run, device)
+    if task == "forecast":
+        from recurrent.inference.forecast import load_forecaster
+        return load_forecaster(run, device)
+    if task == "speech":
+        from recurrent.speech.inference import load_recognizer
+        return load_recognizer(run, device)
     from recurrent.inference.translate import load_translator
     return load_translator(run, device)

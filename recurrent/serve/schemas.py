@@ -8,9 +8,9 @@ longest prime, output and beam) are checked by the app against the request, with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 
@@ -26,6 +26,12 @@ class Limits:
     max_beam: int = 16  # beam size of /translate
     max_seconds: float = 60.0  # wall time of one request: generation stops there (finish_reason "timeout")
     max_waiting: int = 256  # generation requests queued beyond the batch: past that, a 503
+    max_series: int = 100  # series in one /forecast request
+    max_values: int = 10_000  # values of one series
+    max_quantiles: int = 20  # quantile levels of one /forecast request
+    max_samples: int = 1000  # sample paths per series
+    max_audio: int = 10 * 1024 * 1024  # bytes of a /transcribe body (the audio file; other bodies: max_body)
+    max_audio_seconds: float = 60.0  # duration of the audio of one /transcribe request
 
 
 class GenerateRequest(BaseModel):
@@ -98,6 +104,69 @@ class TranslateResponse(BaseModel):
     target_tokens: list[str]  # the output's subwords, </s> excluded
     attention: list[list[float]] | None  # (target tokens + 1, source tokens): each output step's weights
     score: float  # log p / length^alpha
+
+
+def _float32(x: float) -> float:
+    if abs(x) > 3.4028234e38:
+        raise ValueError("Value is not finite in float32")
+    return x
+
+
+Value = Annotated[float, Field(allow_inf_nan=False), AfterValidator(_float32)]
+
+
+class SeriesIn(BaseModel):
+    """One series, oldest value first."""
+
+    model_config = STRICT
+    id: str = Field(..., min_length=1, max_length=200, description="its name (an id-embedding model knows only "
+                    "its training ids: GET /models lists them)")
+    values: list[Value | None] = Field(..., min_length=1, description="the observations; null for a missing one")
+    timestamps: list[str] | None = Field(None, description="ISO 8601, one per value, evenly spaced (needed, and "
+                                         "only allowed, when the run was trained on data with timestamps)")
+
+
+class ForecastRequest(BaseModel):
+    """Forecast the next `horizon` steps (the run's) of each series, as quantiles of sampled paths."""
+
+    model_config = STRICT
+    model: str | None = Field(None, description="a model name from GET /models (default: the first forecaster)")
+    series: list[SeriesIn] = Field(..., min_length=1, description="the series (at most the server's --max-series)")
+    quantiles: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        [0.1, 0.5, 0.9], min_length=1, description="levels in (0, 1); the median is always added")
+    samples: int = Field(200, ge=1, description="sample paths per series (at most the server's limit)")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds the sample paths: the same request, the same numbers, "
+                      "as `recurrent forecast --seed`")
+
+
+class SeriesForecast(BaseModel):
+    id: str
+    timestamps: list[str] | None  # the horizon's timestamps, continuing the series' (when it had them)
+    steps: list[int] | None  # without timestamps: the step indices len(values), len(values) + 1, ...
+    quantiles: dict[str, list[float]]  # level ("0.1", as %g) -> (H,) values in data units
+
+
+class ForecastResponse(BaseModel):
+    model: str
+    horizon: int
+    levels: list[float]  # increasing, 0.5 among them
+    forecasts: list[SeriesForecast]  # in the request's order
+
+
+class TranscribeParams(BaseModel):
+    """/transcribe's query parameters (the body is the audio file itself)."""
+
+    model_config = ConfigDict(extra="forbid")  # not strict: query parameters arrive as text
+    model: str | None = Field(None, description="a model name from GET /models (default: the first recogniser)")
+    beam: int = Field(1, ge=1, description="beam size (1: greedy; at most the server's --max-beam)")
+    stream: bool = Field(False, description="feed the audio 200 ms at a time, carrying the state (a "
+                         "unidirectional run trained with --normalize global): the text of the whole pass")
+
+
+class TranscribeResponse(BaseModel):
+    model: str
+    text: str
+    seconds: float  # the audio's duration
 
 
 class ModelInfo(BaseModel):

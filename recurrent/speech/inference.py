@@ -4,13 +4,16 @@
     rec.transcribe(Path("a.wav"), beam=8)                # "one two three"
     rec.transcribe(Path("a.wav"), stream=True)           # fed 200 ms at a time, state carried: the same text
     rec.evaluate("test.tsv", beam=8)                     # {"greedy_wer", "greedy_cer", "beam_wer", "beam_cer"}
+    rec.transcribe_audio(audio_from_bytes(wav_bytes, rec.features.sample_rate))   # an upload (recurrent serve)
 """
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,6 +110,10 @@ class Recognizer:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such audio file")
         audio = load_audio(Utterance(Path(path), "", str(path)), self.features.sample_rate, conversions)
+        return self.transcribe_audio(audio, beam, stream)
+
+    def transcribe_audio(self, audio: np.ndarray, beam: int = 1, stream: bool = False) -> str:
+        """(N,) float32 mono samples at features.sample_rate -> text."""
         return self.decode(self.stream_log_probs(audio) if stream else self.log_probs(audio), beam)
 
     def evaluate(self, manifest, beam: int = 8) -> dict:
@@ -127,6 +134,27 @@ class Recognizer:
         g, b = error_rates(refs, greedy_hyps), error_rates(refs, beam_hyps)
         return {"greedy_wer": g["wer"], "greedy_cer": g["cer"], "beam_wer": b["wer"], "beam_cer": b["cer"],
                 "utterances": len(refs)}
+
+
+def audio_from_bytes(data: bytes, sample_rate: int, where: str = "audio") -> np.ndarray:
+    """load_audio for the bytes of an audio file (an upload): float32 mono samples at `sample_rate`, (N,);
+    downmixed and resampled as load_audio does, and a UserError naming `where` for what is not audio."""
+    import soundfile as sf
+
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (N, channels)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise UserError(f"{where}: not audio soundfile can read ({getattr(e, 'error_string', None) or e})") from None
+    if len(samples) == 0:
+        raise UserError(f"{where}: holds no samples")
+    samples = samples.mean(1)  # (N,)
+    if rate != sample_rate:
+        import librosa
+
+        samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise UserError(f"{where}: holds samples that are not finite")
+    return samples
 
 
 def load_recognizer(run_dir, device: str = "cpu") -> Recognizer:

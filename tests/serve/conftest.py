@@ -128,3 +128,116 @@ def live(app):
 def http(live):
     with httpx.Client(base_url=live.url, timeout=30) as c:
         yield c
+
+
+# --- forecast and speech runs, for /forecast and /transcribe ------------------------------------------------
+
+HORIZON = 6  # every forecast run's
+TINY_FORECAST = {"context_length": 12, "batch_size": 8, "epoch_windows": 16, "eval_samples": 5, "hidden_size": 8,
+                 "num_layers": 1, "horizon": HORIZON, **QUICK}
+SPEECH_TEXTS = ["ab", "ba", "a b", "b a"]  # each utterance's transcript; its audio is a tone per character
+TONES = {"a": 440.0, "b": 880.0, " ": 0.0}
+
+
+def hourly_csv(path, lengths=(60, 50, 70)):
+    """Series s0, s1, ... in the long format, hourly from 2024-01-01: a daily cycle around levels 10, 11, ..."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["id,timestamp,value"]
+    for k, n in enumerate(lengths):
+        for i in range(n):
+            value = 10 + k + 3 * np.sin(2 * np.pi * i / 24) + rng.normal(0, 0.5)
+            rows.append(f"s{k},{np.datetime64('2024-01-01T00:00') + np.timedelta64(i, 'h')},{value:.3f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def wide_csv(path, lengths=(40, 30, 50)):
+    """M4's wide format (no timestamps): "V1","V2",... then one series a row, padded at the end."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    width = max(lengths) + 1
+    rows = [",".join(f'"V{i + 1}"' for i in range(width))]
+    for k, n in enumerate(lengths):
+        values = 20 + 5 * k + 2 * np.sin(2 * np.pi * np.arange(n) / 6) + rng.normal(0, 0.3, n)
+        fields = [f'"W{k}"', *(f"{x:.3f}" for x in values)]
+        rows.append(",".join(fields + [""] * (width - len(fields))))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def tone_wav(path, text: str, rate: int = 16000, channels: int = 1, seconds_per_char: float = 0.15):
+    """A WAV with one tone per character (silence for a space), and a little noise: what a tiny recogniser reads."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(len(text) + int(rate))
+    t = np.arange(int(rate * seconds_per_char)) / rate
+    audio = np.concatenate([0.3 * np.sin(2 * np.pi * TONES[ch] * t) for ch in text])
+    audio = (audio + rng.normal(0, 0.01, len(audio))).astype(np.float32)
+    sf.write(path, np.stack([audio] * channels, 1) if channels > 1 else audio, rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def forecast_runs(tmp_path_factory):
+    """name -> (data file, run folder): hourly with timestamps, wide (M4) without, and one embedding the ids."""
+    from recurrent.forecast.task import TrainForecastConfig, train_forecast
+
+    root = tmp_path_factory.mktemp("serve-forecast")
+    hourly, wide = hourly_csv(root / "hourly.csv"), wide_csv(root / "wide.csv")
+
+    def train(name, data, season, lags, **changes):
+        return data, train_forecast(flat_replace(TrainForecastConfig(), data=str(data), season=season, lags=lags,
+                                                 out=str(root / name), **{**TINY_FORECAST, **changes}))
+
+    return {"hourly": train("hourly", hourly, 24, "1,24"), "wide": train("wide", wide, 6, "1,6"),
+            "embedded": train("embedded", hourly, 24, "1,24", embedding_size=2)}
+
+
+@pytest.fixture(scope="session")
+def speech_runs(tmp_path_factory):
+    """name -> run folder: a bidirectional recogniser (per-utterance normalisation) and a streaming one."""
+    from recurrent.models.speech import SpeechConfig
+    from recurrent.tasks.speech import TrainSpeechConfig, train_speech
+
+    root = tmp_path_factory.mktemp("serve-speech")
+    (root / "wav").mkdir()
+    lines = [f"wav/{i}.wav\t{text}" for i, text in enumerate(SPEECH_TEXTS)]
+    for i, text in enumerate(SPEECH_TEXTS):
+        tone_wav(root / "wav" / f"{i}.wav", text)
+    (root / "train.tsv").write_text("\n".join(lines) + "\n")
+    small = {"hidden_size": 8, "num_layers": 1, "conv_channels": 8, "conv_stride": 2, "dropout": 0.0}
+    common = {"train": str(root / "train.tsv"), "valid": str(root / "train.tsv"), "batch_size": 2, "n_mels": 16,
+              "freq_masks": 0, "time_masks": 0, **QUICK}
+    out = {}
+    out["speech"] = train_speech(flat_replace(TrainSpeechConfig(model=SpeechConfig(**small)), out=str(root / "speech"),
+                                              **common))
+    out["stream"] = train_speech(flat_replace(
+        TrainSpeechConfig(model=SpeechConfig(**small, bidirectional=False)), normalize="global",
+        out=str(root / "stream"), **common))
+    return out
+
+
+@pytest.fixture(scope="session")
+def served_more(forecast_runs, speech_runs):
+    """A server of the forecast and speech runs."""
+    from recurrent.serve.models import load_models
+
+    folders = [str(forecast_runs[k][1]) for k in ("hourly", "wide", "embedded")]
+    return load_models([*folders, str(speech_runs["speech"]), str(speech_runs["stream"])])
+
+
+@pytest.fixture(scope="session")
+def client_more(served_more):
+    from fastapi.testclient import TestClient
+
+    from recurrent.serve.app import create_app
+    from recurrent.serve.schemas import Limits
+
+    limits = Limits(max_series=5, max_values=500, max_quantiles=6, max_samples=400, max_audio=200_000,
+                    max_audio_seconds=3.0, max_beam=4, max_seconds=30)
+    with TestClient(create_app(served_more, limits)) as c:
+        yield c
