@@ -7,9 +7,13 @@
     curl -sN localhost:8000/generate -H 'Content-Type: application/json' -d '{"prime": "ROMEO:", "stream": true}'
     curl -s localhost:8000/predict -H 'Content-Type: application/json' -d '{"text": "a fine film"}'
     curl -s localhost:8000/translate -H 'Content-Type: application/json' -d '{"text": "ein Haus", "beam": 5}'
+    curl -s localhost:8000/forecast -H 'Content-Type: application/json' \
+         -d '{"series": [{"id": "a", "values": [3, 5, null, 4, 6]}], "quantiles": [0.1, 0.5, 0.9]}'
+    curl -s 'localhost:8000/transcribe?beam=8' -H 'Content-Type: audio/wav' --data-binary @a.wav
 
 One endpoint per task: /generate (language models; server-sent events with "stream": true), /predict
-(classifiers, tree classifiers, taggers), /translate (encoder-decoders); GET /models lists the models, GET
+(classifiers, tree classifiers, taggers), /translate (encoder-decoders), /forecast (forecasters: the series in the
+request), /transcribe (speech recognisers: the WAV as the body); GET /models lists the models, GET
 /health says the server is up. A request picks a model by name ("model": "shakespeare", the run folder's name);
 without one, the first model of the endpoint's task.
 
@@ -24,10 +28,12 @@ by the --max-* flags. Cross-origin requests are refused unless --cors names an o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import warnings
 
 from recurrent.errors import UserError
+from recurrent.serve.limits import Limits
 from recurrent.validation import at_least, flag, positive
 
 
@@ -35,20 +41,15 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve trained runs over HTTP (API, docs at /docs, playground at /)",
                               description=__doc__, formatter_class=_Formatter)
     p.add_argument("runs", metavar="RUN", nargs="+", help="run folders written by `recurrent train lm|classify|tag|"
-                   "translate`")
+                   "translate|forecast|speech`")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=flag(int, **at_least(0)), default=8000, help="the port (0: any free one)")
     p.add_argument("--max-batch", type=flag(int, **at_least(1)), default=64,
                    help="generations stepped together per model (1: one at a time)")
-    p.add_argument("--max-tokens", type=flag(int, **at_least(1)), default=2000, help="tokens one /generate may ask")
-    p.add_argument("--max-prime", type=flag(int, **at_least(1)), default=4000, help="tokens of a prime")
-    p.add_argument("--max-text", type=flag(int, **at_least(1)), default=4000,
-                   help="characters of a text to predict or translate")
-    p.add_argument("--max-beam", type=flag(int, **at_least(1)), default=16, help="beam size of /translate")
-    p.add_argument("--max-seconds", type=flag(float, **positive()), default=60.0, help="wall time of a request")
-    p.add_argument("--max-body", type=flag(int, **at_least(1)), default=64 * 1024, help="bytes of a request body")
-    p.add_argument("--max-waiting", type=flag(int, **at_least(1)), default=256,
-                   help="generations queued beyond the batch before a 503")
+    for limit in dataclasses.fields(Limits):  # --max-tokens, --max-body, ...: one flag per server limit
+        kind = {"int": int, "float": float}[limit.type]
+        p.add_argument("--" + limit.name.replace("_", "-"), type=flag(kind, **positive()),
+                       default=limit.default, help=limit.metadata["help"])
     p.add_argument("--cors", metavar="ORIGIN", action="append", default=None,
                    help="allow browser pages from this origin (repeatable), e.g. http://localhost:3000")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models run")
@@ -65,15 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
         from recurrent.serve.app import create_app
         from recurrent.serve.models import load_models
-        from recurrent.serve.schemas import Limits
     except ImportError as e:
         raise UserError(f"serve needs the serve extra ({e.name} is missing): pip install 'recurrent[serve]'") from None
     if not is_loopback(args.host):
         warnings.warn(f"listening on {args.host}: anyone who can reach this port can run the models "
                       "(there is no authentication)")
-    limits = Limits(max_body=args.max_body, max_prime=args.max_prime, max_tokens=args.max_tokens,
-                    max_text=args.max_text, max_beam=args.max_beam, max_seconds=args.max_seconds,
-                    max_waiting=args.max_waiting)
+    limits = Limits(**{limit.name: getattr(args, limit.name) for limit in dataclasses.fields(Limits)})
     served = load_models(args.runs, args.max_batch, args.device)
     app = create_app(served, limits, args.cors)
     names = ", ".join(f"{s.name} ({s.task}: {s.endpoint})" for s in served.values())

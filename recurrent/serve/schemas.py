@@ -7,31 +7,13 @@ longest prime, output and beam) are checked by the app against the request, with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from recurrent.serve.limits import Limits  # noqa: F401  (re-exported: the app and tests import it from here)
+
 STRICT = ConfigDict(extra="forbid", strict=True)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of the server (`recurrent serve --max-tokens ...`)."""
-
-    max_body: int = 64 * 1024  # bytes of a request body
-    max_prime: int = 4000  # tokens of a prime (characters at char level)
-    max_tokens: int = 2000  # tokens one /generate request may produce
-    max_text: int = 4000  # characters of a text to classify, tag or translate
-    max_beam: int = 16  # beam size of /translate
-    max_seconds: float = 60.0  # wall time of one request: generation stops there (finish_reason "timeout")
-    max_waiting: int = 256  # generation requests queued beyond the batch: past that, a 503
-    max_series: int = 100  # series in one /forecast request
-    max_values: int = 10_000  # values of one series
-    max_quantiles: int = 20  # quantile levels of one /forecast request
-    max_samples: int = 1000  # sample paths per series
-    max_audio: int = 10 * 1024 * 1024  # bytes of a /transcribe body (the audio file; other bodies: max_body)
-    max_audio_seconds: float = 60.0  # duration of the audio of one /transcribe request
 
 
 class GenerateRequest(BaseModel):
