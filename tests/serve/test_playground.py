@@ -2,7 +2,7 @@
 stream in as spans coloured by a hidden unit; translate and see the attention heatmap; classify a sentence.
 Skips, saying why, without Debian's chromium and chromedriver.
 
-The screenshot goes to $RECURRENT_PLAYGROUND_PNG (default: the test's tmp folder) and to /tmp/playground.png."""
+The screenshot goes to $RECURRENT_PLAYGROUND_PNG (default: the test's tmp folder)."""
 from __future__ import annotations
 
 import os
@@ -60,10 +60,6 @@ def test_playground_streams_coloured_text_translates_and_classifies(browser, liv
     assert all(s.get_attribute("data-activation") is not None for s in primed)  # the prime is coloured too
     shot = Path(os.environ.get("RECURRENT_PLAYGROUND_PNG", tmp_path / "playground.png"))
     assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    try:
-        shutil.copyfile(shot, "/tmp/playground.png")
-    except OSError:
-        pass
 
     Select(browser.find_element(By.ID, "model")).select_by_value("reverse")
     browser.find_element(By.ID, "source").send_keys("a b c")
