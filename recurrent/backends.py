@@ -14,6 +14,7 @@ A layer's backend, for backend="auto": the first row that matches wins.
     built-in LSTM               CPU bf16 autocast, oneDNN bf16 runs         fused      oneDNN's bf16 LSTM
     built-in LSTM               CPU bf16 autocast, neither                  bptt       bf16 products in the engine
     built-in GRU/RNN            CPU bf16 autocast                           bptt       torch's fused would run float32
+    a cell with parallel_scan   anything                                    scan       minGRU/minLSTM: one scan over T
     any cell with step_backward anything                                    bptt       the hand-derived backward
     any other cell              anything                                    autograd   the plain loop
 
@@ -46,7 +47,7 @@ from recurrent import hardware, native
 from recurrent.native import lstm as native_lstm
 from recurrent.native.step import MAX_BATCH, NativeStep  # noqa: F401  (models build a NativeStep from here)
 
-BACKENDS = ("auto", "fused", "bptt", "autograd")
+BACKENDS = ("auto", "fused", "bptt", "autograd", "scan")
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +147,7 @@ AUTO: list[Row] = [
         lambda f: BF16 + "bf16 products in the bptt engine (oneDNN's bf16 LSTM does not run on this CPU)"),
     Row("bptt", lambda f: f.fused is not None and f.cpu_bf16,
         lambda f: BF16 + f"bf16 products in the bptt engine (torch's fused {f.fused} would run float32)"),
+    Row("scan", lambda f: has_scan(f.cell), lambda f: f"{f.cell_name} runs as a parallel scan over time"),
     Row("bptt", lambda f: f.cell.has_backward(), lambda f: f"{f.cell_name} supplies step_backward"),
     Row("autograd", lambda f: True, lambda f: f"{f.cell_name} has no step_backward"),
 ]
@@ -179,7 +181,14 @@ def _check_forced(facts: _Facts, backend: str) -> str:
     if backend == "bptt" and not facts.cell.has_backward():
         raise ValueError(f"backend='bptt' needs a cell with project_input, step and step_backward; "
                          f"{name} lacks {'step_backward' if facts.cell.has_step() else 'project_input/step'}")
+    if backend == "scan" and not has_scan(facts.cell):
+        raise ValueError(f"backend='scan' needs a cell with parallel_scan (minGRU, minLSTM); {name} has none")
     return f"forced by backend={backend!r}"
+
+
+def has_scan(cell) -> bool:
+    """True for a cell whose whole sequence runs as one parallel scan: cell.parallel_scan(x (T, B, I), state)."""
+    return callable(getattr(cell, "parallel_scan", None))
 
 
 def _bptt(facts: _Facts, why: str) -> Backend:

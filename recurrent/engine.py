@@ -17,7 +17,10 @@ product and one fused pointwise loop per step), with the same results, where rec
 
 autograd backend: the same forward loop, differentiated by autograd. It is the
 reference the bptt backend is tested against, and the path for cells that only define
-`forward(x, state)`.
+`forward(x, state)`. It also runs `reset=` (a stream's state restarted before a step).
+
+scan backend: a cell with `parallel_scan(x, state)` (minGRU, minLSTM: gates read x_t only, so the recurrence is
+linear in h) computes every step at once; see recurrent/cells/mingru.py.
 """
 from __future__ import annotations
 
@@ -104,34 +107,44 @@ class BPTT(torch.autograd.Function):
         return (None, None, dGX, dW, db, dh, *dprev[1:], *dextras)
 
 
-def _loop(cell: Cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
-    """The autograd backend: a plain loop over time. x (T, B, I) -> n_fields x (T, B, H)."""
-    states = []
-    if cell.has_step():  # batched input projection, then the pointwise steps
+def _loop(cell: Cell, x: Tensor, state: NamedTuple, reset: Tensor | None = None,
+          reset_to: NamedTuple | None = None) -> tuple[Tensor, ...]:
+    """The autograd backend: a plain loop over time. x (T, B, I) -> n_fields x (T, B, H).
+
+    reset (T, B, 1) bool: where True, the state is replaced by reset_to (fields (B, H)) before that step."""
+    states, stepped = [], cell.has_step()
+    if stepped:  # batched input projection, then the pointwise steps
         gx = cell.project_input(x)  # (T, B, G)
         W, b_hh = cell.recurrence()
         extras = cell.extra_params()
-        for t in range(x.shape[0]):
+    for t in range(x.shape[0]):
+        if reset is not None:  # a new document starts here: its stream starts again from reset_to
+            state = cell.state_type(*(torch.where(reset[t], r, s) for s, r in zip(state, reset_to)))
+        if stepped:
             gh = None if W is None else F.linear(state.h, W, b_hh)
             state = cell.step(gx[t], gh, state, *extras)[0]
-            states.append(state)
-    else:
-        for t in range(x.shape[0]):
+        else:
             state = cell(x[t], state)
-            states.append(state)
+        states.append(state)
     return tuple(torch.stack(field) for field in zip(*states))
 
 
-def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend) -> tuple[Tensor, ...]:
+def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend, reset: Tensor | None = None,
+             reset_to: NamedTuple | None = None) -> tuple[Tensor, ...]:
     """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H).
 
-    backend: 'bptt' or 'autograd', or a Backend from recurrent.backends.choose, which also says whether the bptt
-    loop runs in C++ (`native`); for a bare 'bptt' this call asks it."""
+    backend: 'bptt', 'autograd' or 'scan', or a Backend from recurrent.backends.choose, which also says whether
+    the bptt loop runs in C++ (`native`); for a bare 'bptt' this call asks it. reset (T, B, 1) bool and reset_to
+    (fields (B, H)): restart a stream's state before a step, on the autograd backend only (see `_loop`)."""
     name = backend.name if isinstance(backend, Backend) else backend
+    if reset is not None and name != "autograd":
+        raise ValueError(f"reset= runs on the autograd backend, got backend {name!r}")
     if name == "autograd":
-        return _loop(cell, x, state)
+        return _loop(cell, x, state, reset, reset_to)
+    if name == "scan":  # the whole sequence at once (minGRU, minLSTM)
+        return cell.parallel_scan(x, state)
     if name != "bptt":
-        raise ValueError(f"run_cell backend must be 'bptt' or 'autograd', got {name!r}")
+        raise ValueError(f"run_cell backend must be 'bptt', 'autograd' or 'scan', got {name!r}")
     if not isinstance(backend, Backend):
         backend = backends.choose(cell, "bptt", call=Call.of(x, state))
     W, b_hh = cell.recurrence()

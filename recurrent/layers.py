@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from recurrent import backends
 from recurrent.backends import Backend, Call
 from recurrent.cells import Cell, ElmanCell, GRUCell, LSTMCell
-from recurrent.engine import check_lengths, flip_valid, last_valid, run_cell, scan_cell, zero_padding
+from recurrent.engine import check_lengths, flip_valid, last_valid, run_cell, scan_cell, valid_mask, zero_padding
 from recurrent.fused import fused_forward
 
 
@@ -49,9 +49,11 @@ class Recurrent(nn.Module):
     Args:
         cell: a Cell class or factory, called as cell(input_size, hidden_size) for each layer and direction
         dropout: dropout on each layer's output except the last, in training mode (as torch.nn)
-        learnable_init: learn the initial state (one vector per layer, direction and field) instead of zeros
+        learnable_init: learn the initial state (one vector per layer, direction and field) instead of zeros;
+            `reset=` restarts a sequence's state from it too
         weight_drop (RNN/LSTM/GRU): DropConnect on each W_hh in training (AWD-LSTM); every backend applies it
-        backend: "auto" (the fastest available), "fused", "bptt" or "autograd"; see `layer.backend`. Under
+        backend: "auto" (the fastest available), "fused", "bptt", "autograd" or "scan" (cells with
+            parallel_scan: minGRU, minLSTM); see `layer.backend`. Under
             torch.export every backend runs the same scan over time, lengths as masks (recurrent/export.py)
     """
 
@@ -98,18 +100,27 @@ class Recurrent(nn.Module):
         self._backend = backends.choose(self.cells[0][0], self._asked, self.fused_mode)  # raises if it cannot run
         self._ran: Backend | None = None
 
-    def _backend_for(self, x: Tensor, state: NamedTuple | None = None) -> Backend:
+    def _backend_for(self, x: Tensor, state: NamedTuple | None = None, reset: bool = False) -> Backend:
         """The backend a call with x (and `state`; default: zeros like x) runs on, and why."""
+        if reset:  # only the plain loop can restart a stream's state between two steps
+            return Backend("autograd", f"reset= given: the autograd loop restarts states between steps (asked: "
+                                       f"{self._asked}; the fused, bptt and scan paths carry the state unbroken)")
         return backends.choose(self.cells[0][0], self._asked, self.fused_mode, Call.of(x, state))
 
     # --- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Tensor, state: NamedTuple | None = None,
-                lengths: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
+    def forward(self, x: Tensor, state: NamedTuple | None = None, lengths: Tensor | None = None,
+                reset: Tensor | None = None) -> tuple[Tensor, NamedTuple]:
+        """reset (B, T) bool, optional: where True, that sequence's state restarts (zeros, or the learned initial
+        state) before step t, as at a document boundary in a stream; the other sequences carry on. It runs on the
+        autograd backend (`layer.backend` says so)."""
         B, T = self._check_input(x)
         lengths = check_lengths(lengths, B, T)
+        reset = self._check_reset(reset, B, T, x.device, lengths)
         state = self.initial_state(B, x) if state is None else self._check_state(state, B, x.device)
         exporting = torch.compiler.is_exporting()  # one scan per direction, lengths as masks (recurrent/export.py)
-        backend = None if exporting else self._backend_for(x, state)
+        if exporting and reset is not None:
+            raise ValueError("reset= is not supported under torch.export; export the layer without it")
+        backend = None if exporting else self._backend_for(x, state, reset is not None)
         if backend is not None:
             self._ran = backend
         if backend == "fused":
@@ -121,6 +132,8 @@ class Recurrent(nn.Module):
 
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         inp = zero_padding(x.transpose(0, 1), lengths)  # (T, B, I): time-major inside; padding never matters
+        if reset is not None:
+            restart, resets = self.initial_state(B, x), _reset_masks(reset, lengths, D)  # D x (T, B, 1)
         finals = []  # L*D lists of final state fields, each (B, H)
         for l, layer in enumerate(self.cells):
             outs = []
@@ -129,6 +142,10 @@ class Recurrent(nn.Module):
                 start = self.state_type(*(s[l, d] for s in state))
                 if exporting:
                     h, final = scan_cell(cell, xin, start, lengths)
+                elif reset is not None:
+                    to = self.state_type(*(s[l, d] for s in restart))
+                    seqs = run_cell(cell, xin, start, backend, resets[d], to)
+                    h, final = seqs[0], [last_valid(s, lengths) for s in seqs]
                 else:
                     seqs = run_cell(cell, xin, start, backend)
                     h, final = seqs[0], [last_valid(s, lengths) for s in seqs]
@@ -153,6 +170,16 @@ class Recurrent(nn.Module):
         return self.state_type(*(self.initial[f].expand(shape) for f in self.state_type._fields))
 
     # --- input checks: fail early, naming expected and received ------------------------------------
+    def _check_reset(self, reset, B: int, T: int, device, lengths: Tensor | None) -> Tensor | None:
+        """reset (B, T) bool -> (T, B) bool on x's device, False past each sequence's length; or None."""
+        if reset is None:
+            return None
+        if not isinstance(reset, Tensor) or reset.dtype != torch.bool or tuple(reset.shape) != (B, T):
+            got = f"{tuple(reset.shape)} {reset.dtype}" if isinstance(reset, Tensor) else type(reset).__name__
+            raise ValueError(f"reset must be a (batch, time) = ({B}, {T}) bool tensor, got {got}")
+        reset = reset.to(device).t()  # (T, B)
+        return reset if lengths is None else reset & valid_mask(lengths, T, device)[..., 0]
+
     def _check_input(self, x: Tensor) -> tuple[int, int]:
         if not isinstance(x, Tensor) or x.dim() != 3:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
@@ -184,6 +211,18 @@ class Recurrent(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
                 f"bidirectional={self.bidirectional}, dropout={self.dropout}, backend={self._backend.name!r}")
+
+
+def _reset_masks(reset: Tensor, lengths: Tensor | None, D: int) -> list[Tensor]:
+    """reset (T, B) -> per direction (T, B, 1) masks in the order that direction reads the steps.
+
+    A reset before step t is a boundary between t-1 and t. The backward direction reads t, then t-1, so it
+    restarts before step t-1: its mask is reset shifted one step earlier, then flipped over the valid part."""
+    forward = reset.unsqueeze(-1)  # (T, B, 1)
+    if D == 1:
+        return [forward]
+    earlier = torch.cat([forward[1:], torch.zeros_like(forward[:1])])  # boundary before t -> restart before t-1
+    return [forward, flip_valid(earlier, lengths)]
 
 
 class _TorchCompatible(Recurrent):

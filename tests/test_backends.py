@@ -98,7 +98,7 @@ def test_forced_backends_stay_or_raise_saying_why(monkeypatch):
     with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward; "
                                          "ForwardOnly lacks project_input/step"):
         plan(generic, PLAIN, "bptt")
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'bptt', 'autograd'\), got "
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'bptt', 'autograd', 'scan'\), got "
                                          r"'cudnn'"):
         plan(gru, None, "cudnn")
 

@@ -21,11 +21,15 @@ from typing import Callable
 from torch import nn
 
 from recurrent.cells.base import Cell
+from recurrent.cells.deep_transition import DeepOutputCell, DeepTransitionCell
 from recurrent.cells.elman import ElmanCell
 from recurrent.cells.gru import GRUCell
+from recurrent.cells.layernorm_gru import LayerNormGRUCell
 from recurrent.cells.layernorm_lstm import LayerNormLSTMCell
 from recurrent.cells.lstm import LSTMCell
+from recurrent.cells.mingru import MinGRUCell, MinLSTMCell
 from recurrent.cells.tree import BinaryTreeLSTMCell, TreeRNNCell
+from recurrent.cells.zoneout import ZoneoutCell
 from recurrent.layers import GRU, LSTM, RNN, Recurrent
 
 
@@ -45,6 +49,11 @@ CELLS: dict[str, CellSpec] = {spec.name: spec for spec in [
     CellSpec("lstm", LSTMCell, LSTM, BinaryTreeLSTMCell, "LSTM; trees: the binary Tree-LSTM (Tai et al. 2015)"),
     CellSpec("gru", GRUCell, GRU, None, "GRU (Cho et al. 2014)"),
     CellSpec("lnlstm", LayerNormLSTMCell, None, None, "LayerNorm LSTM (Ba et al. 2016): no fused kernel, runs on bptt"),
+    CellSpec("lngru", LayerNormGRUCell, None, None, "LayerNorm GRU: LN on the gate pre-activations, runs on bptt"),
+    CellSpec("mingru", MinGRUCell, None, None, "minGRU (Feng et al. 2024): trains as a parallel scan over time"),
+    CellSpec("minlstm", MinLSTMCell, None, None, "minLSTM (Feng et al. 2024): trains as a parallel scan over time"),
+    CellSpec("dtrnn", DeepTransitionCell, None, None, "deep transition RNN (Pascanu et al. 2014), 2 layers per step"),
+    CellSpec("dotrnn", DeepOutputCell, None, None, "deep transition and deep output RNN (Pascanu et al. 2014)"),
 ]}
 TREE_ALIASES = {"elman": "rnn"}  # old tree names -> registered names
 
@@ -125,11 +134,20 @@ def tree_cell(name: str) -> Callable[..., nn.Module]:
 
 
 def layer(name: str, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
-          dropout: float = 0.0, backend: str = "auto", weight_drop: float = 0.0, **kwargs) -> Recurrent:
+          dropout: float = 0.0, backend: str = "auto", weight_drop: float = 0.0, zoneout: float = 0.0,
+          **kwargs) -> Recurrent:
     """A layer of the cell registered as `name`: its built-in layer (rc.RNN/LSTM/GRU) where it has one, else
     rc.Recurrent(cell). kwargs go to the built-in layer or to the cell (e.g. nonlinearity="relu" for rnn).
-    weight_drop: DropConnect on W_hh, for cells that take it (every ProjectedCell)."""
+    weight_drop: DropConnect on W_hh, for cells that take it (every ProjectedCell). zoneout: each state unit keeps
+    its previous value with this probability in training (Krueger et al. 2017); the layer is then rc.Recurrent of
+    a ZoneoutCell around the cell, on the autograd backend."""
     entry = spec(name)
+    if zoneout:
+        if weight_drop:
+            kwargs["weight_drop"] = weight_drop
+        make = partial(ZoneoutCell, cell=entry.cell, p=zoneout, **kwargs)
+        return Recurrent(make, input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                         dropout=dropout, backend=backend)
     if entry.layer is not None:
         return entry.layer(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
                            dropout=dropout, weight_drop=weight_drop, backend=backend, **kwargs)

@@ -16,7 +16,7 @@ from recurrent.models.tagger import SequenceTagger, TaggerConfig
 from recurrent.models.tree import TreeClassifier
 from recurrent.tasks.memory import MemoryModel
 
-BUILT_IN = ["rnn", "lstm", "gru", "lnlstm"]
+BUILT_IN = ["rnn", "lstm", "gru", "lnlstm", "lngru", "mingru", "minlstm", "dtrnn", "dotrnn"]
 WORDS = torch.tensor([[3, 4, 5, 6], [7, 3, 0, 0]])  # (B, T), 0 = padding
 LENGTHS = torch.tensor([4, 2])
 
@@ -31,7 +31,9 @@ def indrnn(cells_doc, monkeypatch):
 
 def test_the_built_in_names_and_what_a_layer_of_each_is():
     assert registry.names() == BUILT_IN and list(registry.NAMES) == BUILT_IN
-    assert [registry.cell(n) for n in BUILT_IN] == [rc.ElmanCell, rc.LSTMCell, rc.GRUCell, rc.LayerNormLSTMCell]
+    assert [registry.cell(n) for n in BUILT_IN] == [rc.ElmanCell, rc.LSTMCell, rc.GRUCell, rc.LayerNormLSTMCell,
+                                                    rc.LayerNormGRUCell, rc.MinGRUCell, rc.MinLSTMCell,
+                                                    rc.DeepTransitionCell, rc.DeepOutputCell]
     for name, kind in [("rnn", rc.RNN), ("lstm", rc.LSTM), ("gru", rc.GRU)]:
         layer = registry.layer(name, 3, 4)
         assert type(layer) is kind and layer.backend == "fused"  # the built-in layer: torch's fused kernel
@@ -40,7 +42,7 @@ def test_the_built_in_names_and_what_a_layer_of_each_is():
     assert layer.backend == "bptt"
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", [n for n in BUILT_IN if n not in ("mingru", "minlstm")])  # no W_hh to drop
 def test_layer_passes_every_option_on(name):
     layer = registry.layer(name, 3, 4, num_layers=2, bidirectional=True, dropout=0.25, backend="autograd",
                            weight_drop=0.5)
@@ -127,7 +129,8 @@ def test_tree_cells_by_name_and_the_old_elman():
 
 
 def test_errors_name_the_bad_value_and_the_known_names(indrnn):
-    with pytest.raises(ValueError, match=r"cell must be one of \['rnn', 'lstm', 'gru', 'lnlstm', 'indrnn'\], "
+    with pytest.raises(ValueError, match=r"cell must be one of \['rnn', 'lstm', 'gru', 'lnlstm', 'lngru', 'mingru', 'minlstm', 'dtrnn', "
+                       r"'dotrnn', 'indrnn'\], "
                                          r"got 'transformer'"):
         registry.layer("transformer", 3, 4)
     with pytest.raises(ValueError, match=r"cell must be one of .*got 'elman'"):  # 'elman' is for trees only

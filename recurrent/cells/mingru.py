@@ -1,0 +1,160 @@
+"""minGRU and minLSTM (Feng et al. 2024, "Were RNNs all we needed?"): gates that read x_t only, so training is a
+parallel scan over time.
+
+    layer = rc.Recurrent(MinGRUCell, 32, 64, num_layers=2)   # trains as a scan: layer.backend == "scan"
+    out, state = layer(x, lengths=lengths)                    # x (B, T, 32) -> out (B, T, 64)
+    state = cell(x_t, state)                                  # generation: the same weights, one step at a time
+
+Key: B batch, T time, I input, H hidden.
+
+Both cells are the linear recurrence h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t whose z_t and h̃_t depend on x_t alone.
+Over a whole sequence it is h_t = a_t h_{t-1} + b_t with a_t = 1 - z_t > 0 and b_t = z_t h̃_t > 0, which
+`log_scan` solves for every t at once in log space (Heinsen 2023, "Efficient parallelization of a ubiquitous
+sequential computation"): with A_t = Π_{k≤t} a_k,
+
+    h_t = A_t h_0 + Σ_{k≤t} (A_t / A_k) b_k
+    log of the sum = log A_t + logcumsumexp_k(log b_k - log A_k)
+
+The carried state h_0 (any sign) enters as the linear term A_t h_0, so it need not be positive. The scan runs in
+chunks of 256 steps (so float32 keeps its precision on long sequences: log A_t grows like -T). h̃_t = g(pre)
+with the paper's g(v) = v + 0.5 for v >= 0, σ(v) otherwise: positive, so log h̃ exists, and
+log g(v) = log(v + 0.5) or -softplus(-v). The sequential `step` computes the same quantities without logs, so
+`Recurrent` trains on the scan and generation steps the cell; tests check the two agree in float64. The step also
+has its hand-derived backward, so `backend="bptt"` runs the sequential recurrence with it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recurrent import kernels
+from recurrent.cells.base import Cell
+from recurrent.state import RNNState
+
+CHUNK = 256  # steps per parallel scan; the chunks run one after another (see log_scan)
+
+
+def g(v: Tensor) -> Tensor:
+    """The paper's positive activation: v + 0.5 for v >= 0, σ(v) otherwise (continuous at 0)."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def log_g(v: Tensor) -> Tensor:
+    """log g(v), computed without forming g(v) for the negative branch."""
+    return torch.where(v >= 0, torch.log(F.relu(v) + 0.5), -F.softplus(-v))
+
+
+def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Tensor:
+    """Every h_t of h_t = a_t h_{t-1} + b_t, from log a, log b (T, B, H) and h_0 (B, H) -> (T, B, H).
+
+    The scan runs over chunks of `chunk` steps, each from the last h of the one before: within a chunk |log A_t|
+    stays bounded, so log A_t + logcumsumexp(...) cancels with float32's relative error times chunk, not times T."""
+    out = []
+    for start in range(0, log_a.shape[0], chunk):
+        log_A = torch.cumsum(log_a[start : start + chunk], 0)  # (t, B, H): log Π_{k≤t} a_k within the chunk
+        lse = torch.logcumsumexp(log_b[start : start + chunk] - log_A, 0)
+        out.append(torch.exp(log_A) * h0 + torch.exp(log_A + lse))
+        h0 = out[-1][-1]
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+class _MinCell(Cell):
+    """Shared parts: one input projection U x_t + b (G = num_gates * H), state RNNState(h), no matrix W.
+
+    A subclass defines `_mix(gx) -> (z logit k, h̃ pre-activation)`; its update is
+        z_t = σ(k),  h̃_t = g(pre),  h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+    and the scan reads log z = -softplus(-k), log(1 - z) = -softplus(k).
+    """
+
+    num_gates = 2
+    state_type = RNNState
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
+        super().__init__(input_size, hidden_size)
+        G = self.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size))  # U, blocks as in _mix
+        self.bias_ih = nn.Parameter(torch.empty(G)) if bias else None
+        bound = 1.0 / math.sqrt(hidden_size)  # torch.nn's U(-1/sqrt(H), 1/sqrt(H))
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def project_input(self, x: Tensor) -> Tensor:  # (T, B, I) -> (T, B, G)
+        return kernels.project(x, self.weight_ih, self.bias_ih)
+
+    def _mix(self, gx: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def step(self, gx: Tensor, gh: None, state: RNNState):  # gx (B, G); no recurrence matrix, so gh is None
+        k, pre = self._mix(gx)
+        z, h_tilde = torch.sigmoid(k), g(pre)
+        h = torch.lerp(state.h, h_tilde, z)  # (1-z) h_{t-1} + z h̃
+        return RNNState(h), (gx, z, h_tilde, state.h)
+
+    def step_backward(self, dstate: RNNState, saved):
+        """dz = dh ⊙ (h̃ - h_{t-1}), dk = dz ⊙ z(1-z), dh̃ = dh ⊙ z, dpre = dh̃ ⊙ g'(pre), dh_{t-1} = dh ⊙ (1-z),
+        with g'(v) = 1 for v >= 0, σ(v)(1-σ(v)) otherwise; then `_mix_backward` maps dk, dpre to dgx."""
+        gx, z, h_tilde, h_prev = saved
+        dh = dstate.h
+        dk = dh * (h_tilde - h_prev) * z * (1 - z)
+        pre = self._mix(gx)[1]
+        dpre = dh * z * torch.where(pre >= 0, torch.ones_like(h_tilde), h_tilde * (1 - h_tilde))  # σ' = σ(1-σ)
+        return self._mix_backward(dk, dpre, gx), None, RNNState(dh * (1 - z)), ()
+
+    def parallel_scan(self, x: Tensor, state: RNNState) -> tuple[Tensor]:
+        """The whole sequence at once: x (T, B, I) from state (B, H) -> (h at every step (T, B, H),)."""
+        gx = self.project_input(x)
+        if gx.dtype in (torch.float16, torch.bfloat16):  # logcumsumexp needs the range and precision of float32
+            gx = gx.float()
+        k, pre = self._mix(gx)
+        h = log_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), state.h.to(gx.dtype))
+        return (h.to(state.h.dtype),)
+
+
+class MinGRUCell(_MinCell):
+    """minGRU (Feng et al. 2024, section 3.1, log-space version):
+
+        z_t = σ(U_z x_t + b_z)                       update gate, from x_t only
+        h̃_t = g(U_h x_t + b_h)                      candidate, from x_t only
+        h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+
+    U = weight_ih (2H, I) stacks [z; h]; b = bias_ih (2H,). State: RNNState(h) (B, H).
+    """
+
+    num_gates = 2
+
+    def _mix(self, gx: Tensor) -> tuple[Tensor, Tensor]:
+        H = self.hidden_size
+        return gx[..., :H], gx[..., H:]
+
+    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
+        return torch.cat([dk, dpre], dim=-1)
+
+
+class MinLSTMCell(_MinCell):
+    """minLSTM (Feng et al. 2024, section 3.2, with normalised gates, log-space version):
+
+        f_t = σ(U_f x_t + b_f),  i_t = σ(U_i x_t + b_i),  h̃_t = g(U_h x_t + b_h)
+        f'_t = f_t / (f_t + i_t),  i'_t = i_t / (f_t + i_t)        so f'_t + i'_t = 1
+        h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t
+
+    Since i'_t = σ(log i_t - log f_t) with log σ(v) = -softplus(-v), this is the minGRU update with
+    z_t = i'_t = σ(softplus(-k_f) - softplus(-k_i)). U = weight_ih (3H, I) stacks [f; i; h]. State: RNNState(h).
+    """
+
+    num_gates = 3
+
+    def _mix(self, gx: Tensor) -> tuple[Tensor, Tensor]:
+        H = self.hidden_size
+        kf, ki, pre = gx[..., :H], gx[..., H : 2 * H], gx[..., 2 * H :]
+        return F.softplus(-kf) - F.softplus(-ki), pre  # log i - log f: the logit of i'
+
+    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
+        H = self.hidden_size
+        kf, ki = gx[..., :H], gx[..., H : 2 * H]
+        return torch.cat([-dk * torch.sigmoid(-kf), dk * torch.sigmoid(-ki), dpre], dim=-1)  # softplus' = σ
