@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent import kernels
 from recurrent.cells.base import Cell, ProjectedCell
 from recurrent.state import RNNState
 
@@ -58,11 +57,6 @@ class DeepTransitionCell(ProjectedCell):
 
     def extra_params(self) -> tuple[Tensor, ...]:
         return tuple(p for linear in self.transition for p in (linear.weight, linear.bias))  # V_2, c_2, ...
-
-    def project_input(self, x: Tensor) -> Tensor:  # (T, B, I) -> (T, B, H)
-        # ProjectedCell's own, restated: the LM's generation stepper packs the products of a cell that does not
-        # restate it and then steps it without extra_params (recurrent/models/lm.py `_plain`)
-        return kernels.project(x, self.weight_ih, self.bias_ih)
 
     def step(self, gx: Tensor, gh: Tensor | None, state: RNNState, *vc: Tensor):  # gx, gh (B, H)
         z = torch.tanh(gx if gh is None else gx + gh)

@@ -318,5 +318,7 @@ def _batch_of_one(condition: Tensor) -> Tensor:
 
 
 def _plain(cell) -> bool:
-    """True for a cell whose projections are the plain products of ProjectedCell (so they can be packed)."""
-    return isinstance(cell, ProjectedCell) and type(cell).project_input is ProjectedCell.project_input
+    """True for a cell whose projections are the plain products of ProjectedCell (so they can be packed) and whose
+    step takes no parameters besides them (the packed stepper passes none)."""
+    return (isinstance(cell, ProjectedCell) and type(cell).project_input is ProjectedCell.project_input
+            and not cell.extra_params())
