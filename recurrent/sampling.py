@@ -47,16 +47,26 @@ class Sampler:
             return logits.argmax(-1)
         scale = self.temperature  # argmax(logits / T + g) = argmax(logits + T g) for T > 0
         logits = logits.float()
-        if self.top_k or self.top_p < 1.0:  # the nucleus is taken after temperature
+        if self.filters:  # the nucleus is taken after temperature
             logits, scale = filter_logits(logits / self.temperature, self.top_k, self.top_p), 1.0
-        if self.noise is None or self.row == len(self.noise) or self.noise.shape[1:] != logits.shape:
+        return torch.add(logits, self.next_noise(logits.shape, logits.device), alpha=scale).argmax(-1)
+
+    @property
+    def filters(self) -> bool:
+        """True if top-k or top-p takes part (else a draw is one add and one argmax, which a caller may batch)."""
+        return bool(self.top_k or self.top_p < 1.0)
+
+    def next_noise(self, shape: torch.Size, device: torch.device) -> Tensor:
+        """The Gumbel noise (B, V) of the next draw, for logits of `shape`: a row of the current block, or the
+        first of a new one."""
+        if self.noise is None or self.row == len(self.noise) or self.noise.shape[1:] != shape:
             # drawn on the generator's device (a CPU generator gives the same draws whatever device the model is
             # on), then moved to the logits' device once per block
-            where = logits.device if self.generator is None else self.generator.device
-            u = torch.rand(self.block, *logits.shape, device=where, generator=self.generator)  # [0, 1)
-            self.noise, self.row = gumbel(u).to(logits.device), 0
+            where = device if self.generator is None else self.generator.device
+            u = torch.rand(self.block, *shape, device=where, generator=self.generator)  # [0, 1)
+            self.noise, self.row = gumbel(u).to(device), 0
         g, self.row = self.noise[self.row], self.row + 1
-        return torch.add(logits, g, alpha=scale).argmax(-1)
+        return g
 
 
 def gumbel(u: Tensor) -> Tensor:

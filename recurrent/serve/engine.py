@@ -134,11 +134,12 @@ class BatchEngine:
     def _step(self, jobs: list[Job], logits: Tensor, states: list) -> tuple[list[Job], Tensor | None, list | None]:
         """Sample a token for every job, step the batch once, emit; return the jobs still running and their rows."""
         now = time.monotonic()
+        drawn = _draw(jobs, logits)  # (B,) every job's next token, whether it still runs or not
         tokens, live, ended = [], [], []
         for i, job in enumerate(jobs):
             reason = ("cancelled" if job.cancelled else "length" if job.produced >= job.length
                       else "timeout" if now > job.deadline else None)
-            token = None if reason else int(job.sampler(logits[i : i + 1]))  # the job's own row, noise, settings
+            token = None if reason else drawn[i]
             if token is not None and token == job.stop:
                 reason = "end"
             if reason:
@@ -161,6 +162,26 @@ class BatchEngine:
         self.running = len(jobs)  # before the events: a client told "done" sees itself gone from the batch
         self.deliver(events)
         return (jobs, logits, states) if jobs else ([], None, None)
+
+
+def _draw(jobs: list[Job], logits: Tensor) -> list[int]:
+    """Each job's next token from its own row of logits (B, V), with its own noise and settings. Rows without top-k
+    or top-p are drawn together, argmax(logits + T g) over the batch at once, which is what each job's Sampler
+    would compute alone (its noise comes from its own generator, row by row); greedy rows take the argmax; the
+    rest are drawn one by one. A job that ends this step draws too, and its draw is discarded: ending never
+    depends on the noise a draw would have used."""
+    logits = logits.float()
+    tokens = logits.argmax(-1)  # (B,): the greedy rows' tokens, and a placeholder for the others
+    plain = [i for i, job in enumerate(jobs) if not job.sampler.greedy and not job.sampler.filters]
+    if plain:
+        rows = torch.tensor(plain)
+        noise = torch.cat([jobs[i].sampler.next_noise(logits[i:i + 1].shape, logits.device) for i in plain])  # (b, V)
+        scale = torch.tensor([jobs[i].sampler.temperature for i in plain], dtype=logits.dtype)[:, None]  # (b, 1)
+        tokens[rows] = torch.addcmul(logits[rows], scale, noise).argmax(-1)
+    for i, job in enumerate(jobs):
+        if not job.sampler.greedy and job.sampler.filters:
+            tokens[i] = job.sampler(logits[i:i + 1])[0]
+    return tokens.tolist()
 
 
 def _append(logits: Tensor | None, states: list | None, row_logits: Tensor, row_states: list):
