@@ -54,7 +54,8 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
     TaskSpec(
         "lm", "train a language model (one-to-many: generation)",
         "recurrent.train.lm:train_lm", "recurrent.train.lm:TrainLMConfig", "recurrent.models.lm:LMConfig",
-        frozenset({"vocab_size", "num_conditions", "condition_size"}), _loss, evaluate="recurrent.cli.evaluate_lm",
+        frozenset({"vocab_size", "num_conditions", "condition_size", "reset_id"}), _loss,
+        evaluate="recurrent.cli.evaluate_lm",
         examples="""\
     recurrent train lm --data input.txt --out runs/shakespeare --hidden-size 256 --max-time 600
     recurrent train lm --train train.tsv --valid dev.tsv --level word --condition label   # label<TAB>text lines

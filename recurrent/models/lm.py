@@ -50,6 +50,8 @@ class LMConfig:
     #                                                               (taken from the data)
     condition_every_step: bool = field(default=False, metadata={"help": "feed the condition at every step too, "
                                        "beside the token's embedding (not only into the initial state)"})
+    reset_id: int = field(default=-1, metadata=at_least(-1))  # >= 0: every stream's state restarts before this
+    #                                      token, a document boundary (taken from --reset-at; -1: never)
 
 
 PRIME_PASS_MIN = 64  # a prime longer than this runs through the layers in one pass; a shorter one is stepped
@@ -107,7 +109,8 @@ class LanguageModel(nn.Module):
                 condition: Tensor | None = None) -> LMOutput:
         """tokens (B, T) -> logits (B, T, V); `state` carries over from the previous window (truncated BPTT).
         A conditioned model takes `condition`, labels (B,) or features (B, F): it sets the initial state when
-        `state` is None, and with condition_every_step is fed beside every token. Targets -100 are not scored."""
+        `state` is None, and with condition_every_step is fed beside every token. Targets -100 are not scored.
+        With reset_id, each stream's state restarts before each reset_id token (documents do not leak)."""
         cfg, training = self.config, self.training
         x = embedding_dropout(self.embedding.weight, tokens, cfg.dropout_embedding, training)  # (B, T, E)
         x = locked_dropout(x, cfg.dropout_input, training)
@@ -116,9 +119,11 @@ class LanguageModel(nn.Module):
             state = self.condition_state(c)
         if c is not None and cfg.condition_every_step:
             x = torch.cat([x, c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)  # (B, T, E + C)
+        reset = tokens == cfg.reset_id if cfg.reset_id >= 0 else None  # (B, T): a new document starts there
         new_state = []
         for l, layer in enumerate(self.layers):
-            x, s = layer(x, None if state is None else state[l])  # (B, T, sizes[l+1])
+            kwargs = {} if reset is None else {"reset": reset}  # reset= runs the autograd loop: only when asked
+            x, s = layer(x, None if state is None else state[l], **kwargs)  # (B, T, sizes[l+1])
             new_state.append(s)
             x = locked_dropout(x, cfg.dropout if l == len(self.layers) - 1 else cfg.dropout_hidden, training)
         logits = self.decoder(x)  # (B, T, V)

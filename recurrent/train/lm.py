@@ -17,6 +17,7 @@ included), metrics.jsonl and loss.png.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +55,9 @@ class TrainLMConfig:
     bptt: int = field(default=64, metadata=at_least(1))  # window length: gradients flow back at most this many
     #                                                      tokens
     random_bptt: bool = False  # AWD-LSTM's variable window lengths, around bptt
+    reset_at: str | None = field(default=None, metadata={"help": "a token that starts each document (<eos> at "
+                                 "word level; at char level one character, escapes such as \\n read): every "
+                                 "stream's state restarts before it, so documents do not leak into one another"})
     eval_batch_size: int = 10
     # conditional generation (recurrent/train/conditional.py): one sentence per line, batch_size sentences a batch
     condition: str | None = field(default=None, metadata={"help": "label (lines label<TAB>text), a feature file "
@@ -66,6 +70,9 @@ class TrainLMConfig:
     def validate(self) -> None:
         """UserError naming the first bad value: types and ranges (recurrent.validation), then the device."""
         check(self)
+        if self.reset_at is not None and self.condition is not None:
+            raise UserError("--reset-at is for streams of documents; a run with --condition reads one sentence at a "
+                            "time, each from its own initial state already")
         self.training.validate()
 
 
@@ -82,7 +89,8 @@ class LMTask:
         self.config = config
         corpus = load_corpus(config.data, config.train, config.valid, config.test)
         self.vocab = Vocab.from_dict(resumed["vocab"]) if resumed else _build_vocab(corpus, config)
-        self.model_config = dataclasses.replace(config.model, vocab_size=len(self.vocab))
+        self.model_config = dataclasses.replace(config.model, vocab_size=len(self.vocab),
+                                                reset_id=_reset_id(config.reset_at, self.vocab))
         try:
             self.model = LanguageModel(self.model_config)
         except ValueError as e:
@@ -121,6 +129,16 @@ class LMTask:
 
     def evaluate(self, model: LanguageModel) -> dict:
         return {"val_loss": evaluate_loss(model, self.valid_ids, self.config.eval_batch_size, self.config.bptt)}
+
+
+def _reset_id(token: str | None, vocab: Vocab) -> int:
+    """--reset-at's token id (-1 without one); a UserError if the vocabulary does not hold it."""
+    if token is None:
+        return -1
+    text = codecs.decode(token, "unicode_escape") if vocab.level == "char" else token  # "\\n" -> a newline
+    if text not in vocab.stoi:
+        raise UserError(f"--reset-at {token!r}: the training data's vocabulary has no such token")
+    return vocab.stoi[text]
 
 
 def train_lm(config: TrainLMConfig) -> Path:
