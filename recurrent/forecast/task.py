@@ -16,6 +16,7 @@ Key: B batch, P past steps (context + largest lag, or + window - 1), H horizon, 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -113,6 +114,10 @@ class ForecastTask:
         self.config = config
         read = read_series(config.data, config.format)
         self.series, self.step_size = read.series, read.step
+        if read.missing:
+            gaps = sum(bool(np.isnan(s.values).any()) for s in read.series)
+            print(f"{config.data}: {read.missing} missing value{'s' * (read.missing > 1)} in {gaps} series (empty "
+                  f"or nan): masked, neither fed to the model nor scored", file=sys.stderr)
         self.fit, self.valid = split(read.series, config.horizon)  # validation: the last horizon, in time
         context = config.context_length or 2 * config.horizon
         features = time_features(self.fit[0], config.season).shape[1]

@@ -88,3 +88,16 @@ def test_m4_hourly_trains_a_few_steps(tmp_path):
     assert len(meta["ids"]) == 414 and meta["model"]["num_features"] == 1  # the hour within the day
     assert meta["model"]["lags"] == [1, 2, 3, 4, 5, 6, 7, 23, 24, 25, 47, 48, 49, 71, 72, 73]
     assert np.isfinite(meta["metrics"]["val_loss"]) and meta["metrics"]["smape"] > 0
+
+
+def test_missing_values_are_reported_and_masked(tmp_path, capsys):
+    data = hourly_csv(tmp_path / "series.csv")
+    lines = data.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ","  # an empty value
+    lines[9] = lines[9].rsplit(",", 1)[0] + ",nan"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["train", "forecast", "--data", str(data), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                 *SMALL]) == 0
+    assert f"{data}: 2 missing values in 1 series (empty or nan): masked" in capsys.readouterr().err
+    last = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert np.isfinite(last["val_loss"]) and np.isfinite(last["train_loss"])
