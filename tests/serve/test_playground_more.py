@@ -21,9 +21,10 @@ def live_more(served_more):
 
 def test_forecast_and_transcribe_panels(browser, live_more, client_more, speech_runs):  # noqa: F811
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    wait = WebDriverWait(browser, 30)
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))  # a re-rendered table
     browser.get(live_more.url + "/")
     wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 5)
     Select(browser.find_element(By.ID, "model")).select_by_value("wide")
