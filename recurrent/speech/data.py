@@ -99,14 +99,21 @@ class Conversions:
 
 def load_audio(utterance: Utterance, sample_rate: int, conversions: Conversions | None = None) -> np.ndarray:
     """The utterance's audio as float32 mono samples at `sample_rate`: (N,)."""
+    return read_audio(str(utterance.path), sample_rate, f"{utterance.where}: {utterance.path}", conversions)
+
+
+def read_audio(source, sample_rate: int, name: str, conversions: Conversions | None = None) -> np.ndarray:
+    """Audio from a path or a file-like object (an upload's bytes) as float32 mono samples at `sample_rate`, (N,):
+    channels averaged, other rates resampled (counted in `conversions`); a UserError starting with `name` for what
+    is not audio, empty or not finite."""
     import soundfile as sf
 
     try:
-        samples, rate = sf.read(str(utterance.path), dtype="float32", always_2d=True)  # (N, channels)
+        samples, rate = sf.read(source, dtype="float32", always_2d=True)  # (N, channels)
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise UserError(f"{utterance.where}: {utterance.path} is not audio soundfile can read ({e})") from None
+        raise UserError(f"{name} is not audio soundfile can read ({getattr(e, 'error_string', None) or e})") from None
     if len(samples) == 0:
-        raise UserError(f"{utterance.where}: {utterance.path} holds no samples")
+        raise UserError(f"{name} holds no samples")
     if samples.shape[1] > 1 and conversions is not None:
         conversions.downmixed += 1
     samples = samples.mean(1)  # (N,)
@@ -117,7 +124,7 @@ def load_audio(utterance: Utterance, sample_rate: int, conversions: Conversions 
         if conversions is not None:
             conversions.resampled[rate] = conversions.resampled.get(rate, 0) + 1
     if not np.isfinite(samples).all():
-        raise UserError(f"{utterance.where}: {utterance.path} holds samples that are not finite")
+        raise UserError(f"{name} holds samples that are not finite")
     return samples
 
 

@@ -26,6 +26,7 @@ from recurrent.speech.data import (
     Utterance,
     Vocab,
     load_audio,
+    read_audio,
     read_manifest,
 )
 from recurrent.speech.features import (
@@ -137,24 +138,8 @@ class Recognizer:
 
 
 def audio_from_bytes(data: bytes, sample_rate: int, where: str = "audio") -> np.ndarray:
-    """load_audio for the bytes of an audio file (an upload): float32 mono samples at `sample_rate`, (N,);
-    downmixed and resampled as load_audio does, and a UserError naming `where` for what is not audio."""
-    import soundfile as sf
-
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (N, channels)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise UserError(f"{where}: not audio soundfile can read ({getattr(e, 'error_string', None) or e})") from None
-    if len(samples) == 0:
-        raise UserError(f"{where}: holds no samples")
-    samples = samples.mean(1)  # (N,)
-    if rate != sample_rate:
-        import librosa
-
-        samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
-    if not np.isfinite(samples).all():
-        raise UserError(f"{where}: holds samples that are not finite")
-    return samples
+    """load_audio for the bytes of an audio file (an upload): float32 mono samples at `sample_rate`, (N,)."""
+    return read_audio(io.BytesIO(data), sample_rate, where)
 
 
 def load_recognizer(run_dir, device: str = "cpu") -> Recognizer:
