@@ -118,11 +118,14 @@ class Recognizer:
         return self.decode(self.stream_log_probs(audio) if stream else self.log_probs(audio), beam)
 
     def evaluate(self, manifest, beam: int = 8) -> dict:
-        """WER and CER of greedy decoding and of beam search over a manifest (every character must be in the
-        model's vocabulary: checked first)."""
+        """WER and CER of greedy decoding and of beam search over a manifest. A reference character the model
+        never saw is scored as it stands (the model cannot write it: an error), with a note on stderr."""
         utterances = read_manifest(manifest)
-        for u in utterances:
-            self.vocab.encode(u.text, u.where)
+        unseen = sorted({ch for u in utterances for ch in u.text if ch not in self.vocab.stoi})
+        if unseen:
+            lines = sum(any(ch in unseen for ch in u.text) for u in utterances)
+            print(f"recurrent: speech: {manifest}: {lines} transcript{'s' * (lines > 1)} {'hold' if lines > 1 else 'holds'} characters the model "
+                  f"never saw ({', '.join(map(repr, unseen))}): scored as they stand", file=sys.stderr)
         conversions = Conversions()
         feats = [self.feats(load_audio(u, self.features.sample_rate, conversions)) for u in utterances]
         log_probs = self.batch_log_probs(feats)

@@ -54,6 +54,10 @@ def test_overfits_a_tiny_set_and_the_commands_run(tmp_path, corpus, capsys):
     assert float(lines[0].split()[-1]) == pytest.approx(best["cer"], abs=5e-5)  # evaluate agrees with training
     rows = [line.split("\t") for line in corpus["train"].read_text().splitlines()]
     files = [str(corpus["train"].parent / path) for path, _ in rows[:3]]
+    unseen = tmp_path / "unseen.tsv"  # a test set with a character training never saw: scored, with a note
+    unseen.write_text(f"{files[0]}\t{rows[0][1]}!\n{files[1]}\t{rows[1][1]}\n")
+    assert main(["evaluate", str(run), "--data", str(unseen), "--beam", "2"]) == 0
+    assert "1 transcript holds characters the model never saw ('!')" in capsys.readouterr().err
     assert main(["transcribe", str(run), *files]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3
