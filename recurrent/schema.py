@@ -245,6 +245,7 @@ class PositionSchema(BaseModel):  # recurrent.train.loop.Position
     best_step: Count | None
     evals_since_best: Count
     skipped: Count
+    evaluated_step: Count | None = None  # absent from checkpoints saved before it existed
 
 
 class RNGSchema(BaseModel):  # recurrent.checkpoint.rng_state

@@ -173,6 +173,8 @@ class Position:
     best_step: int | None = None
     evals_since_best: int = 0
     skipped: int = 0  # steps whose loss was not finite, skipped in all
+    evaluated_step: int | None = None  # the last step evaluated and logged (a run resumed after its final
+    # evaluation, killed before it returned, does not evaluate and log that step again)
 
 
 def train(make_task: Callable[[dict | None], Task], config: TrainConfig, run_config: dict) -> Path:
@@ -285,7 +287,7 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
     elapsed = 0.0  # seconds since the start, as of the last step (with several processes: rank 0's clock)
     progress = Progress(config, config.max_steps or config.epochs * per_epoch, pos.step, task.name, world.main)
     log = Log(metrics_path if world.main else None, task.unit, run_dir if config.tensorboard and world.main else None)
-    evaluated_at, stop, bad_in_a_row = None, None, 0
+    stop, bad_in_a_row = None, 0
     while pos.epoch <= config.epochs and stop is None and not budget.exhausted(pos.step, elapsed):
         batches = task.batches(pos.epoch)
         for _ in range(pos.batch):  # a resumed run: skip what this epoch already trained on
@@ -324,7 +326,7 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
 
             result = None
             if config.eval_every and pos.step % config.eval_every == 0:
-                result, evaluated_at = evaluate(), pos.step
+                result, pos.evaluated_step = evaluate(), pos.step
             if result is not None or pos.step % config.log_every == 0:
                 log.write(pos, lr, result, clip)
             if config.patience and pos.evals_since_best >= config.patience:
@@ -336,8 +338,8 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
             if result is not None or (config.checkpoint_every and pos.step % config.checkpoint_every == 0):
                 save_last()
         else:  # the epoch is done: evaluate if that is the interval, then read the data from the start
-            if not config.eval_every and evaluated_at != pos.step:
-                evaluated_at = pos.step
+            if not config.eval_every and pos.evaluated_step != pos.step:
+                pos.evaluated_step = pos.step
                 log.write(pos, optimizer.param_groups[0]["lr"], evaluate(), clip)
                 if config.patience and pos.evals_since_best >= config.patience:
                     stop = "patience"
@@ -347,7 +349,8 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
                     save_last()  # at the start of the next epoch: a resumed run does not evaluate this one again
     progress.close()
 
-    if stop != "signal" and (evaluated_at != pos.step or pos.best is None):
+    if stop != "signal" and (pos.evaluated_step != pos.step or pos.best is None):
+        pos.evaluated_step = pos.step
         log.write(pos, optimizer.param_groups[0]["lr"], evaluate(scheduled=False), clip,
                   epoch=min(pos.epoch, config.epochs))
     log.close()

@@ -98,11 +98,14 @@ def reference(corpus, tmp_path_factory) -> Path:
 
 def test_ten_kill_9s_then_resume_give_the_uninterrupted_model(corpus, reference, tmp_path):
     run, rng = tmp_path / "killed", random.Random(17)
+    # ten kills spread over the run by step (not by time, which a fast machine would outrun to the end), each a
+    # random fraction of a second past its step: somewhere in a step, an evaluation or a save
+    targets = sorted(rng.sample(range(0, 540, 10), 10))
     kills, bests = 0, []
     while True:
         proc = start(corpus, run)
-        if kills < 10 and wait_for_progress(proc, run, beyond=trained_steps(run)):
-            time.sleep(rng.uniform(0.0, 0.4))  # somewhere in training: a step, an evaluation, a save
+        if kills < 10 and wait_for_progress(proc, run, beyond=max(targets[kills], trained_steps(run))):
+            time.sleep(rng.uniform(0.0, 0.3))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=60)
             if proc.returncode == -signal.SIGKILL:

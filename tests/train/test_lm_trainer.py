@@ -102,6 +102,17 @@ def test_resume_continues_bit_identically(corpus, tmp_path):
     assert steps[-1] == 6
 
 
+def test_resuming_a_finished_run_logs_nothing_twice(corpus, tmp_path):
+    """A run killed after its final save (last.* at the last step) and resumed: the final evaluation is not run and
+    logged again (the fault-injection test once caught a doubled last line this way)."""
+    base = tiny(corpus, tmp_path / "done", max_steps=5, eval_every=2)
+    run = train_lm(base)
+    before = (run / "metrics.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in before.splitlines()][-1] == 5
+    train_lm(flat_replace(base, resume=True))
+    assert (run / "metrics.jsonl").read_text() == before
+
+
 def test_resume_without_a_checkpoint_is_a_user_error(corpus, tmp_path):
     with pytest.raises(UserError, match="cannot resume"):
         train_lm(tiny(corpus, tmp_path / "none", resume=True))
