@@ -1,8 +1,9 @@
 """Load test of `recurrent serve`: continuous batching against one request at a time, in one run.
 
 N concurrent clients (1, 8, 32, 64 by default) each ask POST /generate for 200 tokens of a 2x512 char LSTM
-(one JSON reply each; --stream: server-sent events, a message per token), once against a server that batches (--max-batch 64) and once against one that
-runs one generation at a time (--max-batch 1). Each server is a `recurrent serve` subprocess, so the clients
+(one JSON reply each; --stream: server-sent events, a message per token), once against a server that batches
+(--max-batch 64) and once against one that runs one generation at a time (--max-batch 1), both at --precision
+(auto: bfloat16 products where the CPU multiplies them natively, as `recurrent serve` does). Each server is a `recurrent serve` subprocess, so the clients
 (here, on asyncio and httpx) do not share its interpreter; both servers are up at once, and each level runs
 against one then the other, so that a shared machine's changing load touches both alike. Reported per level: aggregate tokens/s (all tokens
 over the wall time of the level), p50 and p99 of each request's latency (request to last token), the p50 time to
@@ -55,11 +56,12 @@ def free_port() -> int:
 class Server:
     """`recurrent serve RUN --max-batch N` on a free loopback port, for the length of a `with` block."""
 
-    def __init__(self, run: Path, max_batch: int):
+    def __init__(self, run: Path, max_batch: int, precision: str = "auto"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "recurrent", "serve", str(run), "--port", str(self.port),
-                        "--max-batch", str(max_batch), "--max-waiting", "1000", "--max-seconds", "600"]
+                        "--max-batch", str(max_batch), "--max-waiting", "1000", "--max-seconds", "600",
+                        "--precision", precision]
 
     def __enter__(self):
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
@@ -131,6 +133,8 @@ def main():
     p.add_argument("--max-batch", type=int, default=64, help="the batching server's --max-batch")
     p.add_argument("--max-seconds", type=float, default=300, help="the longest a level may take")
     p.add_argument("--stream", action="store_true", help="stream each reply as server-sent events")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="both servers' --precision (auto: bf16 products where the CPU multiplies bfloat16 natively)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
@@ -138,7 +142,7 @@ def main():
         run = Path(args.run) if args.run else tiny_run(Path(tmp))
         modes = {"batched": args.max_batch, "one at a time": 1}
         results = {name: [] for name in modes}
-        with Server(run, modes["batched"]) as batched, Server(run, 1) as single:
+        with Server(run, modes["batched"], args.precision) as batched, Server(run, 1, args.precision) as single:
             servers = {"batched": batched, "one at a time": single}
             for server in servers.values():
                 asyncio.run(level(server.url, 1, 20, args.max_seconds, args.stream))  # warm up: first-call costs
@@ -146,8 +150,12 @@ def main():
                 for name, server in servers.items():
                     results[name].append(asyncio.run(level(server.url, n, args.tokens, args.max_seconds,
                                                            args.stream)))
-    print(f"serve load: {run.name}, {args.tokens} tokens per client, {'streamed' if args.stream else 'one reply each'}; {os.cpu_count()} CPUs "
-          f"(shared machines: figures vary)")
+    from recurrent.precision import choose
+
+    precision = choose(args.precision, "cpu")
+    print(f"serve load: {run.name}, {args.tokens} tokens per client, "
+          f"{'streamed' if args.stream else 'one reply each'}; products {precision.name} ({precision.reason}); "
+          f"{os.cpu_count()} CPUs (shared machines: figures vary)")
     print(f"{'clients':>7}  {'mode':<14} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'TTFT p50':>9} {'errors':>6}  speed-up")
     for i, n in enumerate(counts):
         base = results["one at a time"][i]["tok_s"]

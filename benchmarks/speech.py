@@ -32,6 +32,7 @@ MODELS = {  # name -> config changes
     "bi": {"bidirectional": True, "normalize": "utterance"},
     "uni": {"bidirectional": False, "normalize": "global"},  # causal: transcribes a stream
 }
+TRAINING = {"schedule": "cosine", "warmup_steps": 100, "lr": 1.5e-3}  # anneals to 0 as the time budget runs out
 SHAPE = {"digits": {"hidden_size": 192, "num_layers": 3}, "sentences": {"hidden_size": 192, "num_layers": 3}}  # ~1 s a step
 #   of 16 utterances on 2 busy cores: 256 wide took 3 s on 4-second sentences, too few epochs in 40 minutes
 
@@ -62,7 +63,13 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="tiny corpora, 1-minute budgets, small models")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); with two copies of "
+                   "this script side by side (--models bi and --models uni), 1 each")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if speech_synth.espeak() is None:
         raise SystemExit("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
     work = Path(args.work) / ("smoke" if args.smoke else "full")
@@ -74,7 +81,8 @@ def main() -> None:
             shape = {"hidden_size": 32, "num_layers": 1, "conv_channels": 32} if args.smoke else SHAPE[kind]
             config = flat_replace(TrainSpeechConfig(), train=str(manifests["train"]), valid=str(manifests["valid"]),
                                   out=str(work / f"{kind}-{name}"), overwrite=True, epochs=10_000,
-                                  max_time=minutes * 60, seed=args.seed, progress=False, **MODELS[name], **shape)
+                                  max_time=minutes * 60, seed=args.seed, progress=False, **TRAINING, **MODELS[name],
+                                  **shape)
             start = time.monotonic()
             run = train_speech(config)
             trained = (time.monotonic() - start) / 60

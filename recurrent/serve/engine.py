@@ -12,7 +12,9 @@ Each request samples from its own row of the logits with its own `recurrent.samp
 top-k, top-p) and its own CPU generator seeded by the request, drawing the same Gumbel noise as
 `recurrent generate --seed` does. The logits are float32 and each row's arithmetic does not depend on the other
 rows, so a request's tokens with a given seed are the same alone or batched (up to the last bits of rounding, when
-the batch crosses the native step's batch limit and the products run on oneDNN instead).
+the batch crosses the native step's batch limit and the products run on oneDNN instead). With bfloat16 products
+(`dtype`), a row's inputs round to bfloat16 the same way alone or batched and only the order of the float32 sums
+differs, so the same holds.
 
     engine = BatchEngine(lm.model, max_batch=64)
     engine.submit(job)          # a Job: prime ids, length, sampler; its `emit` receives Token events
@@ -58,14 +60,17 @@ class BatchEngine:
     at a time, the baseline). Jobs beyond that wait their turn, first come first served."""
 
     def __init__(self, model: LanguageModel, max_batch: int = 64,
-                 deliver: Callable[[list[tuple[Job, str, object]]], None] | None = None):
+                 deliver: Callable[[list[tuple[Job, str, object]]], None] | None = None,
+                 dtype: torch.dtype | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.model, self.max_batch = model.eval(), max_batch
+        self.model, self.max_batch, self.dtype = model.eval(), max_batch, dtype
         # deliver(events): hands one step's events [(job, kind, payload)] over at once (the server: one wake-up of
         # its event loop per step, not one per request); None: each job's emit is called in turn
         self.deliver = deliver or (lambda events: [job.emit(kind, payload) for job, kind, payload in events])
-        self.stepper = model.stepper(None)  # float32 products: batching must not change the logits
+        # dtype: the per-token products' (None: the weights', float32; torch.bfloat16: `--precision bf16`, as
+        # `recurrent generate` does). States, sums and logits stay float32 either way.
+        self.stepper = model.stepper(dtype)
         self.waiting: deque[Job] = deque()
         self.wake = threading.Condition()
         self.running = 0  # jobs in the batch now

@@ -13,8 +13,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from recurrent.errors import UserError
 from recurrent.inference.common import BEST
+from recurrent.precision import Precision
 from recurrent.runs import read_task
 
 # The endpoint that serves each task; a run of a task missing here is refused when the server starts.
@@ -43,7 +46,8 @@ class Served:
             return {"level": vocab.level, "vocab_size": len(vocab.itos), "cell": model.config.cell,
                     "layers": [layer.hidden_size for layer in model.layers], "labels": self.meta.get("labels"),
                     "condition_size": model.config.condition_size, "sentences": self.meta.get("sentences") is not None,
-                    "max_batch": self.engine.max_batch}
+                    "max_batch": self.engine.max_batch,
+                    "products": str(self.engine.dtype or torch.float32).removeprefix("torch.")}
         if self.task == "classify":
             return {"labels": self.model.labels, "trees": self.model.reads_trees}
         if self.task == "tag":
@@ -62,8 +66,10 @@ class Served:
         return {"attention": self.model.model.uses_attention, "max_len": self.model.max_len}
 
 
-def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu") -> dict[str, Served]:
-    """name -> Served for each run folder, in order; a UserError for a folder that cannot be served."""
+def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu",
+                precision: Precision | None = None) -> dict[str, Served]:
+    """name -> Served for each run folder, in order; a UserError for a folder that cannot be served. precision
+    (recurrent.precision.choose; None: float32) sets the dtype of generation's per-token products."""
     served: dict[str, Served] = {}
     for run in runs:
         task = read_task(run)
@@ -83,7 +89,7 @@ def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu") -> di
             if model.model.config.condition_every_step:
                 raise UserError(f"{run} is fed its condition at every step; serve batches models conditioned "
                                 "through their initial state only (use `recurrent generate` for this one)")
-            engine = BatchEngine(model.model, max_batch, Relay())
+            engine = BatchEngine(model.model, max_batch, Relay(), precision.dtype if precision else None)
         served[name] = Served(name, task, base, model, meta, engine)
     return served
 

@@ -38,9 +38,10 @@ def job(prime, length, seed, collect, **sampling) -> Job:
     return Job(torch.tensor(prime), length, Sampler(generator=torch.Generator().manual_seed(seed), **sampling), collect)
 
 
-@pytest.mark.parametrize("max_batch", [1, 4, 64])
-def test_jobs_of_any_length_joining_a_batch_give_generates_tokens(model, max_batch):
-    engine = BatchEngine(model, max_batch)
+@pytest.mark.parametrize("max_batch, dtype", [(1, None), (4, None), (64, None), (64, torch.bfloat16)])
+def test_jobs_of_any_length_joining_a_batch_give_generates_tokens(model, max_batch, dtype):
+    """bfloat16 products (serve --precision bf16) too: the same tokens as `generate(bf16=True)` alone."""
+    engine = BatchEngine(model, max_batch, dtype=dtype)
     specs = [([1, 2, 3], 50, 0, {}), ([4], 7, 1, {"temperature": 0.5}), ([5, 5], 0, 2, {}),
              ([2] * 80, 33, 3, {"top_k": 3}), ([7, 1], 61, 4, {"top_p": 0.7}), ([3], 20, 5, {"greedy": True})] * 2
     collected = [Collect() for _ in specs]
@@ -53,7 +54,7 @@ def test_jobs_of_any_length_joining_a_batch_give_generates_tokens(model, max_bat
         engine.close()
     for (prime, length, seed, sampling), c in zip(specs, collected):
         expected = list(model.generate(torch.tensor(prime), length, generator=torch.Generator().manual_seed(seed),
-                                       **sampling))
+                                       bf16=dtype is torch.bfloat16, **sampling))
         assert c.tokens == expected and c.reason == "length"
     assert engine.peak == min(max_batch, len(specs)) or max_batch == 64
 
