@@ -14,19 +14,21 @@ every stream, so the state left by one batch is exactly the state the next batch
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from recurrent.errors import UserError
 
+COMPACT_IDS = (torch.uint8, torch.int16, torch.int32)  # ids stored small (recurrent/data/corpus_stream.py)
 MIN_RANDOM_LENGTH = 5  # AWD-LSTM: a window is never shorter than 5 tokens ...
 MAX_EXTRA_LENGTH = 20  # ... and (our cap) never longer than bptt + 20, 4 standard deviations above bptt
 
 
 def batchify(ids: Tensor, batch_size: int) -> Tensor:
-    """(N,) -> (B, N // B): row b is the contiguous slice ids[b*L : (b+1)*L]; the last N % B tokens are dropped."""
+    """(N,) -> (B, N // B): row b is the contiguous slice ids[b*L : (b+1)*L]; the last N % B tokens are dropped.
+    A view, never a copy: of a memory-mapped corpus too (recurrent/data/corpus_stream.py)."""
     if ids.dim() != 1:
         raise ValueError(f"ids must be 1-D (N,), got shape {tuple(ids.shape)}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -42,6 +44,7 @@ def batchify(ids: Tensor, batch_size: int) -> Tensor:
 def bptt_batches(streams: Tensor, bptt: int, random_length: bool = False,
                  generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """Consecutive windows over the streams: x = streams[:, i : i+t] and y = streams[:, i+1 : i+1+t], each (B, t).
+    Streams of compact ids (uint8, int16, int32) give int64 windows.
 
     Fixed length: t = bptt, and the last window is shorter if the streams run out.
 
@@ -62,8 +65,14 @@ def bptt_batches(streams: Tensor, bptt: int, random_length: bool = False,
     while i < L - 1:
         t = _random_length(bptt, generator) if random_length else bptt
         t = min(t, L - 1 - i)  # the last target is the last token
-        yield streams[:, i : i + t], streams[:, i + 1 : i + 1 + t]  # x, y (B, t)
+        yield _ids(streams[:, i : i + t]), _ids(streams[:, i + 1 : i + 1 + t])  # x, y (B, t)
         i += t
+
+
+def _ids(window: Tensor) -> Tensor:
+    """int64 ids, what nn.Embedding and cross_entropy take: a compact window (uint8/int16/int32, as a memory-mapped
+    corpus holds them) is copied up; an int64 one stays a view."""
+    return window.long() if window.dtype in COMPACT_IDS else window
 
 
 def _random_length(bptt: int, generator: torch.Generator | None) -> int:

@@ -10,13 +10,17 @@ Two levels, as in the classic RNN language models:
     vocab = Vocab.build(corpus.train, level="char")
     ids = vocab.encode(corpus.train)                               # LongTensor (N,)
     vocab.decode(ids[:100].tolist())                               # -> str
+
+These hold each split as one str, fine for a test file or a prime. `recurrent train lm` reads its corpus with
+recurrent/data/corpus_stream.py instead: the same splits, vocabulary and ids, streamed in chunks into a
+memory-mapped array, so its memory does not grow with the corpus.
 """
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -172,11 +176,17 @@ class Vocab:
     def build(cls, text: str, level: str, max_size: int | None = None, min_freq: int = 1) -> Vocab:
         if level not in LEVELS:
             raise UserError(f"vocabulary level must be one of {LEVELS}, got {level!r}")
+        return cls.from_counts(Counter(text) if level == "char" else Counter(_words(text)), level, max_size, min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, level: str, max_size: int | None = None, min_freq: int = 1) -> Vocab:
+        """`build` from token counts already made (recurrent/data/corpus_stream.py counts a file in pieces)."""
+        if level not in LEVELS:
+            raise UserError(f"vocabulary level must be one of {LEVELS}, got {level!r}")
         if max_size is not None and max_size < 2:
             raise UserError(f"max_size must be at least 2 (\"<unk>\" and one token), got {max_size!r}")
         if min_freq < 1:
             raise UserError(f"min_freq must be at least 1, got {min_freq!r}")
-        counts = Counter(text) if level == "char" else Counter(_words(text))
         if not counts:
             raise UserError("cannot build a vocabulary from empty text")
         specials = [UNK, EOS] if level == "word" else [UNK]
@@ -210,21 +220,30 @@ class Vocab:
         if self.level == "word":
             unk, stoi = self.unk_index, self.stoi
             return torch.tensor([stoi.get(w, unk) for w in _words(text)], dtype=torch.long)
+        ids, unknown = self.char_ids(text)
+        if len(unknown):
+            pos = int(unknown[0])
+            raise UserError(self.unknown_char_message(text[pos], pos, text.count("\n", 0, pos) + 1, len(unknown)))
+        return torch.from_numpy(ids)
+
+    def char_ids(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Char level: (ids (N,) int64, the positions of characters this vocabulary lacks). They are "<unk>" when
+        it has one, and then none are reported; without one their ids are meaningless."""
         codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (N,)
         where = np.searchsorted(self._codepoints, codepoints).clip(max=len(self._codepoints) - 1)
         known = self._codepoints[where] == codepoints
         ids = self._ids[where]
-        if not known.all():
-            if self.unk_index is None:
-                raise UserError(self._unknown_char_message(text, np.flatnonzero(~known)))
-            ids[~known] = self.unk_index
-        return torch.from_numpy(ids)
+        if known.all():
+            return ids, np.zeros(0, dtype=np.int64)
+        if self.unk_index is None:
+            return ids, np.flatnonzero(~known)
+        ids[~known] = self.unk_index
+        return ids, np.zeros(0, dtype=np.int64)
 
-    def _unknown_char_message(self, text: str, positions: np.ndarray) -> str:
-        pos = int(positions[0])
-        line = text.count("\n", 0, pos) + 1
-        more = f" ({len(positions) - 1} more unknown characters follow)" if len(positions) > 1 else ""
-        return (f"character {text[pos]!r} (U+{ord(text[pos]):04X}) at position {pos} (line {line}) is not in the "
+    def unknown_char_message(self, char: str, pos: int, line: int, count: int) -> str:
+        """The UserError for a char vocabulary without "<unk>": the first unknown character, where, and how many."""
+        more = f" ({count - 1} more unknown characters follow)" if count > 1 else ""
+        return (f"character {char!r} (U+{ord(char):04X}) at position {pos} (line {line}) is not in the "
                 f"char vocabulary of {len(self)} characters, which has no {UNK!r}{more}: the vocabulary predates "
                 f"unknown-character support (rebuild it, or leave such characters out)")
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from recurrent.data import Vocab, batchify, bptt_batches, load_corpus, num_bptt_batches
+from recurrent.data import Vocab, batchify, bptt_batches, num_bptt_batches
+from recurrent.data.corpus_stream import encode_span, stream_corpus
 from recurrent.data.text import LEVELS
 from recurrent.errors import UserError
 from recurrent.inference.lm import evaluate_loss
@@ -87,8 +88,11 @@ class LMTask:
 
     def __init__(self, config: TrainLMConfig, resumed: dict | None):
         self.config = config
-        corpus = load_corpus(config.data, config.train, config.valid, config.test)
-        self.vocab = Vocab.from_dict(resumed["vocab"]) if resumed else _build_vocab(corpus, config)
+        # The corpus is read in pieces, never whole (recurrent/data/corpus_stream.py): one pass counts the
+        # vocabulary, and each split's ids go to a memory-mapped file, so memory does not grow with the corpus.
+        corpus = stream_corpus(config.data, config.train, config.valid, config.test)
+        self.vocab = Vocab.from_dict(resumed["vocab"]) if resumed else corpus.build_vocab(
+            config.level, max_size=config.vocab_size or None, min_freq=config.min_freq)
         self.model_config = dataclasses.replace(config.model, vocab_size=len(self.vocab),
                                                 reset_id=_reset_id(config.reset_at, self.vocab))
         try:
@@ -99,8 +103,9 @@ class LMTask:
         if config.batch_size % self.world.size:
             raise UserError(f"batch_size {config.batch_size} must be divisible by the {self.world.size} processes: "
                             f"each reads batch_size / {self.world.size} of the streams")
-        self.streams = batchify(self.vocab.encode(corpus.train), config.batch_size)  # (B, L): windows are views
-        self.valid_ids = self.vocab.encode(corpus.valid)  # (N,)
+        # (B, L): a view of the memory-mapped ids (uint8 for a char vocabulary); each window comes out as int64
+        self.streams = batchify(encode_span(corpus.train, self.vocab), config.batch_size)
+        self.valid_ids = encode_span(corpus.valid, self.vocab)  # (N,) memory-mapped too
 
     def meta(self) -> dict:
         return {"model": asdict(self.model_config), "vocab": self.vocab.to_dict()}
@@ -154,7 +159,8 @@ def train_lm(config: TrainLMConfig) -> Path:
 
 def _build_vocab(corpus, config: TrainLMConfig) -> Vocab:
     """Word level: from train only (PTB). Char level: from all the text, as nanoGPT does (a character that only
-    a later test file holds encodes as "<unk>")."""
+    a later test file holds encodes as "<unk>"). For a Corpus in memory (the conditional task's sentences); LMTask
+    counts its files in one streaming pass by the same rule (CorpusStream.build_vocab)."""
     text = corpus.train
     if config.level == "char":
         text += corpus.valid + (corpus.test or "")
