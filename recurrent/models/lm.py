@@ -249,6 +249,7 @@ class Stepper:
         self.layers = model.layers
         self.cells = [layer.cells[0][0] for layer in model.layers]
         self.embedding, self.decoder, self.dtype = model.embedding, model.decoder, dtype
+        self.reset_id = model.config.reset_id  # >= 0: a row reading this token restarts from the initial state
         first = self.cells[0]
         self.table = first.project_input(model.embedding.weight.unsqueeze(0))[0] if first.has_step() else None
         self.plan = backends.choose_step(self.cells, self.table, dtype)
@@ -284,7 +285,10 @@ class Stepper:
         return self.from_layer_states(tuple(layer.initial_state(batch_size, like) for layer in self.layers))
 
     def step(self, token: Tensor, states: list) -> tuple[Tensor, list]:
-        """token (B,) -> logits (B, V) for the next token, and the new cell states."""
+        """token (B,) -> logits (B, V) for the next token, and the new cell states. With reset_id, a row whose
+        token is reset_id restarts from the initial state before reading it, as the forward pass does."""
+        if self.reset_id >= 0:
+            states = self._reset(token, states)
         if self.native is not None and self.native.takes(token, states):
             return self.native.step(token, states)
         x = self.embedding(token) if self.table is None else None  # (B, E)
@@ -306,6 +310,15 @@ class Stepper:
             new_states.append(state)
             x = state.h
         return F.linear(x, self.decoder.weight, self.decoder.bias), new_states  # (B, V): small, so not packed
+
+    def _reset(self, token: Tensor, states: list) -> list:
+        """The states with the rows whose token is reset_id set to the initial state (a new document starts)."""
+        starts = token == self.reset_id  # (B,)
+        if not bool(starts.any()):
+            return states
+        rows = starts.unsqueeze(1)  # (B, 1)
+        return [type(s)(*(torch.where(rows, f0, f) for f, f0 in zip(s, s0)))
+                for s, s0 in zip(states, self.initial_states(token.numel()))]
 
     def _table_rows(self, token: Tensor) -> Tensor:
         """Layer 0's U e + b_ih for tokens (B,) -> (B, G). One token on the CPU is a row view, not a gather; on a GPU,
