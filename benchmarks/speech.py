@@ -25,7 +25,7 @@ from recurrent.speech.metrics import error_rates
 from recurrent.tasks.speech import TrainSpeechConfig, train_speech
 from recurrent.train.loop import flat_replace
 
-SIZES = {"digits": {"train": 4000, "valid": 200, "test": 400}, "sentences": {"train": 6000, "valid": 200, "test": 300}}
+SIZES = {"digits": {"train": 4000, "valid": 200, "test": 400}, "sentences": {"train": 5000, "valid": 200, "test": 300}}
 SMOKE_SIZES = {"train": 24, "valid": 6, "test": 6}
 MINUTES = {"digits": 20.0, "sentences": 40.0}
 MODELS = {  # name -> config changes

@@ -10,7 +10,8 @@ an SNR from {clean, 30, 20, 10 dB}. The variants are split: test speaks with var
 use ("voices never seen in training"). Everything follows --seed.
 
 Digits: 1-7 digits, each spoken as its word ("oh" and "zero" both for 0). Sentences: lines of a text corpus
-(PTB's, by default) of 4-14 words whose characters are a-z, space and apostrophe, without <unk> or N.
+(PTB's train, valid and test files, by default) of 4-16 words whose characters are a-z, space and apostrophe,
+without <unk> or N.
 """
 from __future__ import annotations
 
@@ -54,14 +55,15 @@ def digit_texts(n: int, rng: random.Random) -> list[str]:
 def sentence_pool(folder: Path) -> list[str]:
     allowed = set("abcdefghijklmnopqrstuvwxyz' ")
     pool = []
-    for name in ("ptb.train.txt", "train.txt"):
-        path = Path(folder) / name
-        if path.exists():
+    for names in (("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), ("train.txt", "valid.txt", "test.txt")):
+        paths = [Path(folder) / name for name in names if (Path(folder) / name).exists()]
+        for path in paths:  # every file of the set: PTB's train alone holds too few usable sentences
             for line in path.read_text(encoding="utf-8").splitlines():
                 text = " ".join(line.split())
                 words = text.split()
-                if 4 <= len(words) <= 14 and "<unk>" not in words and "N" not in words and set(text) <= allowed:
+                if 4 <= len(words) <= 16 and "<unk>" not in words and "N" not in words and set(text) <= allowed:
                     pool.append(text)
+        if paths:
             break
     if not pool:
         raise SystemExit(f"no usable sentences in {folder} (expected ptb.train.txt or train.txt)")
@@ -117,6 +119,9 @@ def make_corpus(kind: str, out: Path, sizes: dict[str, int], seed: int = 0,
         texts = {split: digit_texts(n, rng) for split, n in sizes.items()}
     else:
         pool = sentence_pool(sentences)
+        if len(pool) < sum(sizes.values()):
+            raise SystemExit(f"{sentences} holds {len(pool)} usable sentences, fewer than the {sum(sizes.values())} "
+                             f"asked for ({sizes})")
         rng.shuffle(pool)
         texts, at = {}, 0
         for split, n in sizes.items():

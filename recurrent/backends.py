@@ -15,8 +15,42 @@ A layer's backend, for backend="auto": the first row that matches wins.
     built-in LSTM               CPU bf16 autocast, neither                  bptt       bf16 products in the engine
     built-in GRU/RNN            CPU bf16 autocast                           bptt       torch's fused would run float32
     a cell with parallel_scan   anything                                    scan       minGRU/minLSTM: one scan over T
+    a cell with a C++ loop      anything                                    bptt       recurrent/native/loops.py
+    any cell with step_backward on CPU, B*H < BPTT_MIN                      autograd   C++ backward beats the Python one
     any cell with step_backward anything                                    bptt       the hand-derived backward
+    any other cell              CPU float32, B*H >= SHARED_MIN, nn.Linear   autograd   shared products (shared.py)
     any other cell              anything                                    autograd   the plain loop
+
+A cell with a C++ loop is a plain LSTMCell, GRUCell or LayerNormLSTMCell (recurrent/native/loops.py). A subclass of
+LSTMCell is plain when it overrides none of its equation methods (step, step_backward, forward, project_input,
+recurrence, extra_params) or declares `same_equations = True`; another runs the Python loop, and the reason names
+what it overrides (recurrent/native/lstm.py `not_plain_because`).
+
+Per shape (B batch from the call, H the cell's hidden size): below BPTT_MIN the hand-derived backward's Python loop
+(a dozen small ops per step) costs more than autograd's C++ engine replaying the forward's ops. Measured (CPU time,
+one thread, T=32, 2 layers; autograd's time over bptt's, above 1 where bptt wins):
+
+    B*H           512     2048    4096    8192
+    ElmanCell     0.66    0.96    1.04    1.21
+    DeepTransition 0.79   0.89    0.96    1.06
+    LayerNormGRU  1.19    1.19    1.32    1.53
+
+The crossover depends on the cell: a cell class may declare its own (`bptt_min = 0`: bptt at every size, as
+LayerNormGRUCell's row says it should). Before a call (call=None), or for a Call without its batch size, the row
+does not apply and the plan is the cell's.
+
+A cell that writes only `forward` (no `step`) runs the plain loop; on a CPU in float32 from B*H = SHARED_MIN, the
+products with its own nn.Linear weights are packed once per sequence and their weight gradients summed over time
+as one product after the loop (recurrent/shared.py; `shared=True`). Measured against the plain loop for
+docs/cells.md's peephole LSTM (CPU time, one thread, T=32): 18.6 vs 10.8 ms at B*H = 512, 28.7 vs 25.5 at 4096,
+58 vs 69 at 8192, 164 vs 275 at 16384 (torch.nn.LSTM: 79).
+
+'compiled' (recurrent/compiled.py: the plain loop with each step compiled by torch.compile) is never auto's choice:
+on this project's CPU it measured 5-10% slower than the plain loop for a peephole LSTM at every size tried (B*H from
+512 to 16384, CPU time on one thread), because a compiled step's call overhead (guards, AOTAutograd's wrapper)
+eats what fusing its pointwise ops saves, and at large sizes the per-step products dominate either way. Ask for it
+by name (backend="compiled"); it is checked like any forced backend (Inductor must run here, and must not have
+failed on this cell class before).
 
 Only CPU bf16 autocast changes auto's choice for a built-in layer: torch's fused GRU and RNN would silently run
 float32 there, and oneDNN's bf16 LSTM is slower than the bptt engine's C++ loop (1.9x against 1.5x torch.nn fp32
@@ -24,9 +58,9 @@ in benchmarks/lm_speed.py) or, without AVX-512, does not run at all. The bptt en
 and its states in float32 instead.
 
 A forced backend is checked, never changed: 'fused' needs a built-in layer, 'bptt' a cell with step_backward.
-On bptt, a plain LSTMCell runs its whole time loop in C++ (`native`) where the kernel loads and is built for the
-call's device and dtypes (float32 states with float32 or bfloat16 products, float64); elsewhere the Python loop
-runs, and the reason says why. Before any call (call=None) the plan is the layer's: `layer.backend` then.
+On bptt, a plain LSTMCell, GRUCell or LayerNormLSTMCell runs its whole time loop in C++ (`native`) where the
+kernel loads and is built for the call's device and dtypes (float32 states with float32 or bfloat16 products,
+float64); elsewhere the Python loop runs, and the reason says why. Before any call (call=None) the plan is the layer's: `layer.backend` then.
 
 Generation's per-token step (`choose_step`): one native call per token for a stack of plain LSTMCells on the CPU
 in float32 (products float32 or bfloat16), else the Python stepper. Within a native plan, a token whose batch is
@@ -36,18 +70,22 @@ Products with a fixed weight (oneDNN packed, or a plain matmul) are `recurrent.k
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from recurrent import hardware, native
+from recurrent import compiled, hardware, native
+from recurrent.native import loops as native_loops
 from recurrent.native import lstm as native_lstm
 from recurrent.native.step import MAX_BATCH, NativeStep  # noqa: F401  (models build a NativeStep from here)
 
-BACKENDS = ("auto", "fused", "bptt", "autograd", "scan")
+BACKENDS = ("auto", "fused", "bptt", "autograd", "scan", "compiled")
+BPTT_MIN = 4096  # B*H below which autograd's backward beats the hand-derived one on CPU (auto picks autograd)
+SHARED_MIN = 8192  # B*H from which a forward-only cell's loop shares its nn.Linear products over time (CPU float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +95,7 @@ class Backend:
     name: str  # "fused" | "bptt" | "autograd"; for generation's step: "native" | "python"
     reason: str
     native: bool = False  # bptt: the time loop runs in C++ (recurrent.native); generation: one native call
+    shared: bool = False  # autograd: the cell's nn.Linear products packed, dW after the loop (recurrent/shared.py)
 
     def __eq__(self, other) -> bool:
         if isinstance(other, Backend):
@@ -78,15 +117,16 @@ class Call:
     dtype: torch.dtype  # x's
     state_dtype: torch.dtype | None  # every state field's (the steps run in it); None if they differ
     autocast: torch.dtype | None  # autocast's dtype on x's device; None when it is off
+    batch: int | None = None  # B, for the per-shape rows; None: unknown (they do not apply)
 
     @classmethod
     def of(cls, x: Tensor, state: NamedTuple | None = None) -> Call:
-        """The call `layer(x, state)` makes; without a state, the zeros it starts from (x's dtype)."""
+        """The call `layer(x, state)` makes (x batch-first); without a state, the zeros it starts from (x's dtype)."""
         dtypes = {s.dtype for s in state} if state is not None else {x.dtype}
         kind = x.device.type
         on = torch.is_autocast_enabled(kind)
         return cls(kind, x.dtype, dtypes.pop() if len(dtypes) == 1 else None,
-                   torch.get_autocast_dtype(kind) if on else None)
+                   torch.get_autocast_dtype(kind) if on else None, x.shape[0])
 
     @property
     def bf16(self) -> bool:
@@ -119,6 +159,32 @@ class _Facts:
         return hardware.cpu().onednn_bf16
 
     @property
+    def size(self) -> int | None:  # B*H of the call; None before a call
+        batch = self.call.batch if self.call is not None else None
+        return None if batch is None else batch * self.cell.hidden_size
+
+    @property
+    def bptt_min(self) -> int:  # a cell class may declare its own crossover, measured: `bptt_min = 0` (always bptt)
+        return getattr(type(self.cell), "bptt_min", BPTT_MIN)
+
+    def below(self, threshold: int) -> bool:
+        return self.size is not None and self.size < threshold
+
+    @property
+    def shares_products(self) -> bool:  # recurrent/shared.py runs this call: a forward-only cell with nn.Linear
+        c = self.call
+        return (self.size is not None and self.size >= SHARED_MIN and not self.cell.has_step()
+                and c.device == "cpu" and c.dtype == c.state_dtype == torch.float32 and c.autocast is None
+                and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()
+                and any(isinstance(m, torch.nn.Linear) for m in self.cell.modules()))
+
+    @cached_property
+    def not_compiled(self) -> str | None:  # why backend='compiled' cannot run this call; None if it can
+        if torch.compiler.is_compiling():
+            return "already inside torch.compile"
+        return compiled.unavailable(self.call.device) or compiled.failure(self.cell)
+
+    @property
     def cell_name(self) -> str:
         return type(self.cell).__name__
 
@@ -148,6 +214,10 @@ AUTO: list[Row] = [
     Row("bptt", lambda f: f.fused is not None and f.cpu_bf16,
         lambda f: BF16 + f"bf16 products in the bptt engine (torch's fused {f.fused} would run float32)"),
     Row("scan", lambda f: has_scan(f.cell), lambda f: f"{f.cell_name} runs as a parallel scan over time"),
+    Row("bptt", lambda f: native_loops.find(f.cell) is not None, lambda f: f"{f.cell_name} supplies step_backward"),
+    Row("autograd", lambda f: f.cell.has_backward() and f.below(f.bptt_min) and f.call.device == "cpu",
+        lambda f: f"{f.cell_name} supplies step_backward, but at B*H = {f.size} < {f.bptt_min} autograd's C++ "
+                  "backward beats its Python loop"),
     Row("bptt", lambda f: f.cell.has_backward(), lambda f: f"{f.cell_name} supplies step_backward"),
     Row("autograd", lambda f: True, lambda f: f"{f.cell_name} has no step_backward"),
 ]
@@ -168,6 +238,10 @@ def choose(cell, backend: str = "auto", fused: str | None = None, call: Call | N
         name, why = backend, _check_forced(facts, backend)
     if name == "bptt":
         return _bptt(facts, why)
+    if name == "autograd" and backend == "auto" and facts.shares_products:
+        return Backend("autograd", why + f"; at B*H = {facts.size} >= {SHARED_MIN} its nn.Linear products are packed "
+                                         "once per sequence, their weight gradients one product after the loop "
+                                         "(recurrent/shared.py)", shared=True)
     if name == "fused" and facts.cpu_bf16:
         why += "; run in bfloat16" + ("" if facts.onednn_bf16 else
                                       " by torch's own loop (oneDNN's bf16 kernels do not run on this CPU)")
@@ -183,6 +257,8 @@ def _check_forced(facts: _Facts, backend: str) -> str:
                          f"{name} lacks {'step_backward' if facts.cell.has_step() else 'project_input/step'}")
     if backend == "scan" and not has_scan(facts.cell):
         raise ValueError(f"backend='scan' needs a cell with parallel_scan (minGRU, minLSTM); {name} has none")
+    if backend == "compiled" and facts.call is not None and facts.not_compiled is not None:
+        raise ValueError(f"backend='compiled' cannot run {name}: {facts.not_compiled}")
     return f"forced by backend={backend!r}"
 
 
@@ -194,18 +270,21 @@ def has_scan(cell) -> bool:
 def _bptt(facts: _Facts, why: str) -> Backend:
     """bptt, with the time loop in C++ where it runs for this call, and a reason that says which loop runs."""
     cell, call = facts.cell, facts.call
-    if not native_lstm.is_plain_lstm(cell):
+    if native_loops.find(cell) is None:  # no C++ loop is written for this cell: recurrent/native/loops.py
+        if isinstance(cell, native_lstm.LSTMCell) and (call is None or call.device == "cpu"):
+            return Backend("bptt", why + f"; time loop: Python, not the C++ loop "
+                                         f"({native_lstm.not_plain_because(cell)})")
         return Backend("bptt", why)
     if call is None:  # the plan before any call: it depends on the call
         return Backend("bptt", why + "; on CPU its time loop runs in C++ (recurrent.native, where it builds)")
     if torch.compiler.is_compiling():
         return Backend("bptt", why + "; time loop: Python under torch.compile (the C++ loop is opaque to the graph)")
     products = call.autocast or cell.weight_hh.dtype  # the engine casts W to autocast's dtype
-    if native_lstm.runs(cell, call.device, call.state_dtype, products):
+    if native_loops.runs(cell, call.device, call.state_dtype, products):
         return Backend("bptt", why + "; time loop: the C++ loop (recurrent.native)", native=True)
     if call.device != "cpu":
         return Backend("bptt", why)  # the C++ loop is for the CPU only: nothing to explain on a GPU
-    if not facts.native_lstm:
+    if not native_loops.available(cell):
         return Backend("bptt", why + f"; time loop: Python (native kernels: {native.status()})")
     return Backend("bptt", why + f"; time loop: Python (the C++ loop has no kernel for {call.state_dtype} states "
                                  f"with {products} products)")

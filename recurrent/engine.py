@@ -17,7 +17,12 @@ product and one fused pointwise loop per step), with the same results, where rec
 
 autograd backend: the same forward loop, differentiated by autograd. It is the
 reference the bptt backend is tested against, and the path for cells that only define
-`forward(x, state)`. It also runs `reset=` (a stream's state restarted before a step).
+`forward(x, state)`. It also runs `reset=` (a stream's state restarted before a step). Where recurrent.backends
+says so (`shared`), a forward-only cell's nn.Linear products are shared over time instead (recurrent/shared.py).
+
+compiled backend: the autograd backend's loop with the cell's step compiled by torch.compile (recurrent/compiled.py),
+for cells that write only `forward` or `step`: their dozen small ops per step become a few fused kernels. It runs
+when asked for by name (backend="compiled"); auto does not pick it (recurrent/backends.py says why).
 
 scan backend: a cell with `parallel_scan(x, state)` (minGRU, minLSTM: gates read x_t only, so the recurrence is
 linear in h) computes every step at once; see recurrent/cells/mingru.py.
@@ -30,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recurrent import backends, kernels
+from recurrent import backends, compiled, kernels, shared
 from recurrent.backends import Backend, Call
 from recurrent.cells.base import Cell
-from recurrent.native import lstm as native_lstm
+from recurrent.native import loops as native_loops
 
 
 class BPTT(torch.autograd.Function):
@@ -133,26 +138,30 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend, r
              reset_to: NamedTuple | None = None) -> tuple[Tensor, ...]:
     """Run `cell` over x (T, B, I) from `state`; every state field at every step, each (T, B, H).
 
-    backend: 'bptt', 'autograd' or 'scan', or a Backend from recurrent.backends.choose, which also says whether
+    backend: 'bptt', 'autograd', 'compiled' or 'scan', or a Backend from recurrent.backends.choose, which also says whether
     the bptt loop runs in C++ (`native`); for a bare 'bptt' this call asks it. reset (T, B, 1) bool and reset_to
     (fields (B, H)): restart a stream's state before a step, on the autograd backend only (see `_loop`)."""
     name = backend.name if isinstance(backend, Backend) else backend
     if reset is not None and name != "autograd":
         raise ValueError(f"reset= runs on the autograd backend, got backend {name!r}")
     if name == "autograd":
+        if isinstance(backend, Backend) and backend.shared and reset is None:  # a forward-only cell, large, on CPU
+            return shared.run(cell, x, state)
         return _loop(cell, x, state, reset, reset_to)
     if name == "scan":  # the whole sequence at once (minGRU, minLSTM)
         return cell.parallel_scan(x, state)
+    if name == "compiled":  # the autograd loop, each step compiled by torch.compile
+        return compiled.run(cell, x, state)
     if name != "bptt":
-        raise ValueError(f"run_cell backend must be 'bptt', 'autograd' or 'scan', got {name!r}")
+        raise ValueError(f"run_cell backend must be 'bptt', 'autograd', 'compiled' or 'scan', got {name!r}")
     if not isinstance(backend, Backend):
         backend = backends.choose(cell, "bptt", call=Call.of(x, state))
     W, b_hh = cell.recurrence()
     if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
         dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32
         W, b_hh = W.to(dtype), None if b_hh is None else b_hh.to(dtype)
-    if backend.native:  # a plain LSTMCell on CPU: the whole loop in C++, same results
-        return native_lstm.lstm_loop(cell, x, state, W)
+    if backend.native:  # a plain LSTMCell or GRUCell on CPU: the whole loop in C++, same results
+        return native_loops.run(cell, x, state, W)
     return BPTT.apply(cell, len(state), cell.project_input(x), W, b_hh, *state, *cell.extra_params())
 
 

@@ -44,7 +44,8 @@ BOUNDS: dict[str, tuple[float, float]] = {  # every number a model config holds:
     "hidden_size": (1, MAX_WIDTH),
     **dict.fromkeys(["embedding_size", "condition_size", "char_embedding_size", "char_hidden_size"], (0, MAX_WIDTH)),
     **dict.fromkeys(["num_layers", "encoder_layers", "decoder_layers"], (1, MAX_LAYERS)),
-    **dict.fromkeys(["dropout", "dropout_input", "dropout_hidden", "dropout_embedding", "weight_drop"], (0.0, 1.0)),
+    **dict.fromkeys(["dropout", "dropout_input", "dropout_hidden", "dropout_embedding", "weight_drop",
+                      "zoneout"], (0.0, 1.0)),
     "init_range": (0.0, 1e3), "reset_id": (-1, MAX_VOCAB),
     "num_features": (0, MAX_WIDTH), "num_series": (1, MAX_VOCAB),  # a forecaster's
     **dict.fromkeys(["context_length", "horizon", "season"], (1, MAX_STEPS)), "window": (0, MAX_STEPS),

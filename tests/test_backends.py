@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import recurrent as rc
-from recurrent import hardware, native
-from recurrent.backends import Call, choose, choose_step
+from recurrent import compiled, hardware, native
+from recurrent.backends import BPTT_MIN, Call, choose, choose_step
 
 F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
 PLAIN = Call("cpu", F32, F32, None)  # float32 on the CPU, no autocast
@@ -46,7 +46,7 @@ AUTO_TABLE = [
     (rc.LSTM, CPU_BF16, False, True, "bptt", True, "faster than oneDNN's bf16 LSTM; time loop: the C++ loop"),
     (rc.LSTM, CPU_BF16, True, False, "fused", False, "oneDNN's bf16 LSTM (the C++ loop did not build)"),
     (rc.LSTM, CPU_BF16, False, False, "bptt", False, "oneDNN's bf16 LSTM does not run on this CPU"),
-    (rc.GRU, CPU_BF16, True, True, "bptt", False, "torch's fused GRU would run float32"),
+    (rc.GRU, CPU_BF16, True, True, "bptt", True, "torch's fused GRU would run float32"),
     (rc.RNN, CPU_BF16, False, False, "bptt", False, "torch's fused RNN_TANH would run float32"),
 ]
 
@@ -61,7 +61,8 @@ def test_auto_for_built_in_layers(monkeypatch, kind, call, onednn_bf16, native_l
 @pytest.mark.parametrize("call", [PLAIN, CPU_BF16])
 def test_auto_for_any_other_cell_follows_the_cell(monkeypatch, call):
     machine(monkeypatch, onednn_bf16=False, native_loads=True)
-    assert plan(rc.Recurrent(rc.GRUCell, 3, 4), call) == rc.Backend("bptt", "GRUCell supplies step_backward")
+    assert plan(rc.Recurrent(rc.GRUCell, 3, 4), call) == rc.Backend(
+        "bptt", "GRUCell supplies step_backward; time loop: the C++ loop (recurrent.native)")
     assert plan(rc.Recurrent(rc.LayerNormLSTMCell, 3, 4), call) == "bptt"
     assert plan(rc.Recurrent(ForwardOnly, 3, 4), call) == rc.Backend("autograd", "ForwardOnly has no step_backward")
     lstm = plan(rc.Recurrent(rc.LSTMCell, 3, 4), call)  # a plain LSTMCell in a generic layer: the C++ loop too
@@ -98,8 +99,8 @@ def test_forced_backends_stay_or_raise_saying_why(monkeypatch):
     with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward; "
                                          "ForwardOnly lacks project_input/step"):
         plan(generic, PLAIN, "bptt")
-    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'bptt', 'autograd', 'scan'\), got "
-                                         r"'cudnn'"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'bptt', 'autograd', 'scan', "
+                                         r"'compiled'\), got 'cudnn'"):
         plan(gru, None, "cudnn")
 
 
@@ -115,13 +116,109 @@ def test_the_plan_before_any_call_loads_nothing(monkeypatch):
 
 
 def test_call_of_reads_device_dtypes_and_autocast():
-    x = torch.zeros(2, 3, 4)
-    assert Call.of(x) == PLAIN and not Call.of(x).cpu_bf16
+    x = torch.zeros(2, 3, 4)  # (B, T, I)
+    assert Call.of(x) == dataclasses.replace(PLAIN, batch=2) and not Call.of(x).cpu_bf16
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert Call.of(x) == CPU_BF16 and Call.of(x).cpu_bf16 and Call.of(x.bfloat16()).cpu_bf16
+        assert Call.of(x) == dataclasses.replace(CPU_BF16, batch=2) and Call.of(x).cpu_bf16 and Call.of(x.bfloat16()).cpu_bf16
         assert not Call.of(x.double()).cpu_bf16
     state = rc.LSTMState(torch.zeros(1, 1, 2, 4, dtype=F64), torch.zeros(1, 1, 2, 4))
     assert Call.of(x, state).state_dtype is None  # fields in different dtypes
+
+
+# --- per shape, user cells and subclasses of LSTMCell ---------------------------------------------------------
+
+def sized(call: Call, batch: int) -> Call:
+    return dataclasses.replace(call, batch=batch)
+
+
+def compiles(monkeypatch, why_not: str | None = None) -> None:
+    """Inductor runs here (or not, and why), and no cell class has failed to compile."""
+    monkeypatch.setattr(compiled, "unavailable", lambda device: why_not)
+    monkeypatch.setattr(compiled, "FAILED", {})
+
+
+def test_bptt_or_autograd_by_shape(monkeypatch):
+    """Below BPTT_MIN = B*H a cell's hand-derived backward loses to autograd's on the CPU; at it and above, bptt."""
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    layer = rc.Recurrent(rc.ElmanCell, 3, 64)  # no C++ loop for Elman: the Python bptt loop
+    small, large = BPTT_MIN // 64 - 1, BPTT_MIN // 64
+    assert plan(layer, sized(PLAIN, small)) == rc.Backend(
+        "autograd", f"ElmanCell supplies step_backward, but at B*H = {small * 64} < {BPTT_MIN} autograd's C++ "
+                    "backward beats its Python loop")
+    assert plan(layer, sized(PLAIN, large)) == rc.Backend("bptt", "ElmanCell supplies step_backward")
+    assert plan(layer, sized(Call("cuda", F32, F32, None), small)) == "bptt"  # measured on the CPU only
+    assert plan(layer, sized(PLAIN, small), "bptt") == "bptt"  # forced: stays
+    lstm = plan(rc.Recurrent(rc.LSTMCell, 3, 64), sized(PLAIN, 1))  # the C++ loop beats autograd at every size
+    assert lstm == "bptt" and lstm.native
+
+    class Measured(rc.ElmanCell):
+        bptt_min = 0  # its author measured bptt faster at every size
+
+    assert plan(rc.Recurrent(Measured, 3, 64), sized(PLAIN, 1)) == rc.Backend("bptt", "Measured supplies step_backward")
+
+
+def test_compiled_is_asked_for_by_name_and_checked(monkeypatch):
+    """auto never picks 'compiled' (measured no faster on CPU); forced, it needs Inductor and no earlier failure."""
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    compiles(monkeypatch)
+    layer = rc.Recurrent(ForwardOnly, 3, 512)
+    assert plan(layer, sized(PLAIN, 64)) == rc.Backend("autograd", "ForwardOnly has no step_backward")
+    assert plan(layer, sized(PLAIN, 64), "compiled") == rc.Backend("compiled", "forced by backend='compiled'")
+    assert plan(layer, None, "compiled") == "compiled"  # before a call: nothing to check yet
+    compiled.FAILED[ForwardOnly] = "BackendCompilerFailed: no"  # an earlier compile of this class failed
+    with pytest.raises(ValueError, match="backend='compiled' cannot run ForwardOnly: BackendCompilerFailed: no"):
+        plan(layer, PLAIN, "compiled")
+    compiles(monkeypatch, why_not="Inductor on CPU needs a C++ compiler")
+    with pytest.raises(ValueError, match="cannot run ForwardOnly: Inductor on CPU needs a C\\+\\+ compiler"):
+        plan(layer, PLAIN, "compiled")
+    compiles(monkeypatch)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with pytest.raises(ValueError, match="cannot run ForwardOnly: already inside torch.compile"):
+        plan(layer, PLAIN, "compiled")
+
+
+class SameLSTM(rc.LSTMCell):
+    """Adds a method, overrides no equation: keeps the C++ loop."""
+
+    def gates(self, x):
+        return self.project_input(x.unsqueeze(0))[0]
+
+
+class DelegatingLSTM(rc.LSTMCell):
+    def step(self, gx, gh, state):
+        return super().step(gx, gh, state)
+
+
+class DeclaredLSTM(DelegatingLSTM):
+    same_equations = True  # its author vouches that step is LSTMCell's
+
+
+class LeakyLSTM(rc.LSTMCell):
+    def step(self, gx, gh, state):
+        new, saved = super().step(gx, gh, state)
+        return rc.LSTMState(new.h, 0.9 * new.c), saved
+
+
+@pytest.mark.parametrize("cell, native_loop, words", [
+    (SameLSTM, True, "time loop: the C++ loop"),
+    (DeclaredLSTM, True, "time loop: the C++ loop"),
+    (DelegatingLSTM, False, ("time loop: Python, not the C++ loop (DelegatingLSTM overrides step; set "
+                             "same_equations = True if it keeps LSTMCell's)")),
+    (LeakyLSTM, False, "LeakyLSTM overrides step"),
+])
+def test_a_subclass_of_lstm_cell_keeps_the_cpp_loop_only_with_the_same_equations(monkeypatch, cell, native_loop,
+                                                                                words):
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    backend = plan(rc.Recurrent(cell, 3, 64), sized(PLAIN, 64))
+    assert backend == "bptt" and backend.native == native_loop and words in backend.reason
+
+
+def test_a_step_replaced_on_the_instance_loses_the_cpp_loop(monkeypatch):
+    machine(monkeypatch, onednn_bf16=False, native_loads=True)
+    layer = rc.Recurrent(rc.LSTMCell, 3, 64)
+    layer.cells[0][0].step = DelegatingLSTM.step.__get__(layer.cells[0][0])
+    backend = plan(layer, sized(PLAIN, 64))
+    assert not backend.native and "LSTMCell has step replaced on the instance" in backend.reason
 
 
 # --- generation's per-token step -------------------------------------------------------------------------------

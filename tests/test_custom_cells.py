@@ -165,7 +165,40 @@ class CountingCell(rc.Cell):
 def test_own_state_type_counts_exactly_the_valid_steps():
     """Every layer and direction of a padded batch takes exactly `length` steps."""
     layer = rc.Recurrent(CountingCell, I, H, num_layers=3, bidirectional=True)
-    out, final = layer(torch.randn(B, T, I), lengths=LENGTHS)
+    _, final = layer(torch.randn(B, T, I), lengths=LENGTHS)
     assert type(final) is CountState and final.n.shape == (3, 2, B, H)
     expected = LENGTHS.view(1, 1, B, 1).expand(3, 2, B, H).to(final.n.dtype)
     torch.testing.assert_close(final.n, expected)
+
+
+# --- a subclass of a built-in cell keeps its fast path ------------------------------------------------------
+
+
+class NamedLSTMCell(rc.LSTMCell):
+    """A user's subclass that keeps LSTMCell's equations: it only adds a method."""
+
+    def gates(self, x: Tensor) -> Tensor:  # (B, I) -> (B, 4H)
+        return self.project_input(x.unsqueeze(0))[0]
+
+
+def test_lstm_cell_subclass_keeping_the_equations_runs_the_cpp_loop_and_equals_torch_lstm():
+    """Weights copied from torch.nn.LSTM: same outputs, final state and gradients, on the C++ loop where it loads."""
+    layer = rc.Recurrent(NamedLSTMCell, I, H, num_layers=2)
+    ref = nn.LSTM(I, H, num_layers=2, batch_first=True)
+    with torch.no_grad():
+        for l, (cell,) in enumerate(layer.cells):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(ref, f"{name}_l{l}"))
+    x = torch.randn(B, T, I, requires_grad=True)
+    out, final = layer(x)
+    if rc.native.load() is None:
+        pytest.skip(f"the C++ loop does not load here: {rc.native.status()}")
+    assert layer.backend == "bptt" and layer.backend.native, layer.backend
+    want, (h, c) = ref(x)
+    for got, expected in ((out, want), (final.h.view(2, B, H), h), (final.c.view(2, B, H), c)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    grads = torch.autograd.grad(out.sum() + final.c.sum(), [x, *layer.parameters()])
+    ref_grads = torch.autograd.grad(want.sum() + c.sum(), [x, *(getattr(ref, f"{n}_l{l}") for l in range(2)
+                                                               for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))])
+    for got, expected in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

@@ -113,7 +113,7 @@ def test_state_with_wrong_number_of_fields(lstm):
 
 
 def test_unknown_backend_name(lstm):
-    expected = re.escape("backend must be one of ('auto', 'fused', 'bptt', 'autograd', 'scan'), got 'cudnn'")
+    expected = re.escape("backend must be one of ('auto', 'fused', 'bptt', 'autograd', 'scan', 'compiled'), got 'cudnn'")
     with pytest.raises(ValueError, match=expected):
         rc.LSTM(I, H, backend="cudnn")
     with pytest.raises(ValueError, match=expected):
@@ -121,7 +121,7 @@ def test_unknown_backend_name(lstm):
     assert lstm.backend == "bptt", "a rejected backend leaves the layer as it was"
     with pytest.raises(ValueError, match=expected):
         rc.unroll(rc.LSTMCell(I, H), torch.randn(B, T, I), backend="cudnn")
-    with pytest.raises(ValueError, match=r"run_cell backend must be 'bptt', 'autograd' or 'scan', got 'auto'"):
+    with pytest.raises(ValueError, match=r"run_cell backend must be 'bptt', 'autograd', 'compiled' or 'scan', got 'auto'"):
         run_cell(rc.LSTMCell(I, H), torch.randn(T, B, I), rc.LSTMCell(I, H).init_state(B, torch.zeros(1)), "auto")
 
 

@@ -246,8 +246,8 @@ def test_backend_reports_name_and_reason(cells_doc):
     assert lstm.backend == "fused" and "fused kernel" in lstm.backend.reason
     assert str(lstm.backend).startswith("fused (")
 
-    generic = rc.Recurrent(rc.GRUCell, I, H)
-    assert generic.backend == "bptt" and generic.backend.reason == "GRUCell supplies step_backward"
+    generic = rc.Recurrent(rc.ElmanCell, I, H)  # a cell with step_backward and no C++ loop
+    assert generic.backend == "bptt" and generic.backend.reason == "ElmanCell supplies step_backward"
 
     custom = rc.Recurrent(cells_doc["PeepholeLSTMCell"], I, H)
     assert custom.backend == "autograd" and custom.backend.reason == "PeepholeLSTMCell has no step_backward"

@@ -2,7 +2,12 @@
 
 Setting (the issue's char-LM-like default): B=32, T=128, I=H=512, 2 layers, float32.
 Contenders per cell type: torch.nn (the peer), our `fused`, `bptt` and `autograd` backends,
-and a naive Python loop over torch.nn.*Cell with autograd. All share the same weights.
+a generic `Recurrent` of the same cell under `auto` (whatever recurrent.backends picks for this shape: the row
+names it), and a naive Python loop over torch.nn.*Cell with autograd. With --custom (the default), the lstm rows
+also have two cells a user writes: `PeepholeLSTMCell` below (25 lines, only `forward`: auto runs the autograd loop,
+with its products shared over time at large sizes, recurrent/shared.py; a second row asks for backend='compiled') and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the
+equations: it keeps the C++ loop).
+All share the same weights (the peephole cell: the same [U W] and b, its peepholes its own).
 
 This machine is shared and noisy, so rounds are interleaved (every contender once per round)
 and each contender's median time is used; ratios are against torch.nn measured in the same rounds.
@@ -17,9 +22,45 @@ import torch
 from torch import nn
 
 import recurrent as rc
+from recurrent import compiled
 
 LAYERS = {"lstm": (rc.LSTM, nn.LSTM, nn.LSTMCell), "gru": (rc.GRU, nn.GRU, nn.GRUCell),
           "rnn": (rc.RNN, nn.RNN, nn.RNNCell)}
+CELLS = {"lstm": rc.LSTMCell, "gru": rc.GRUCell, "rnn": rc.ElmanCell}
+# the same family's other cells, each timed against the same torch.nn layer (with their own initial weights)
+RELATIVES = {"lstm": (rc.LayerNormLSTMCell, rc.MinLSTMCell), "gru": (rc.LayerNormGRUCell, rc.MinGRUCell)}
+
+
+class PeepholeLSTMCell(rc.Cell):
+    """A user's cell, as docs/cells.md writes it: LSTM gates that also see the memory (Gers & Schmidhuber 2000).
+
+        i = σ(U_i x + W_i h + p_i ⊙ c_{t-1} + b_i)      f likewise, with p_f
+        c_t = f ⊙ c_{t-1} + i ⊙ tanh(U_g x + W_g h + b_g)
+        o = σ(U_o x + W_o h + p_o ⊙ c_t + b_o);   h_t = o ⊙ tanh(c_t)
+    """
+
+    state_type = rc.LSTMState
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size + hidden_size, 4 * hidden_size)  # [U W] and b for i, f, g, o
+        self.peep = nn.Parameter(torch.empty(3, hidden_size).uniform_(-0.5, 0.5))  # p_i, p_f, p_o
+
+    def forward(self, x, state):  # x (B, I); h, c (B, H)
+        pre = self.linear(torch.cat([x, state.h], dim=1))  # (B, 4H)
+        i, f, g, o = pre.chunk(4, dim=1)
+        i = torch.sigmoid(i + self.peep[0] * state.c)
+        f = torch.sigmoid(f + self.peep[1] * state.c)
+        c = f * state.c + i * torch.tanh(g)
+        o = torch.sigmoid(o + self.peep[2] * c)
+        return rc.LSTMState(o * torch.tanh(c), c)
+
+
+class SubclassedLSTMCell(rc.LSTMCell):
+    """A user's LSTMCell subclass that keeps the equations (it only adds a method): it keeps the C++ loop."""
+
+    def gates(self, x):  # (B, I) -> (B, 4H): the pre-activations from the input alone
+        return self.project_input(x.unsqueeze(0))[0]
 
 
 @dataclass
@@ -32,6 +73,8 @@ class ThroughputConfig:
     rounds: int = 5  # interleaved rounds; slow contenders (autograd, naive) run in the first 2 only
     cells: str = "lstm,gru,rnn"
     seed: int = 0
+    custom: bool = True  # lstm: rows for a user's peephole cell and an LSTMCell subclass
+    relatives: bool = True  # rows for the family's other cells (LayerNorm, minGRU/minLSTM), against the same peer
 
 
 class NaiveLoop(nn.Module):
@@ -75,12 +118,22 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
         contenders = {"torch.nn": peer}
         for backend in ("fused", "bptt", "autograd"):
             contenders[backend] = ours_class.from_torch(peer, backend=backend)
+        contenders[f"Recurrent({CELLS[name].__name__})"] = generic(CELLS[name], peer)
+        if name == "lstm" and cfg.custom:
+            contenders["LSTMCell subclass"] = generic(SubclassedLSTMCell, peer)
+            contenders["peephole (user cell)"] = generic(PeepholeLSTMCell, peer)
+            if compiled.unavailable("cpu") is None:  # its step compiled by torch.compile: asked for by name
+                contenders["peephole (user cell), compiled"] = generic(PeepholeLSTMCell, peer, backend="compiled")
+        for cell in RELATIVES.get(name, ()) if cfg.relatives else ():  # other cells of the family, their own weights
+            contenders[f"Recurrent({cell.__name__})"] = rc.Recurrent(cell, cfg.input_size, cfg.hidden_size,
+                                                                     cfg.num_layers)
         contenders["naive loop"] = NaiveLoop(peer, cell_class)
-        slow = {"autograd", "naive loop"}
         x = torch.randn(cfg.batch_size, cfg.seq_len, cfg.input_size)
-        times = {k: [] for k in contenders}
-        for model in contenders.values():  # warm-up (oneDNN primitive creation, allocator)
+        for model in contenders.values():  # warm-up (oneDNN primitive creation, allocator; torch.compile)
             _train_step(model, x)
+        contenders = {label(k, m): m for k, m in contenders.items()}
+        slow = {k for k, m in contenders.items() if k == "naive loop" or getattr(m, "backend", None) == "autograd"}
+        times = {k: [] for k in contenders}
         for r in range(cfg.rounds):
             for k, model in contenders.items():
                 if k not in slow or r < 2:
@@ -89,8 +142,32 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
         tokens = cfg.batch_size * cfg.seq_len
         for k, ts in times.items():
             sec = statistics.median(ts)
-            rows.append(dict(cell=name, contender=k, seconds=sec, tok_per_s=tokens / sec, ratio=ref / sec))
+            rows.append({"cell": name, "contender": k, "seconds": sec, "tok_per_s": tokens / sec, "ratio": ref / sec})
     return rows
+
+
+def generic(cell: type, peer: nn.RNNBase, backend: str = "auto") -> rc.Recurrent:
+    """A generic Recurrent of `cell`, with the peer's weights (a peephole cell: its [U W], b)."""
+    layer = rc.Recurrent(cell, peer.input_size, peer.hidden_size, peer.num_layers, backend=backend)
+    with torch.no_grad():
+        for l, (ours,) in enumerate(layer.cells):
+            w_ih, w_hh, b_ih, b_hh = (getattr(peer, f"{n}_l{l}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            if isinstance(ours, PeepholeLSTMCell):
+                ours.linear.weight.copy_(torch.cat([w_ih, w_hh], dim=1))  # (4H, I + H): [U W]
+                ours.linear.bias.copy_(b_ih + b_hh)
+            else:
+                for n, w in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), (w_ih, w_hh, b_ih, b_hh)):
+                    getattr(ours, n).copy_(w)
+    return layer
+
+
+def label(name: str, model: nn.Module) -> str:
+    """A generic layer's row names the backend auto picked for this shape, e.g. 'peephole (user cell), compiled'."""
+    backend = getattr(model, "backend", None)
+    if not isinstance(model, rc.Recurrent) or name in ("fused", "bptt", "autograd") or "compiled" in name:
+        return name
+    how = " (C++ loop)" if backend.native else " (shared products)" if backend.shared else ""
+    return f"{name}, auto: {backend.name}{how}"
 
 
 def format_table(rows: list[dict], cfg: ThroughputConfig) -> str:

@@ -41,6 +41,8 @@ class LMConfig:
     dropout_hidden: float = field(default=0.0, metadata=fraction())  # locked dropout between layers (dropouth)
     dropout_embedding: float = field(default=0.0, metadata=fraction())  # drop whole words (dropoute)
     weight_drop: float = field(default=0.0, metadata=fraction())  # DropConnect on every W_hh (wdrop)
+    zoneout: float = field(default=0.0, metadata=fraction())  # each state unit keeps its previous value with this
+    #     probability in training (Krueger et al. 2017; evaluation uses the expectation)
     init_range: float = field(default=0.0, metadata=at_least(0))  # > 0: every parameter uniform(-r, r), as
     #     Zaremba et al.; 0: torch's defaults (tied weights: the shared matrix uniform(-0.1, 0.1), as AWD-LSTM)
     backend: str = field(default="auto", metadata={"help": "layer backend", "choices": BACKENDS})
@@ -83,7 +85,8 @@ class LanguageModel(nn.Module):
             sizes[0] = E + C  # layer 0 reads [embedding, condition]
         self.embedding = nn.Embedding(config.vocab_size, E)
         self.layers = nn.ModuleList(
-            registry.layer(config.cell, sizes[l], sizes[l + 1], weight_drop=config.weight_drop, backend=config.backend)
+            registry.layer(config.cell, sizes[l], sizes[l + 1], weight_drop=config.weight_drop, backend=config.backend,
+                           zoneout=config.zoneout)
             for l in range(L)
         )
         self.decoder = nn.Linear(sizes[-1], config.vocab_size)

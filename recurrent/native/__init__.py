@@ -2,7 +2,8 @@
 
 `lstm.cpp` holds two: the LSTM layer's time loop (wrapped by `recurrent.native.lstm`), the fast path of the
 `bptt` backend for a plain LSTMCell on CPU, and a whole generation step of a stack of plain LSTMCells
-(`recurrent.native.step`), the fast path of `LanguageModel.generate` on CPU.
+(`recurrent.native.step`), the fast path of `LanguageModel.generate` on CPU. `gru.cpp`, compiled into the same
+library, holds the GRU's and the LayerNorm LSTM's time loops (`recurrent.native.gru`, `.layernorm_lstm`).
 
 Building. The library is built once per source, torch version, compiler and instruction set (about 10 s) for
 the set `recurrent.hardware.native_isa()` names ('avx512bf16', 'avx512', 'avx2', 'neon' or 'generic'; the
@@ -41,6 +42,8 @@ import torch
 from recurrent import hardware
 
 SOURCE = Path(__file__).with_name("lstm.cpp")
+# every source compiled into the one library: lstm.cpp, and gru.cpp (the GRU and LayerNorm LSTM loops)
+SOURCES = [SOURCE, Path(__file__).with_name("gru.cpp")]
 # every build's flags; the instruction set's come after them. -mtune=generic: tuned for no one CPU either
 FLAGS = ["-O3", "-mtune=generic", "-fno-trapping-math", "-std=c++20", "-shared", "-fPIC", "-w"]
 _state: dict = {}  # "ops" once loaded, or "error": why it could not be; "isa" and "library" once chosen
@@ -68,7 +71,7 @@ def flags(isa: str) -> list[str]:
 
 def library(isa: str) -> Path:
     """The library's path for `isa`: named by the set, and a hash of all that goes into the build."""
-    key = "\n".join([SOURCE.read_text(), torch.__version__, sys.version, compiler(), isa, *flags(isa)])
+    key = "\n".join([*(s.read_text() for s in SOURCES), torch.__version__, sys.version, compiler(), isa, *flags(isa)])
     return build_dir() / f"recurrent_native_{isa}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
@@ -123,8 +126,8 @@ def _compile(target: Path, isa: str) -> None:
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then rename: safe if two race
         out = Path(tmp) / target.name
-        cmd = [compiler(), *flags(isa), abi, *includes, str(SOURCE), *libs, "-o", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = [compiler(), *flags(isa), abi, *includes, *map(str, SOURCES), *libs, "-o", str(out)]
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if done.returncode != 0:
             lines = done.stderr.splitlines()
             first_error = next((line for line in lines if "error" in line), lines[-1] if lines else "")

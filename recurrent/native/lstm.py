@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from recurrent import kernels, native
-from recurrent.cells.base import ProjectedCell
+from recurrent.cells.base import Cell, ProjectedCell
 from recurrent.cells.lstm import LSTMCell
 from recurrent.state import LSTMState
 
@@ -39,14 +39,31 @@ class LSTMLoop(torch.autograd.Function):
         return dgx, dW, db, dh0, dc0
 
 
+# The methods that make LSTMCell's equations (and the class that defines each): a subclass keeps the C++ loop
+# while it overrides none of them, or declares `same_equations = True` (its overrides compute the same values)
+EQUATIONS = {"step": LSTMCell, "step_backward": LSTMCell, "forward": Cell, "project_input": ProjectedCell,
+             "recurrence": ProjectedCell, "extra_params": Cell}
+
+
 def is_plain_lstm(cell) -> bool:
-    """An LSTMCell whose steps and projection are LSTMCell's own: not changed by a subclass, nor on the instance."""
+    """An LSTMCell whose equations are LSTMCell's own: a subclass that overrides none of them (or declares
+    `same_equations = True`), with nothing replaced on the instance and no extra parameters."""
+    return isinstance(cell, LSTMCell) and not_plain_because(cell) is None
 
-    def own(name: str, cls: type) -> bool:  # cell.name is cls.name, bound: not overridden anywhere
-        return getattr(getattr(cell, name), "__func__", None) is getattr(cls, name)
 
-    return (isinstance(cell, LSTMCell) and own("step", LSTMCell) and own("step_backward", LSTMCell)
-            and own("project_input", ProjectedCell) and own("recurrence", ProjectedCell) and not cell.extra_params())
+def not_plain_because(cell) -> str | None:
+    """Why the C++ loop cannot stand in for this LSTMCell's equations ('MyLSTM overrides step'); None if it can."""
+    name = type(cell).__name__
+    if type(cell) is not LSTMCell and not getattr(type(cell), "same_equations", False):
+        changed = [m for m, owner in EQUATIONS.items() if getattr(type(cell), m) is not getattr(owner, m)]
+        if changed:
+            return f"{name} overrides {', '.join(changed)}; set same_equations = True if it keeps LSTMCell's"
+    replaced = [m for m in EQUATIONS if m in vars(cell)]  # cell.step = ... on the instance
+    if replaced:
+        return f"{name} has {', '.join(replaced)} replaced on the instance"
+    if cell.extra_params():
+        return f"{name} has extra parameters"
+    return None
 
 
 def available(cell) -> bool:

@@ -115,6 +115,27 @@ def test_the_stepper_restarts_a_row_at_the_reset_token_as_the_forward_does(cell)
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
 
 
+def test_zoneout_regularises_training_and_generation_steps_its_expectation():
+    """LMConfig.zoneout (train lm --zoneout): the layers are ZoneoutCells; in eval the stepper's logits equal the
+    forward's (both the expectation p s_{t-1} + (1 - p) s_t), and training draws masks (two passes differ)."""
+    from recurrent.cells import ZoneoutCell
+    from recurrent.models.lm import Stepper
+
+    torch.manual_seed(2)
+    model = make(zoneout=0.3)
+    assert all(isinstance(layer.cells[0][0], ZoneoutCell) for layer in model.layers)
+    seq = torch.randint(V, (2, 7))
+    assert not torch.equal(model(seq).logits, model(seq).logits)  # training: a fresh mask per pass
+    model.eval()
+    stepper = Stepper(model)
+    states = stepper.initial_states(2)
+    with torch.no_grad():
+        full = model(seq).logits
+        for t in range(7):
+            logits, states = stepper.step(seq[:, t], states)
+            torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-5)
+
+
 def test_a_long_prime_runs_in_one_pass_and_gives_the_same_text_as_stepping_it():
     from recurrent.models import lm
 

@@ -1,0 +1,463 @@
+// The GRU layer's and the LayerNorm LSTM layer's whole time loops, forward and backward, for the `bptt` backend
+// (see gru.py and layernorm_lstm.py). Compiled into the same library as lstm.cpp (recurrent/native/__init__.py
+// SOURCES), with the same build flags, dtypes and products; read lstm.cpp's header first.
+//
+// Key: T time, B batch, H hidden. S is the dtype of the states and the pointwise steps (float or double); P the
+// dtype of the products (bfloat16 under autocast, otherwise S). Per step, one product and one fused pointwise loop.
+//
+// GRU (cells/gru.py), G = 3H in torch.nn's gate order [r z n]; b_hn stays inside the reset gate, as in torch.nn:
+//   forward   gh = h_{t-1} Wᵀ                                     (B, G)   oneDNN, W packed once
+//             r, z = σ(gx + b_ih + gh + b_hh) for the r, z blocks      gx_t = U x_t
+//             hn = gh_n + b_hn,  n = tanh(gx_n + b_in + r hn),  h_t = n + z (h_{t-1} - n)
+//   backward  dh = dh_out_t + dgh_{t+1} W + dh_{t+1} z_{t+1}
+//             dn = dh (1 - z)(1 - n²),  dr = dn hn r(1 - r),  dz = dh (h_{t-1} - n) z(1 - z)
+//             dgx_t = [dr; dz; dn],  dgh_t = [dr; dz; dn r]
+//   after it  dW = Σ_t dgh_tᵀ h_{t-1} (one product), db_ih = Σ dgx, db_hh = Σ dgh
+//
+// LayerNorm LSTM (cells/layernorm_lstm.py), G = 4H in the order [i f g o]; LN(v) = (v - mean v) / σ(v) per row:
+//   forward   gh = h_{t-1} Wᵀ;  a = gx + γ_h LN(gh)                    gx_t = LN_x(U x_t), done by autograd
+//             i, f, o = σ(a_i, a_f, a_o),  g = tanh(a_g),  c_t = f c_{t-1} + i g
+//             tc = tanh(γ_c LN(c_t) + β_c),  h_t = o tc
+//   backward  dh = dh_out_t + dgh_{t+1} W;  dl = dh o (1 - tc²)
+//             dc = dc_out_t + dc_{t+1} f_{t+1} + LN'(γ_c dl);   LN'(d) = (d - mean d - x̂ mean(d x̂)) / σ
+//             da = [dc g i(1-i); dc c_{t-1} f(1-f); dc i (1-g²); dh tc o(1-o)]  = dgx_t
+//             dgh_t = LN'(γ_h da);  dγ_h += da LN(gh),  dγ_c += dl LN(c_t),  dβ_c += dl
+//   after it  dW = Σ_t dgh_tᵀ h_{t-1} (one product)
+//
+// The helpers at the top (exp_, bfloat16 bits, Product) are lstm.cpp's, repeated here: each source file is its own
+// translation unit, and the package ships no headers. The pointwise loops are written for g++ to vectorise under
+// every instruction set's flags; nothing x86-only appears here.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// --- helpers, as in lstm.cpp ----------------------------------------------------------------------------
+
+// exp for the float path, branch-free so that g++ vectorises the gate loops (see lstm.cpp)
+[[gnu::always_inline]] inline float exp_(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504f + 0.5f);
+  float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.f / 720 + r * (1.f / 5040);
+  p = 1.f / 24 + r * (1.f / 120 + r * p);
+  p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * p)));
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp_(double x) { return std::exp(x); }
+
+template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
+template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
+template <> inline double tanh_(double x) { return std::tanh(x); }
+
+// bfloat16 travels as its bits (uint16_t): g++ vectorises loads of those, not of the c10::BFloat16 struct
+template <typename S> inline S load(S v) { return v; }
+inline float load(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+template <typename P, typename S> inline P store(S v) { return P(v); }
+template <> inline uint16_t store<uint16_t, float>(float v) {  // round to nearest even, as c10::BFloat16
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return v != v ? uint16_t(0x7FC0) : uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+template <typename P> struct Bits { using type = P; };
+template <> struct Bits<c10::BFloat16> { using type = uint16_t; };
+template <typename P> typename Bits<P>::type* bits(const Tensor& x) {
+  return reinterpret_cast<typename Bits<P>::type*>(x.data_ptr<P>());
+}
+
+Tensor call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+const c10::OperatorHandle* onednn_op(const char* name) {  // nullptr where torch was built without oneDNN
+  auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  return op ? new c10::OperatorHandle(*op) : nullptr;  // looked up once; lives as long as the process
+}
+
+// y (B, N) = x (B, K) Wᵀ for a W (N, K) fixed over the loop: oneDNN with W packed once, or at::mm (see lstm.cpp)
+struct Product {
+  static inline const c10::OperatorHandle* reorder = onednn_op("mkldnn::_reorder_linear_weight");
+  static inline const c10::OperatorHandle* linear = onednn_op("mkldnn::_linear_pointwise");
+  Tensor W, packed;  // W (N, K); packed: oneDNN's layout of W for a batch of B rows, when used
+
+  Product(const Tensor& W_, int64_t B, bool onednn) : W(W_.contiguous()) {
+    if (onednn && at::hasMKLDNN() && reorder && linear && W.scalar_type() != at::kDouble)
+      packed = call(*reorder, {W, c10::IValue(B)});
+  }
+
+  Tensor operator()(const Tensor& x) const {  // x (B, K) -> (B, N), in W's dtype
+    if (!packed.defined()) return at::mm(x, W.t());
+    return call(*linear, {x, packed, c10::IValue(), std::string("none"),
+                          c10::List<std::optional<at::Scalar>>(), c10::IValue()});
+  }
+};
+
+void check(const char* name, const Tensor& gx, const Tensor& W, const Tensor& h0, int64_t gates) {
+  TORCH_CHECK(gx.dim() == 3 && W.dim() == 2 && W.size(0) == gx.size(2) && W.size(0) == gates * W.size(1) &&
+                  h0.dim() == 2 && h0.size(0) == gx.size(1) && h0.size(1) == W.size(1),
+              name, ": gx must be (T, B, ", gates, "H), W (", gates, "H, H) and h0 (B, H), got ", gx.sizes(), ", ",
+              W.sizes(), " and ", h0.sizes());
+  TORCH_CHECK(gx.scalar_type() == W.scalar_type(), name, ": gx and W must share a dtype, got ", gx.scalar_type(),
+              " and ", W.scalar_type());
+  TORCH_CHECK(h0.scalar_type() == W.scalar_type() ||
+                  (h0.scalar_type() == at::kFloat && W.scalar_type() == at::kBFloat16),
+              name, ": states ", h0.scalar_type(), " with products in ", W.scalar_type(), " are not supported");
+}
+
+// h (T+1, B, H) in S and h_low, the same in P (h itself if P == S), with h0 at t = 0
+std::pair<Tensor, Tensor> states(const Tensor& h0, const Tensor& W, int64_t T, bool same) {
+  const int64_t B = h0.size(0), H = h0.size(1);
+  Tensor h = at::empty({T + 1, B, H}, h0.options());
+  Tensor h_low = same ? h : at::empty({T + 1, B, H}, W.options());
+  h[0].copy_(h0), h_low[0].copy_(h0);
+  return {h, h_low};
+}
+
+// --- GRU: one step's pointwise part, over every (b, j) ------------------------------------------------
+
+// act (B, 4H) per step: r, z, n and hn = gh_n + b_hn, what the backward step reads
+template <typename S, typename Q>
+void gru_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ b_ih,
+                      const S* __restrict__ b_hh, const S* __restrict__ h_prev, S* __restrict__ act,
+                      S* __restrict__ h, Q* __restrict__ h_low, int64_t B, int64_t H) {
+  const int64_t G = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    const Q *x = gx + b * G, *g = gh + b * G;
+    S* a = act + b * 4 * H;
+    const int64_t o = b * H;
+#pragma GCC ivdep  // the gate blocks never overlap
+    for (int64_t j = 0; j < H; ++j) {
+      S r = sigmoid<S>(load(x[j]) + b_ih[j] + load(g[j]) + b_hh[j]);
+      S z = sigmoid<S>(load(x[H + j]) + b_ih[H + j] + load(g[H + j]) + b_hh[H + j]);
+      S hn = load(g[2 * H + j]) + b_hh[2 * H + j];
+      S n = tanh_<S>(load(x[2 * H + j]) + b_ih[2 * H + j] + r * hn);
+      S hv = n + z * (h_prev[o + j] - n);
+      a[j] = r, a[H + j] = z, a[2 * H + j] = n, a[3 * H + j] = hn;
+      h[o + j] = hv;
+      if constexpr (!std::is_same_v<S, Q>) h_low[o + j] = store<Q>(hv);
+    }
+  }
+}
+
+template <typename S, typename Q>
+void gru_backward_step(const S* __restrict__ dh_out, const Q* __restrict__ dh_rec, const S* __restrict__ act,
+                       const S* __restrict__ h_prev, S* __restrict__ dh_carry, Q* __restrict__ dgx,
+                       Q* __restrict__ dgh, S* __restrict__ db_ih, S* __restrict__ db_hh, int64_t B, int64_t H) {
+  const int64_t G = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    const S* a = act + b * 4 * H;
+    Q *dx = dgx + b * G, *dg = dgh + b * G;
+    const int64_t o = b * H;
+#pragma GCC ivdep  // the gate blocks never overlap
+    for (int64_t j = 0; j < H; ++j) {
+      S r = a[j], z = a[H + j], n = a[2 * H + j], hn = a[3 * H + j];
+      S dh = dh_out[o + j] + load(dh_rec[o + j]) + dh_carry[o + j];
+      S dn = dh * (S(1) - z) * (S(1) - n * n);
+      S dr = dn * hn * r * (S(1) - r), dz = dh * (h_prev[o + j] - n) * z * (S(1) - z);
+      dh_carry[o + j] = dh * z;
+      dx[j] = store<Q>(dr), dx[H + j] = store<Q>(dz), dx[2 * H + j] = store<Q>(dn);
+      dg[j] = store<Q>(dr), dg[H + j] = store<Q>(dz), dg[2 * H + j] = store<Q>(dn * r);
+      db_ih[j] += dr, db_ih[H + j] += dz, db_ih[2 * H + j] += dn;
+      db_hh[2 * H + j] += dn * r;
+    }
+  }
+}
+
+// gx (T, B, 3H) in P, W (3H, H) in P, b_ih, b_hh (3H,) and h0 (B, H) in S
+// -> h (T+1, B, H) in S, h_low (T+1, B, H) in P, act: T tensors (B, 4H) in S (one per step: see lstm.cpp)
+template <typename S, typename P>
+std::tuple<Tensor, Tensor, std::vector<Tensor>> gru_forward_loop(const Tensor& gx, const Tensor& W,
+                                                                 const Tensor& b_ih, const Tensor& b_hh,
+                                                                 const Tensor& h0, bool onednn) {
+  const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
+  using Q = typename Bits<P>::type;
+  Tensor h, h_low;
+  std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
+  std::vector<Tensor> act;
+  Product recur(W, B, onednn);
+  for (int64_t t = 0; t < T; ++t) {
+    Tensor gh = recur(h_low[t]).contiguous();  // (B, 3H)
+    act.push_back(at::empty({B, 4 * H}, h0.options()));
+    gru_forward_step<S, Q>(bits<P>(gx[t]), bits<P>(gh), b_ih.data_ptr<S>(), b_hh.data_ptr<S>(), h[t].data_ptr<S>(),
+                           act[t].data_ptr<S>(), h[t + 1].data_ptr<S>(), bits<P>(h_low[t + 1]), B, H);
+  }
+  return {h, h_low, act};
+}
+
+// dh (T, B, H): gradients from outside at every step -> dgx (T, B, 3H) in P, dW (3H, H) in P, db_ih, db_hh (3H,)
+// and dh0 (B, H) in S
+template <typename S, typename P>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_loop(const Tensor& dh, const Tensor& W,
+                                                                    const Tensor& h, const Tensor& h_low,
+                                                                    at::TensorList act, bool onednn) {
+  const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
+  using Q = typename Bits<P>::type;
+  auto opt = h.options();
+  Tensor dgx = at::empty({T, B, 3 * H}, W.options()), dgh = at::empty({T, B, 3 * H}, W.options());
+  Tensor db_ih = at::zeros({3 * H}, opt), db_hh = at::zeros({3 * H}, opt), dh_carry = at::zeros({B, H}, opt);
+  Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
+  Product back(W.t(), B, onednn);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    gru_backward_step<S, Q>(dh[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(), h[t].data_ptr<S>(),
+                            dh_carry.data_ptr<S>(), bits<P>(dgx[t]), bits<P>(dgh[t]), db_ih.data_ptr<S>(),
+                            db_hh.data_ptr<S>(), B, H);
+    dh_rec = back(dgh[t]).contiguous();  // (B, H)
+  }
+  db_hh.narrow(0, 0, 2 * H).copy_(db_ih.narrow(0, 0, 2 * H));  // the r and z blocks of dgh are dgx's
+  Tensor dW = at::mm(dgh.view({T * B, 3 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (3H, H)
+  return {dgx, dW, db_ih, db_hh, dh_carry.add_(dh_rec.to(h.scalar_type()))};
+}
+
+// onednn: whether the products may use oneDNN (recurrent.kernels.uses_onednn, decided in gru.py)
+std::tuple<Tensor, Tensor, std::vector<Tensor>> gru_forward(const Tensor& gx, const Tensor& W, const Tensor& b_ih,
+                                                            const Tensor& b_hh, const Tensor& h0, bool onednn) {
+  check("gru_loop", gx, W, h0, 3);
+  TORCH_CHECK(b_ih.numel() == W.size(0) && b_hh.numel() == W.size(0) &&
+                  b_ih.scalar_type() == h0.scalar_type() && b_hh.scalar_type() == h0.scalar_type(),
+              "gru_loop: b_ih and b_hh must be (3H,) in the states' dtype");
+  Tensor x = gx.contiguous(), bi = b_ih.contiguous(), bh = b_hh.contiguous(), h = h0.contiguous();
+  if (h0.scalar_type() == at::kDouble) return gru_forward_loop<double, double>(x, W, bi, bh, h, onednn);
+  if (W.scalar_type() == at::kBFloat16) return gru_forward_loop<float, c10::BFloat16>(x, W, bi, bh, h, onednn);
+  return gru_forward_loop<float, float>(x, W, bi, bh, h, onednn);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(const Tensor& dh, const Tensor& W, const Tensor& h,
+                                                               const Tensor& h_low, at::TensorList act,
+                                                               bool onednn) {
+  Tensor dh_ = dh.contiguous();
+  if (h.scalar_type() == at::kDouble) return gru_backward_loop<double, double>(dh_, W, h, h_low, act, onednn);
+  if (W.scalar_type() == at::kBFloat16)
+    return gru_backward_loop<float, c10::BFloat16>(dh_, W, h, h_low, act, onednn);
+  return gru_backward_loop<float, float>(dh_, W, h, h_low, act, onednn);
+}
+
+
+// --- LayerNorm LSTM: one step's pointwise part, row by row -------------------------------------------------
+
+// Σ_k f(k) for k < n, in 16 partial sums: g++ vectorises this (one sum in order it may not, without -ffast-math)
+template <typename S, typename F> [[gnu::always_inline]] inline S lane_sum(int64_t n, const F& f) {
+  S acc[16] = {};
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += f(k + l);
+  S s = 0;
+  for (; k < n; ++k) s += f(k);
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  return s;
+}
+
+// the mean and σ = sqrt(var + eps) of v[0, n), the variance biased, in two passes as torch's
+template <typename S, typename V> inline std::pair<S, S> moments(const V* __restrict__ v, int64_t n, S eps) {
+  const S mu = lane_sum<S>(n, [&](int64_t k) { return S(load(v[k])); }) / S(n);
+  const S var = lane_sum<S>(n, [&](int64_t k) { S d = S(load(v[k])) - mu; return d * d; }) / S(n);
+  return {mu, std::sqrt(var + eps)};
+}
+
+// act (B, 10H + 2) per step, what the backward step reads: i, f, g, o (4H), LN(gh) (4H), tc (H), LN(c_t) (H), then
+// σ(gh) and σ(c_t)
+template <typename S> struct LnAct {
+  S *i, *f, *g, *o, *nh, *tc, *nc, *sh, *sc;
+  LnAct(S* a, int64_t H)
+      : i(a), f(a + H), g(a + 2 * H), o(a + 3 * H), nh(a + 4 * H), tc(a + 8 * H), nc(a + 9 * H), sh(a + 10 * H),
+        sc(a + 10 * H + 1) {}
+};
+
+template <typename S, typename Q>
+void ln_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ g_h,
+                     const S* __restrict__ g_c, const S* __restrict__ b_c, const S* __restrict__ c_prev,
+                     S* __restrict__ act, S* __restrict__ c, S* __restrict__ h, Q* __restrict__ h_low, int64_t B,
+                     int64_t H, S eps) {
+  const int64_t G = 4 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    const Q *x = gx + b * G, *r = gh + b * G;
+    LnAct<S> a(act + b * (10 * H + 2), H);
+    const int64_t o = b * H;
+    auto [mu, sh] = moments<S>(r, G, eps);
+    const S inv = S(1) / sh;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < G; ++k) a.nh[k] = (S(load(r[k])) - mu) * inv;
+#pragma GCC ivdep  // the gate blocks never overlap
+    for (int64_t j = 0; j < H; ++j) {
+      S i = sigmoid<S>(load(x[j]) + a.nh[j] * g_h[j]);
+      S f = sigmoid<S>(load(x[H + j]) + a.nh[H + j] * g_h[H + j]);
+      S g = tanh_<S>(load(x[2 * H + j]) + a.nh[2 * H + j] * g_h[2 * H + j]);
+      S og = sigmoid<S>(load(x[3 * H + j]) + a.nh[3 * H + j] * g_h[3 * H + j]);
+      a.i[j] = i, a.f[j] = f, a.g[j] = g, a.o[j] = og;
+      c[o + j] = f * c_prev[o + j] + i * g;
+    }
+    auto [mu_c, sc] = moments<S>(c + o, H, eps);
+    const S inv_c = S(1) / sc;
+#pragma GCC ivdep
+    for (int64_t j = 0; j < H; ++j) {
+      S nc = (c[o + j] - mu_c) * inv_c;
+      S tc = tanh_<S>(nc * g_c[j] + b_c[j]);
+      a.nc[j] = nc, a.tc[j] = tc;
+      h[o + j] = a.o[j] * tc;
+      if constexpr (!std::is_same_v<S, Q>) h_low[o + j] = store<Q>(a.o[j] * tc);
+    }
+    *a.sh = sh, *a.sc = sc;
+  }
+}
+
+// tmp: 6H values of scratch. dextras: dγ_h (4H), dγ_c (H), dβ_c (H), summed over the batch and the steps
+template <typename S, typename Q>
+void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out, const Q* __restrict__ dh_rec,
+                      const S* __restrict__ act, const S* __restrict__ c_prev, const S* __restrict__ g_h,
+                      const S* __restrict__ g_c, S* __restrict__ dc_carry, Q* __restrict__ dgx, Q* __restrict__ dgh,
+                      S* __restrict__ dg_h, S* __restrict__ dg_c, S* __restrict__ db_c, S* __restrict__ tmp,
+                      int64_t B, int64_t H) {
+  const int64_t G = 4 * H;
+  S *dh = tmp, *dnc = tmp + H, *dnh = tmp + 2 * H;  // dnh: 4H
+  for (int64_t b = 0; b < B; ++b) {
+    LnAct<S> a(const_cast<S*>(act) + b * (10 * H + 2), H);
+    const int64_t o = b * H;
+#pragma GCC ivdep
+    for (int64_t j = 0; j < H; ++j) {  // through h = o tanh(γ_c LN(c) + β_c), as far as LN(c)
+      S d = dh_out[o + j] + load(dh_rec[o + j]);
+      S dl = d * a.o[j] * (S(1) - a.tc[j] * a.tc[j]);
+      dh[j] = d, dnc[j] = dl * g_c[j];
+      dg_c[j] += dl * a.nc[j], db_c[j] += dl;
+    }
+    const S m1 = lane_sum<S>(H, [&](int64_t j) { return dnc[j]; }) / S(H);
+    const S m2 = lane_sum<S>(H, [&](int64_t j) { return dnc[j] * a.nc[j]; }) / S(H);
+    const S inv_c = S(1) / *a.sc;
+    Q* dx = dgx + b * G;
+#pragma GCC ivdep  // the gate blocks never overlap
+    for (int64_t j = 0; j < H; ++j) {
+      S i = a.i[j], f = a.f[j], g = a.g[j], og = a.o[j];
+      S dc = dc_carry[o + j] + dc_out[o + j] + (dnc[j] - m1 - a.nc[j] * m2) * inv_c;
+      S di = dc * g * i * (S(1) - i), df = dc * c_prev[o + j] * f * (S(1) - f);
+      S dg = dc * i * (S(1) - g * g), dog = dh[j] * a.tc[j] * og * (S(1) - og);
+      dc_carry[o + j] = dc * f;
+      dx[j] = store<Q>(di), dx[H + j] = store<Q>(df), dx[2 * H + j] = store<Q>(dg), dx[3 * H + j] = store<Q>(dog);
+      dnh[j] = di * g_h[j], dnh[H + j] = df * g_h[H + j];
+      dnh[2 * H + j] = dg * g_h[2 * H + j], dnh[3 * H + j] = dog * g_h[3 * H + j];
+      dg_h[j] += di * a.nh[j], dg_h[H + j] += df * a.nh[H + j];
+      dg_h[2 * H + j] += dg * a.nh[2 * H + j], dg_h[3 * H + j] += dog * a.nh[3 * H + j];
+    }
+    const S M1 = lane_sum<S>(G, [&](int64_t k) { return dnh[k]; }) / S(G);
+    const S M2 = lane_sum<S>(G, [&](int64_t k) { return dnh[k] * a.nh[k]; }) / S(G);
+    const S inv = S(1) / *a.sh;
+    Q* dg_row = dgh + b * G;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < G; ++k) dg_row[k] = store<Q>((dnh[k] - M1 - a.nh[k] * M2) * inv);
+  }
+}
+
+// gx (T, B, 4H) and W (4H, H) in P; γ_h (4H,), γ_c, β_c (H,), h0, c0 (B, H) in S
+// -> h, c (T+1, B, H) in S, h_low (T+1, B, H) in P, act: T tensors (B, 10H + 2) in S
+template <typename S, typename P>
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Tensor& gx, const Tensor& W,
+                                                                        const Tensor& g_h, const Tensor& g_c,
+                                                                        const Tensor& b_c, const Tensor& h0,
+                                                                        const Tensor& c0, double eps, bool onednn) {
+  const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
+  using Q = typename Bits<P>::type;
+  Tensor h, h_low;
+  std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
+  Tensor c = at::empty({T + 1, B, H}, h0.options());
+  c[0].copy_(c0);
+  std::vector<Tensor> act;
+  Product recur(W, B, onednn);
+  for (int64_t t = 0; t < T; ++t) {
+    Tensor gh = recur(h_low[t]).contiguous();  // (B, 4H)
+    act.push_back(at::empty({B, 10 * H + 2}, h0.options()));
+    ln_forward_step<S, Q>(bits<P>(gx[t]), bits<P>(gh), g_h.data_ptr<S>(), g_c.data_ptr<S>(), b_c.data_ptr<S>(),
+                          c[t].data_ptr<S>(), act[t].data_ptr<S>(), c[t + 1].data_ptr<S>(), h[t + 1].data_ptr<S>(),
+                          bits<P>(h_low[t + 1]), B, H, S(eps));
+  }
+  return {h, c, h_low, act};
+}
+
+// dh, dc (T, B, H) from outside -> dgx (T, B, 4H) and dW (4H, H) in P; dγ_h, dγ_c, dβ_c, dh0, dc0 in S
+template <typename S, typename P>
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ln_backward_loop(
+    const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& c,
+    const Tensor& h_low, at::TensorList act, bool onednn) {
+  const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
+  using Q = typename Bits<P>::type;
+  auto opt = c.options();
+  Tensor dgx = at::empty({T, B, 4 * H}, W.options()), dgh = at::empty({T, B, 4 * H}, W.options());
+  Tensor dg_h = at::zeros({4 * H}, opt), dg_c = at::zeros({H}, opt), db_c = at::zeros({H}, opt);
+  Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({6 * H}, opt);
+  Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
+  Product back(W.t(), B, onednn);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    ln_backward_step<S, Q>(dh[t].data_ptr<S>(), dc[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(),
+                           c[t].data_ptr<S>(), g_h.data_ptr<S>(), g_c.data_ptr<S>(), dc_carry.data_ptr<S>(),
+                           bits<P>(dgx[t]), bits<P>(dgh[t]), dg_h.data_ptr<S>(), dg_c.data_ptr<S>(),
+                           db_c.data_ptr<S>(), tmp.data_ptr<S>(), B, H);
+    dh_rec = back(dgh[t]).contiguous();  // (B, H)
+  }
+  Tensor dW = at::mm(dgh.view({T * B, 4 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (4H, H)
+  return {dgx, dW, dg_h, dg_c, db_c, dh_rec.to(c.scalar_type()), dc_carry};
+}
+
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> layernorm_lstm_forward(
+    const Tensor& gx, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& b_c, const Tensor& h0,
+    const Tensor& c0, double eps, bool onednn) {
+  check("layernorm_lstm_loop", gx, W, h0, 4);
+  const int64_t H = W.size(1);
+  for (const Tensor* p : {&g_h, &g_c, &b_c, &c0})
+    TORCH_CHECK(p->scalar_type() == h0.scalar_type(), "layernorm_lstm_loop: γ_h, γ_c, β_c and c0 must be in the "
+                "states' dtype ", h0.scalar_type(), ", got ", p->scalar_type());
+  TORCH_CHECK(g_h.numel() == 4 * H && g_c.numel() == H && b_c.numel() == H && c0.sizes() == h0.sizes(),
+              "layernorm_lstm_loop: γ_h must be (4H,), γ_c and β_c (H,) and c0 like h0");
+  Tensor x = gx.contiguous(), gh = g_h.contiguous(), gc = g_c.contiguous(), bc = b_c.contiguous();
+  Tensor h = h0.contiguous(), c = c0.contiguous();
+  if (h0.scalar_type() == at::kDouble) return ln_forward_loop<double, double>(x, W, gh, gc, bc, h, c, eps, onednn);
+  if (W.scalar_type() == at::kBFloat16)
+    return ln_forward_loop<float, c10::BFloat16>(x, W, gh, gc, bc, h, c, eps, onednn);
+  return ln_forward_loop<float, float>(x, W, gh, gc, bc, h, c, eps, onednn);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layernorm_lstm_backward(
+    const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& c,
+    const Tensor& h_low, at::TensorList act, bool onednn) {
+  Tensor dh_ = dh.contiguous(), dc_ = dc.contiguous(), gh = g_h.contiguous(), gc = g_c.contiguous();
+  if (c.scalar_type() == at::kDouble)
+    return ln_backward_loop<double, double>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
+  if (W.scalar_type() == at::kBFloat16)
+    return ln_backward_loop<float, c10::BFloat16>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
+  return ln_backward_loop<float, float>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(recurrent_native, m) {
+  m.def("gru_forward(Tensor gx, Tensor W, Tensor b_ih, Tensor b_hh, Tensor h0, bool onednn) "
+        "-> (Tensor, Tensor, Tensor[])");
+  m.def("gru_backward(Tensor dh, Tensor W, Tensor h, Tensor h_low, Tensor[] act, bool onednn) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("layernorm_lstm_forward(Tensor gx, Tensor W, Tensor g_h, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, "
+        "float eps, bool onednn) -> (Tensor, Tensor, Tensor, Tensor[])");
+  m.def("layernorm_lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor g_h, Tensor g_c, Tensor c, Tensor h_low, "
+        "Tensor[] act, bool onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {
+  m.impl("gru_forward", gru_forward);
+  m.impl("gru_backward", gru_backward);
+  m.impl("layernorm_lstm_forward", layernorm_lstm_forward);
+  m.impl("layernorm_lstm_backward", layernorm_lstm_backward);
+}
