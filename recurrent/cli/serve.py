@@ -21,7 +21,8 @@ Concurrent /generate requests of one model step together as one batch (continuou
 leave between tokens), each with its own temperature, top-k, top-p and seed; a seed gives the same text alone or
 batched, and the same as `recurrent generate --seed` at the same --precision. --max-batch 1 runs one generation
 at a time. Generation's per-token products run in bfloat16 where the CPU multiplies it natively (--precision
-auto, as in `recurrent generate`: about twice the batched tokens/s there); --precision fp32 keeps float32.
+auto, as in `recurrent generate`; benchmarks/serve_ceiling.py measures both on this machine); --precision fp32
+keeps float32.
 
 The server listens on the loopback interface unless --host says otherwise (a warning then: anyone who can reach
 the port can use the models). No request can name a file; bodies, primes, outputs, beams and time are bounded

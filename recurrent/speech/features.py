@@ -4,13 +4,18 @@
     feats = log_mel(audio, config)                  # audio (N,) float32 at config.sample_rate -> (T, M)
     feats = normalize_utterance(feats)              # each mel bin to mean 0, std 1 over the utterance
     stream = LogMelStream(config); stream.push(chunk) ...   # the same frames, computed chunk by chunk
-    feats = spec_augment(feats, generator)          # training only: time and frequency masks
+    feats = spec_augment(feats, generator)          # training only: a frequency warp, time and frequency masks
 
 Key: N samples, T frames, M mel bins.
 
 Frames are taken without centring: frame t covers samples [t·hop, t·hop + win), so a frame depends only on audio
 already heard, and the frames of a stream fed chunk by chunk are exactly those of the whole file. The mel filters
 are librosa's (Slaney), and the STFT is torch's, so the features can be computed on the model's device.
+
+Vocal tract length perturbation (Jaitly & Hinton 2013), in the filterbank domain: each training utterance's
+frequency axis is scaled by a factor a drawn from [1 - warp, 1 + warp], so the mel bin at centre frequency f takes
+the value the utterance has at f / a (linear interpolation between bins): formants move as a shorter (a > 1) or
+longer vocal tract would move them, which helps a recogniser with voices it never heard.
 
 SpecAugment (Park et al. 2019): `freq_masks` bands of up to `freq_width` mel bins and `time_masks` spans of up to
 `time_width` frames (at most `time_fraction` of the utterance each) are set to 0, the normalised mean.
@@ -107,12 +112,38 @@ class SpecAugmentConfig:
     time_masks: int = field(default=2, metadata=at_least(0))  # spans of frames masked per utterance
     time_width: int = field(default=20, metadata=at_least(0))  # the longest span (frames)
     time_fraction: float = field(default=0.2, metadata=between(0.0, 1.0))  # and at most this part of the utterance
+    warp: float = field(default=0.0, metadata=between(0.0, 0.5))  # frequency scale drawn from [1 - warp, 1 + warp]
+    sample_rate: int = field(default=16000, metadata=between(1000, 192000))  # the mel bins' frequencies follow it
+
+
+@cache
+def _mel_centers(sample_rate: int, n_mels: int) -> np.ndarray:
+    """The centre frequency of each of the M mel filters of `_mel_filters`, in Hz: (M,)."""
+    import librosa
+
+    return librosa.mel_frequencies(n_mels=n_mels + 2, fmax=sample_rate / 2)[1:-1]
+
+
+def warp_frequencies(feats: Tensor, factor: float, sample_rate: int) -> Tensor:
+    """(T, M) log-mel features with the frequency axis scaled by `factor`: bin i takes the value at frequency
+    f_i / factor, interpolated linearly between the bins around it (the lowest and highest bins past the ends)."""
+    T, M = feats.shape
+    centers = _mel_centers(sample_rate, M)
+    source = torch.from_numpy(np.interp(centers / factor, centers, np.arange(M))).to(feats.dtype)  # (M,) bins
+    lo = source.floor().long().clamp(max=M - 1)
+    hi = (lo + 1).clamp(max=M - 1)
+    w = source - lo
+    return feats[:, lo] * (1 - w) + feats[:, hi] * w
 
 
 def spec_augment(feats: Tensor, config: SpecAugmentConfig, generator: torch.Generator) -> Tensor:
-    """A copy of (T, M) normalised features with random mel bands and time spans set to 0 (their mean)."""
+    """A copy of (T, M) normalised features, frequency-warped (when config.warp > 0), with random mel bands and
+    time spans set to 0 (their mean)."""
     T, M = feats.shape
     out = feats.clone()
+    if config.warp > 0:
+        u = float(torch.rand((), generator=generator))
+        out = warp_frequencies(out, 1 - config.warp + 2 * config.warp * u, config.sample_rate)
 
     def draw(high: int) -> int:
         return int(torch.randint(0, high + 1, (), generator=generator)) if high > 0 else 0

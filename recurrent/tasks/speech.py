@@ -61,6 +61,9 @@ class TrainSpeechConfig:
     freq_width: int = field(default=8, metadata=at_least(0))
     time_masks: int = field(default=2, metadata=at_least(0))
     time_width: int = field(default=20, metadata=at_least(0))
+    freq_warp: float = field(default=0.0, metadata=between(0.0, 0.5, help="vocal tract length "
+                             "perturbation in training: each utterance's frequency axis scaled by a factor from "
+                             "[1 - w, 1 + w]"))
     training: TrainConfig = field(default_factory=speech_training)
     model: SpeechConfig = field(default_factory=SpeechConfig)
 
@@ -79,7 +82,8 @@ class TrainSpeechConfig:
 
     @property
     def spec_augment(self) -> SpecAugmentConfig:
-        return SpecAugmentConfig(self.freq_masks, self.freq_width, self.time_masks, self.time_width)
+        return SpecAugmentConfig(self.freq_masks, self.freq_width, self.time_masks, self.time_width,
+                                 warp=self.freq_warp, sample_rate=self.sample_rate)
 
 
 class SpeechBatch(NamedTuple):

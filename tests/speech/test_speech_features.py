@@ -1,5 +1,6 @@
 """Log-mel features against librosa, the stream against the whole file, and SpecAugment's masks."""
 import numpy as np
+import pytest
 import torch
 
 from recurrent.speech.features import (
@@ -9,6 +10,7 @@ from recurrent.speech.features import (
     log_mel,
     normalize_utterance,
     spec_augment,
+    warp_frequencies,
 )
 
 
@@ -62,3 +64,30 @@ def test_spec_augment_masks_bands_and_spans_only():
         # every zero lies in a masked row or column
         assert torch.equal(zero, zero.all(0, keepdim=True) | zero.all(1, keepdim=True))
     assert torch.equal(spec_augment(feats, SpecAugmentConfig(0, 0, 0, 0), g), feats)
+
+
+@pytest.mark.parametrize("factor", [0.85, 0.9, 1.1, 1.2])
+def test_frequency_warp_moves_a_tone_where_the_scaled_tone_lies(factor):
+    """Warping the log-mel frames of a tone at f by a gives the frames of a tone at a·f: the peak bin lands where the
+    scaled tone's peak lies (within one bin), for tones across the band."""
+    config = FeatureConfig(n_mels=40)
+    t = np.arange(8000) / config.sample_rate
+    def peak(feats):
+        return int(feats.mean(0).argmax())
+
+    moved = 0
+    for f in (300.0, 800.0, 1500.0, 3000.0, 5000.0):
+        tone = log_mel(np.sin(2 * np.pi * f * t).astype(np.float32), config)
+        scaled = log_mel(np.sin(2 * np.pi * f * factor * t).astype(np.float32), config)
+        assert abs(peak(warp_frequencies(tone, factor, 16000)) - peak(scaled)) <= 1, f
+        moved += peak(scaled) != peak(tone)
+    assert moved >= 3  # the tones' peaks do move: the check above is not the identity's
+
+
+def test_frequency_warp_by_one_is_the_identity_and_spec_augment_draws_it():
+    feats = torch.randn(30, 40, dtype=torch.float64)
+    assert torch.allclose(warp_frequencies(feats, 1.0, 16000), feats, atol=1e-12)
+    g = torch.Generator().manual_seed(0)
+    out = spec_augment(feats, SpecAugmentConfig(0, 0, 0, 0, warp=0.1), g)
+    assert out.shape == feats.shape and not torch.allclose(out, feats)
+    assert torch.equal(spec_augment(feats, SpecAugmentConfig(0, 0, 0, 0, warp=0.0), g), feats)  # off: no draw
