@@ -54,7 +54,7 @@ def main() -> None:
             base = None
             for B in batches:
                 token = torch.randint(V, (B,))
-                states = model.initial_states(B)
+                states = stepper.initial_states(B)
                 step_rate = rate(lambda: stepper.step(token, states), B, args.seconds)
                 h, xh = torch.randn(B, H, dtype=dtype), torch.randn(B, 2 * H, dtype=dtype)
                 product_rate = rate(lambda: (h @ W0, xh @ W1, h @ D), B, args.seconds)
