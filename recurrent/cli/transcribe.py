@@ -4,6 +4,8 @@
     recurrent transcribe runs/digits a.wav --beam 8           # prefix beam search
     recurrent transcribe runs/digits a.wav --beam 8 --lexicon words.txt   # words not in the list pay a penalty
     recurrent transcribe runs/ptb a.wav --beam 8 --lm sentences.txt       # a word bigram LM from a text file
+    recurrent transcribe runs/ptb a.wav --beam 8 --lm sentences.txt --lm-type char --lm-order 6   # a character
+                                                              # 6-gram: open vocabulary, words it never saw
     recurrent transcribe runs/stream a.wav --stream           # fed 200 ms at a time, the state carried (a
                                                               # unidirectional model trained with --normalize global)
 Audio at another sample rate is resampled and stereo downmixed; a line on stderr says so.
@@ -31,8 +33,12 @@ def register(subparsers) -> None:
                    "word outside the list")
     p.add_argument("--lm", metavar="FILE", help="a text file, a sentence a line: beam search adds a word bigram "
                    "LM built from it")
+    p.add_argument("--lm-type", choices=("word", "char"), default="word", help="--lm: a word bigram, or a "
+                   "character n-gram (Witten-Bell) for words the text never holds")
+    p.add_argument("--lm-order", type=flag(int, **at_least(1)), default=6, help="--lm-type char: n")
     p.add_argument("--lm-weight", type=flag(float, **at_least(0)), default=0.5, help="--lm: the LM's weight")
-    p.add_argument("--word-bonus", type=flag(float), default=1.0, help="--lm: log bonus per word")
+    p.add_argument("--word-bonus", type=flag(float), default=1.0, help="--lm-type word: log bonus per word")
+    p.add_argument("--char-bonus", type=flag(float), default=0.0, help="--lm-type char: log bonus per character")
     p.add_argument("--stream", action="store_true", help="feed the audio chunk by chunk, carrying the state")
     p.add_argument("--chunk-ms", type=flag(float, **at_least(1)), default=200.0, help="--stream: chunk length")
     add_run_args(p)
@@ -40,7 +46,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recurrent.speech.ctc import Lexicon, WordBigram
+    from recurrent.speech.ctc import CharNgram, Lexicon, WordBigram
     from recurrent.speech.data import Conversions, read_words
     from recurrent.speech.inference import load_recognizer
 
@@ -52,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{'--lexicon' if args.lexicon else '--lm'} needs beam search: give --beam 2 or more")
     if args.lexicon:
         rec.scorer = Lexicon(read_words(args.lexicon), rec.vocab.itos, args.penalty)
-    if args.lm:
+    if args.lm and args.lm_type == "word":
         rec.scorer = WordBigram(read_words(args.lm), rec.vocab.itos, args.lm_weight, args.word_bonus)
+    elif args.lm:
+        rec.scorer = CharNgram(read_words(args.lm), rec.vocab.itos, args.lm_order, args.lm_weight, args.char_bonus)
     conversions = Conversions()
     with precision.autocast(resolve_device(args.device).type):
         for path in args.files:

@@ -4,6 +4,7 @@
     ids = prefix_beam_search(log_probs, beam=8)               # the most probable labelling the beam finds
     ids = prefix_beam_search(log_probs, beam=8, scorer=Lexicon(words, itos))   # out-of-list words pay a penalty
     ids = prefix_beam_search(log_probs, beam=8, scorer=WordBigram(sentences, itos))   # a word bigram LM
+    ids = prefix_beam_search(log_probs, beam=8, scorer=CharNgram(sentences, itos))    # a character n-gram LM
 
 Key: T frames, C classes (the blank, id 0, and the characters).
 
@@ -127,6 +128,82 @@ class WordBigram:
         words = self._words(prefix)
         ended = self._score(words) if words and prefix[-1] != self.space else 0.0
         return ended + self.weight * self.log_prob("</s>", words[-1] if words else "<s>")
+
+
+class CharNgram:
+    """A character n-gram language model as a scorer, for open vocabularies where a word list or word bigram
+    cannot know the test's words. Each character that a prefix gains adds `weight` · log P(c | the n-1 before it)
+    + `bonus` (the bonus offsets the LM's pull towards fewer characters); the end adds weight · log P(end | ...).
+
+    P is Witten-Bell interpolated (Witten and Bell 1991, as SRILM's -wbdiscount): with h' the context h less its
+    oldest character, P(c | h) = (c(h, c) + u(h) · P(c | h')) / (c(h) + u(h)), u(h) the number of distinct
+    characters seen after h; the order-0 model is add-one over the characters and the end. Each sentence starts
+    with n-1 start symbols. Distributions are computed once per context and kept.
+
+        lm = CharNgram(open("train.txt").read().splitlines(), itos, order=6, weight=0.5, bonus=0.5)
+    """
+
+    START, END = "\x02", "\x03"
+
+    def __init__(self, sentences, itos: Sequence[str], order: int = 6, weight: float = 0.5, bonus: float = 0.0):
+        if order < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        self.itos, self.order, self.weight, self.bonus = list(itos), int(order), float(weight), float(bonus)
+        self.symbols = [*self.itos[1:], self.END]  # what can follow a context: the characters (not the blank), end
+        self.index = {ch: i for i, ch in enumerate(self.symbols)}
+        self.counts: dict[str, dict[str, int]] = {}  # context (0..n-1 characters) -> next symbol -> count
+        for line in sentences:
+            text = self.START * (self.order - 1) + line + self.END
+            for i in range(self.order - 1, len(text)):
+                for k in range(self.order):  # every context length 0..n-1 before text[i]
+                    follow = self.counts.setdefault(text[i - k:i], {})
+                    follow[text[i]] = follow.get(text[i], 0) + 1
+        self.cache: dict[str, np.ndarray] = {}
+
+    def distribution(self, context: str) -> np.ndarray:
+        """P(· | context) over `symbols` (the characters, then the end), using its last n-1 characters."""
+        context = context[len(context) - self.order + 1:] if self.order > 1 else ""
+        if context in self.cache:
+            return self.cache[context]
+        if context:
+            lower = self.distribution(context[1:])
+        else:
+            seen = self.counts.get("", {})
+            lower = np.ones(len(self.symbols))
+            for ch, n in seen.items():
+                if ch in self.index:
+                    lower[self.index[ch]] += n
+            lower = lower / lower.sum()
+            self.cache[context] = lower
+            return lower
+        follow = self.counts.get(context)
+        if not follow:
+            p = lower
+        else:
+            total, distinct = sum(follow.values()), len(follow)
+            p = distinct * lower
+            for ch, n in follow.items():
+                if ch in self.index:
+                    p[self.index[ch]] += n
+            p = p / (total + distinct)
+        self.cache[context] = p
+        return p
+
+    def _context(self, prefix: tuple[int, ...]) -> str:
+        head = prefix[len(prefix) - self.order + 1:] if self.order > 1 else ()
+        return self.START * (self.order - 1 - len(head)) + "".join(self.itos[i] for i in head)
+
+    def log_prob(self, symbol: str, context: str) -> float:
+        """log P(symbol | context), symbol a character or END; context: the text so far (START-padded or not)."""
+        pad = self.START * max(0, self.order - 1 - len(context))
+        return math.log(self.distribution(pad + context)[self.index[symbol]])
+
+    def extend(self, prefix: tuple[int, ...], c: int) -> float:
+        p = self.distribution(self._context(prefix))[self.index[self.itos[c]]]
+        return self.weight * math.log(p) + self.bonus
+
+    def finish(self, prefix: tuple[int, ...]) -> float:
+        return self.weight * math.log(self.distribution(self._context(prefix))[-1])
 
 
 def _add(beams: dict, prefix: tuple[int, ...], pb: float, pnb: float, weight: float) -> None:

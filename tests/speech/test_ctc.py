@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recurrent.speech.ctc import (
+    CharNgram,
     Lexicon,
     WordBigram,
     collapse,
@@ -149,14 +150,63 @@ def test_bigram_scores_add_up_to_the_sentence_log_probability():
     assert math.isclose(score, expected, rel_tol=1e-12)
 
 
-def test_bigram_lm_corrects_an_acoustically_close_word():
-    # the audio says t, h, e, space, c, a, then p (0.5) a little over t (0.4): "the cap"; the LM knows "the cat"
+def the_cap_or_cat() -> torch.Tensor:
+    """The audio says t, h, e, space, c, a, then p (0.5) a little over t (0.4): "the cap"; the corpus has "the cat"."""
     frames = [{"t": 0.9}, {"h": 0.9}, {"e": 0.9}, {" ": 0.9}, {"c": 0.9}, {"a": 0.9}, {"p": 0.5, "t": 0.4}]
     probs = torch.full((len(frames), len(ITOS)), 1e-3, dtype=torch.float64)
     for t, f in enumerate(frames):
         for ch, p in f.items():
             probs[t, ITOS.index(ch)] = p
-    lp = torch.log(probs / probs.sum(-1, keepdim=True))
-    text = lambda ids: "".join(ITOS[i] for i in ids)
+    return torch.log(probs / probs.sum(-1, keepdim=True))
+
+
+def text(ids) -> str:
+    return "".join(ITOS[i] for i in ids)
+
+
+def test_bigram_lm_corrects_an_acoustically_close_word():
+    lp = the_cap_or_cat()
     assert text(prefix_beam_search(lp, beam=8)) == "the cap"
     assert text(prefix_beam_search(lp, beam=8, scorer=WordBigram(CORPUS, ITOS, weight=1.0, bonus=0.0))) == "the cat"
+
+
+def test_char_ngram_is_a_distribution_in_every_context():
+    lm = CharNgram(CORPUS, ITOS, order=4)
+    for context in ["", "t", "the ", "the c", "zzzz", "qxq"]:
+        p = lm.distribution(CharNgram.START * 3 + context)
+        assert p.shape == (len(ITOS),)  # the characters less the blank, plus the end
+        assert math.isclose(p.sum(), 1.0, rel_tol=1e-12) and (p > 0).all()
+
+
+def test_char_ngram_is_witten_bell_written_out():
+    # order 2 on "ab" and "aa": contexts are one character; the order-0 model is add-one counts
+    itos = ["<blank>", "a", "b"]
+    lm = CharNgram(["ab", "aa"], itos, order=2)
+    S, E = CharNgram.START, CharNgram.END
+    zero = {"a": (3 + 1) / 9, "b": (1 + 1) / 9, E: (2 + 1) / 9}  # counts a 3, b 1, end 2 (6); +1 each of 3 symbols
+    # after "a": seen a once, b once, end once (3 distinct, 3 in all); after START: a twice (1 distinct)
+    after_a = {s: (n + 3 * zero[s]) / (3 + 3) for s, n in {"a": 1, "b": 1, E: 1}.items()}
+    after_start = {s: ((2 if s == "a" else 0) + 1 * zero[s]) / (2 + 1) for s in zero}
+    after_b = {s: ((1 if s == E else 0) + 1 * zero[s]) / (1 + 1) for s in zero}  # "b" is followed by the end once
+    for s in zero:
+        assert math.isclose(lm.log_prob(s, "a"), math.log(after_a[s]), rel_tol=1e-12)
+        assert math.isclose(lm.log_prob(s, ""), math.log(after_start[s]), rel_tol=1e-12)
+        assert math.isclose(lm.log_prob(s, "b"), math.log(after_b[s]), rel_tol=1e-12)
+        assert math.isclose(lm.log_prob(s, "ba"), math.log(after_a[s]), rel_tol=1e-12)  # only the last character
+    assert S not in lm.index
+
+
+def test_char_ngram_scores_add_up_to_the_sentence_log_probability():
+    lm = CharNgram(CORPUS, ITOS, order=3, weight=0.7, bonus=0.2)
+    text = "the dog"
+    ids = [ITOS.index(ch) for ch in text]
+    score = sum(lm.extend(tuple(ids[:i]), ids[i]) for i in range(len(ids))) + lm.finish(tuple(ids))
+    expected = sum(0.7 * lm.log_prob(ch, text[:i]) + 0.2 for i, ch in enumerate(text))
+    expected += 0.7 * lm.log_prob(CharNgram.END, text)
+    assert math.isclose(score, expected, rel_tol=1e-12)
+
+
+def test_char_ngram_corrects_an_acoustically_close_character():
+    lp = the_cap_or_cat()
+    assert text(prefix_beam_search(lp, beam=8)) == "the cap"
+    assert text(prefix_beam_search(lp, beam=8, scorer=CharNgram(CORPUS, ITOS, order=5, weight=1.0))) == "the cat"

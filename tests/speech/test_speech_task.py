@@ -71,6 +71,10 @@ def test_overfits_a_tiny_set_and_the_commands_run(tmp_path, corpus, capsys):
     sentences.write_text("".join(ref + "\n" for _, ref in rows))
     assert main(["transcribe", str(run), *files, "--beam", "4", "--lm", str(sentences)]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    assert main(["transcribe", str(run), *files, "--beam", "4", "--lm", str(sentences), "--lm-type", "char",
+                 "--lm-order", "4", "--lm-weight", "0.3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and sum(hyp == ref for hyp, (_, ref) in zip(out, rows)) >= 2
     assert main(["transcribe", str(run), files[0], "--lexicon", str(words)]) == 2
     assert "--lexicon needs beam search" in capsys.readouterr().err
     assert main(["transcribe", str(run), str(tmp_path / "none.wav")]) == 2
