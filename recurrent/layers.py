@@ -100,12 +100,13 @@ class Recurrent(nn.Module):
         self._backend = backends.choose(self.cells[0][0], self._asked, self.fused_mode)  # raises if it cannot run
         self._ran: Backend | None = None
 
-    def _backend_for(self, x: Tensor, state: NamedTuple | None = None, reset: bool = False) -> Backend:
-        """The backend a call with x (and `state`; default: zeros like x) runs on, and why."""
+    def _backend_for(self, x: Tensor, state: NamedTuple | None = None, reset: bool = False,
+                     lengths: Tensor | None = None) -> Backend:
+        """The backend a call with x (and `state`; default: zeros like x; and `lengths`) runs on, and why."""
         if reset:  # only the plain loop can restart a stream's state between two steps
             return Backend("autograd", f"reset= given: the autograd loop restarts states between steps (asked: "
                                        f"{self._asked}; the fused, bptt and scan paths carry the state unbroken)")
-        return backends.choose(self.cells[0][0], self._asked, self.fused_mode, Call.of(x, state))
+        return backends.choose(self.cells[0][0], self._asked, self.fused_mode, Call.of(x, state, lengths))
 
     # --- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, state: NamedTuple | None = None, lengths: Tensor | None = None,
@@ -120,7 +121,7 @@ class Recurrent(nn.Module):
         exporting = torch.compiler.is_exporting()  # one scan per direction, lengths as masks (recurrent/export.py)
         if exporting and reset is not None:
             raise ValueError("reset= is not supported under torch.export; export the layer without it")
-        backend = None if exporting else self._backend_for(x, state, reset is not None)
+        backend = None if exporting else self._backend_for(x, state, reset is not None, lengths)
         if backend is not None:
             self._ran = backend
         if backend == "fused":

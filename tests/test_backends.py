@@ -18,6 +18,7 @@ F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
 PLAIN = Call("cpu", F32, F32, None)  # float32 on the CPU, no autocast
 CPU_BF16 = Call("cpu", F32, F32, BF16)  # float32 x under CPU autocast to bfloat16
 CUDA_BF16 = Call("cuda", F32, F32, BF16)
+RAGGED = Call("cpu", F32, F32, None, 4, True)  # float32 on the CPU, lengths given and some shorter than T
 ROOT = Path(__file__).parents[1]
 
 
@@ -39,6 +40,10 @@ class ForwardOnly(rc.Cell):
 
 # (layer, call, oneDNN bf16, native loads) -> (backend, C++ loop, words in the reason)
 AUTO_TABLE = [
+    (rc.LSTM, RAGGED, False, True, "bptt", True, "LSTM with lengths on the CPU: the C++ loop"),
+    (rc.GRU, RAGGED, False, True, "bptt", True, "GRU with lengths on the CPU: the C++ loop"),
+    (rc.LSTM, RAGGED, False, False, "fused", False, "plain built-in LSTM: torch's fused kernel"),  # no C++ loop
+    (rc.RNN, RAGGED, False, True, "fused", False, "plain built-in RNN: torch's fused kernel"),  # none written
     (rc.LSTM, PLAIN, True, True, "fused", False, "plain built-in LSTM: torch's fused kernel"),
     (rc.GRU, PLAIN, False, False, "fused", False, "plain built-in GRU: torch's fused kernel"),
     (rc.LSTM, CUDA_BF16, False, True, "fused", False, "torch's fused kernel"),  # CUDA: cuDNN, cast to bf16
@@ -113,6 +118,12 @@ def test_the_plan_before_any_call_loads_nothing(monkeypatch):
     assert "runs in C++ (recurrent.native, where it builds)" in lstm.backend.reason and not lstm.backend.native
     lstm.backend = "auto"
     assert lstm._backend_for(torch.zeros(1, 2, 3)) == "fused"  # a call without autocast: no need to ask either
+
+
+def test_call_of_says_when_lengths_differ():
+    x = torch.zeros(2, 5, 3)
+    assert Call.of(x, lengths=torch.tensor([5, 3])).ragged
+    assert not Call.of(x, lengths=torch.tensor([5, 5])).ragged and not Call.of(x).ragged
 
 
 def test_call_of_reads_device_dtypes_and_autocast():
@@ -230,7 +241,7 @@ def lstm_stack(dtype=F32, cell=rc.LSTMCell):
 
 
 STEP_TABLE = [  # (cells and table, products' dtype, native loads) -> (step, words in the reason)
-    (lstm_stack(), None, True, "native", "one native call per token up to batch 8"),
+    (lstm_stack(), None, True, "native", "one native call per token up to batch"),
     (lstm_stack(), BF16, True, "native", "one native call per token"),
     (lstm_stack(), None, False, "python", "native kernels: "),
     (lstm_stack(), torch.float16, True, "python", "the native step has no torch.float16 products"),
@@ -245,6 +256,16 @@ def test_generation_step(monkeypatch, stack, dtype, native_loads, name, words):
     machine(monkeypatch, onednn_bf16=False, native_loads=native_loads)
     step = choose_step(*stack, dtype)
     assert (step.name, step.native) == (name, name == "native") and words in step.reason
+
+
+@pytest.mark.parametrize("isa, dtype, most", [
+    ("avx512bf16", BF16, 64), ("avx512bf16", None, 16), ("avx512", None, 16), ("avx512", BF16, 8),
+    ("avx2", BF16, 8), ("avx2", None, 8), ("neon", None, 8), ("generic", BF16, 8)])
+def test_the_native_step_takes_larger_batches_where_avx512_tiles_the_rows(monkeypatch, isa, dtype, most):
+    from recurrent.native import step
+
+    monkeypatch.setattr(step.native, "info", lambda: {"isa": isa})
+    assert step.max_batch(dtype) == most
 
 
 def imports(path: str) -> set[str]:

@@ -244,3 +244,30 @@ def test_lm_step_splits_a_large_product_over_two_threads_with_the_same_bits():
         time.sleep(pause)
         two = ops.lm_step(table, torch.tensor([1]), [P], [b], [h], [c], dec_P, dec_b, 2)
         assert all(torch.equal(x, y) for x, y in zip([one[0], *one[1], *one[2]], [two[0], *two[1], *two[2]]))
+
+
+@needs_native
+@pytest.mark.parametrize("low", [torch.float32, torch.bfloat16])
+def test_lm_step_gives_a_row_the_same_bits_alone_or_in_any_batch(low):
+    """The products run rows in tiles of three, two and one (AVX-512): each row's logits and states are the same
+    bits in batches of 1 to 8 as alone, so a served request's tokens do not depend on who else is generating."""
+    torch.manual_seed(2)
+    ops, V, sizes = native.load(), 11, [37, 21]
+    table = torch.randn(V, 4 * sizes[0])
+    W0, W1 = torch.randn(4 * sizes[0], sizes[0]), torch.randn(4 * sizes[1], sizes[0] + sizes[1])
+    packed = [ops.gemv_pack([W0], low), ops.gemv_pack(list(W1.split(sizes, 1)), low)]
+    biases = [torch.randn(4 * s) for s in sizes]
+    dec_P, dec_b = ops.gemv_pack([torch.randn(V, sizes[1])], torch.float32), torch.randn(V)
+    tokens = torch.randint(V, (8,))
+    hs, cs = [torch.randn(8, s) for s in sizes], [torch.randn(8, s) for s in sizes]
+
+    def step(rows):
+        logits, h, c = ops.lm_step(table, tokens[rows], packed, biases, [x[rows] for x in hs], [x[rows] for x in cs],
+                                   dec_P, dec_b, 1)
+        return [logits, *h, *c]
+
+    alone = [step(slice(i, i + 1)) for i in range(8)]
+    for batch in range(2, 9):
+        together = step(slice(0, batch))
+        for i in range(batch):
+            assert all(torch.equal(t[i:i + 1], a) for t, a in zip(together, alone[i])), (batch, i)

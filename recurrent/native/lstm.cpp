@@ -339,6 +339,66 @@ Tensor gemv_pack(at::TensorList parts, at::ScalarType dtype) {
   return P;
 }
 
+#if defined(__AVX512F__)
+// One 16-output block for R rows at once: each weight load feeds R rows' FMAs, so a batch reads the block from
+// cache B/R times, not B times. Each row keeps its own eight chains (k mod 8) and finish()'s sum, so a row's
+// outputs are bit for bit those of one row alone: a request's tokens do not depend on the batch it is in. R = 3:
+// 24 accumulators, with the weights and a broadcast, fit in the 32 registers. Op: the products' types (below).
+template <typename Op, int R>
+inline void rows(const typename Op::W* p, const typename Op::X* x, int64_t K, const float* bias, float* y,
+                 int64_t ldy, int64_t n) {
+  __m512 a[R][8];
+#pragma GCC unroll 24
+  for (int i = 0; i < R * 8; ++i) a[i / 8][i % 8] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+#pragma GCC unroll 8
+    for (int u = 0; u < 8; ++u) {
+      const auto w = Op::load(p + (k + u) * Op::STEP);
+#pragma GCC unroll 3
+      for (int r = 0; r < R; ++r) a[r][u] = Op::fma(a[r][u], w, x[r * K + k + u]);
+    }
+  }
+  for (; k < K; ++k) {
+    const auto w = Op::load(p + k * Op::STEP);
+#pragma GCC unroll 3
+    for (int r = 0; r < R; ++r) a[r][0] = Op::fma(a[r][0], w, x[r * K + k]);
+  }
+#pragma GCC unroll 3
+  for (int r = 0; r < R; ++r) finish(a[r], bias, y + r * ldy, n);
+}
+
+// R-row tiles over a batch: threes, then what is left (two or one)
+template <typename Op>
+inline void tiled(const typename Op::W* p, const typename Op::X* x, int64_t B, int64_t K, const float* bias,
+                  float* y, int64_t ldy, int64_t n) {
+  int64_t b = 0;
+  for (; b + 3 <= B; b += 3) rows<Op, 3>(p, x + b * K, K, bias, y + b * ldy, ldy, n);
+  if (B - b == 2) rows<Op, 2>(p, x + b * K, K, bias, y + b * ldy, ldy, n);
+  if (B - b == 1) rows<Op, 1>(p, x + b * K, K, bias, y + b * ldy, ldy, n);
+}
+
+struct F32 {  // float32 weights (16 a k) and inputs
+  using W = float;
+  using X = float;
+  static constexpr int64_t STEP = LANES;
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 fma(__m512 a, __m512 w, float x) { return _mm512_fmadd_ps(w, _mm512_set1_ps(x), a); }
+};
+#endif
+
+#if defined(__AVX512BF16__)
+struct BF16 {  // bfloat16 weights (16 pairs a k) and input pairs (as uint32), float32 sums
+  using W = uint16_t;
+  using X = uint32_t;
+  static constexpr int64_t STEP = 2 * LANES;
+  static __m512bh load(const uint16_t* p) { return (__m512bh)_mm512_loadu_si512(p); }
+  static __m512 fma(__m512 a, __m512bh w, uint32_t x) {
+    return _mm512_dpbf16_ps(a, w, (__m512bh)_mm512_set1_epi32(int(x)));
+  }
+};
+#endif
+
 // y[b, n] = bias[n] + Σ_k P[n, k] x[b, k] for the 16-output blocks [nb0, nb1); x is (B, K) in float32 for a
 // float32 P, or (B, K/2) bfloat16 pairs (as uint32) for a bfloat16 P; y (B, ldy) and bias are float32
 void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64_t B, int64_t K, int64_t N,
@@ -346,6 +406,10 @@ void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64
   for (int64_t nb = nb0; nb < nb1; ++nb) {
     const float* p = P + nb * K * LANES;
     const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
+#if defined(__AVX512F__)
+    tiled<F32>(p, x, B, K, bias + n0, y + n0, ldy, n);  // rows three at a time, each weight load serving three
+    continue;
+#endif
     for (int64_t b = 0; b < B; ++b) {
       const float* xb = x + b * K;
 #if defined(__AVX512F__)
@@ -389,6 +453,10 @@ void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y
   for (int64_t nb = nb0; nb < nb1; ++nb) {
     const uint16_t* p = P + nb * K2 * 2 * LANES;
     const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
+#if defined(__AVX512BF16__)
+    tiled<BF16>(p, x, B, K2, bias + n0, y + n0, ldy, n);  // rows three at a time, as gemv_f32
+    continue;
+#endif
     for (int64_t b = 0; b < B; ++b) {
       const uint32_t* xb = x + b * K2;
 #if defined(__AVX512BF16__)
