@@ -408,20 +408,10 @@ void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64
     const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
 #if defined(__AVX512F__)
     tiled<F32>(p, x, B, K, bias + n0, y + n0, ldy, n);  // rows three at a time, each weight load serving three
-    continue;
-#endif
-    for (int64_t b = 0; b < B; ++b) {
+#else
+    for (int64_t b = 0; b < B; ++b) {  // a row at a time
       const float* xb = x + b * K;
-#if defined(__AVX512F__)
-      __m512 a[8];
-      for (auto& v : a) v = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 8 <= K; k += 8)
-        for (int u = 0; u < 8; ++u)
-          a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(p + (k + u) * LANES), _mm512_set1_ps(xb[k + u]), a[u]);
-      for (; k < K; ++k) a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(p + k * LANES), _mm512_set1_ps(xb[k]), a[0]);
-      finish(a, bias + n0, y + b * ldy + n0, n);
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
       __m256 a[8];  // chain u: a[2u] outputs 0-7, a[2u + 1] outputs 8-15
       for (auto& v : a) v = _mm256_setzero_ps();
       int64_t k = 0;
@@ -445,6 +435,7 @@ void gemv_f32(const float* P, const float* x, const float* bias, float* y, int64
       for (int64_t l = 0; l < n; ++l) y[b * ldy + n0 + l] = acc[l] + bias[n0 + l];
 #endif
     }
+#endif
   }
 }
 
@@ -455,24 +446,10 @@ void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y
     const int64_t n0 = nb * LANES, n = std::min(LANES, N - n0);
 #if defined(__AVX512BF16__)
     tiled<BF16>(p, x, B, K2, bias + n0, y + n0, ldy, n);  // rows three at a time, as gemv_f32
-    continue;
-#endif
-    for (int64_t b = 0; b < B; ++b) {
+#else
+    for (int64_t b = 0; b < B; ++b) {  // a row at a time
       const uint32_t* xb = x + b * K2;
-#if defined(__AVX512BF16__)
-      __m512 a[8];
-      for (auto& v : a) v = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 8 <= K2; k += 8) {
-        for (int u = 0; u < 8; ++u)
-          a[u] = _mm512_dpbf16_ps(a[u], (__m512bh)_mm512_loadu_si512(p + (k + u) * 2 * LANES),
-                                  (__m512bh)_mm512_set1_epi32(int(xb[k + u])));
-      }
-      for (; k < K2; ++k)
-        a[0] = _mm512_dpbf16_ps(a[0], (__m512bh)_mm512_loadu_si512(p + k * 2 * LANES),
-                                (__m512bh)_mm512_set1_epi32(int(xb[k])));
-      finish(a, bias + n0, y + b * ldy + n0, n);
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
       // No bfloat16 products: widen each pair of weights to float32 (a shift, a mask) and multiply in float32.
       // Pairs k and k + 1 go to two sets of four accumulators, a[0..3] and a[4..7]: outputs 0-7 and 8-15 times
       // x[2k] (the low halves), then outputs 0-7 and 8-15 times x[2k + 1] (the high halves). So, as in gemv_f32,
@@ -503,6 +480,7 @@ void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y
       for (int64_t l = 0; l < n; ++l) y[b * ldy + n0 + l] = acc[l] + bias[n0 + l];
 #endif
     }
+#endif
   }
 }
 

@@ -17,7 +17,7 @@ from recurrent import native
 from recurrent.state import LSTMState
 
 MAX_BATCH = 8  # rows one at a time (AVX2, NEON): at 2x512, faster than oneDNN up to 8 rows, even at 16
-# AVX-512 runs rows three at a time, each weight load serving three (lstm.cpp rows_f32, rows_bf16). Measured at
+# AVX-512 runs rows three at a time, each weight load serving three (lstm.cpp `rows`, `tiled`). Measured at
 # 2x512 on 2 cores (Zen 4), tokens/s of the step: bfloat16 products 12.9k at batch 1, 48k at 32 and 54k at 64,
 # where oneDNN's path gives 38k and 42k; float32 25k at 32 against oneDNN's 29k, so float32 stops at 16.
 TILED_MAX_BATCH = {torch.bfloat16: 64, torch.float32: 16}

@@ -163,31 +163,17 @@ class CharNgram:
     def distribution(self, context: str) -> np.ndarray:
         """P(· | context) over `symbols` (the characters, then the end), using its last n-1 characters."""
         context = context[len(context) - self.order + 1:] if self.order > 1 else ""
-        if context in self.cache:
-            return self.cache[context]
-        if context:
-            lower = self.distribution(context[1:])
-        else:
-            seen = self.counts.get("", {})
-            lower = np.ones(len(self.symbols))
-            for ch, n in seen.items():
-                if ch in self.index:
-                    lower[self.index[ch]] += n
-            lower = lower / lower.sum()
-            self.cache[context] = lower
-            return lower
-        follow = self.counts.get(context)
-        if not follow:
-            p = lower
-        else:
-            total, distinct = sum(follow.values()), len(follow)
-            p = distinct * lower
+        if context not in self.cache:
+            counts = np.zeros(len(self.symbols))
+            follow = {ch: n for ch, n in self.counts.get(context, {}).items() if ch in self.index}
             for ch, n in follow.items():
-                if ch in self.index:
-                    p[self.index[ch]] += n
-            p = p / (total + distinct)
-        self.cache[context] = p
-        return p
+                counts[self.index[ch]] = n
+            if context:  # Witten-Bell: the lower order weighted by the distinct symbols seen after the context
+                lower, weight = self.distribution(context[1:]), len(follow)
+            else:  # add-one: the uniform distribution weighted by the number of symbols
+                lower, weight = np.full(len(self.symbols), 1 / len(self.symbols)), len(self.symbols)
+            self.cache[context] = lower if not follow else (counts + weight * lower) / (counts.sum() + weight)
+        return self.cache[context]
 
     def _context(self, prefix: tuple[int, ...]) -> str:
         head = prefix[len(prefix) - self.order + 1:] if self.order > 1 else ()
