@@ -131,6 +131,6 @@ TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in [
         evaluate="recurrent.cli.evaluate_speech",
         examples="""\
     recurrent train speech --train data/train.tsv --valid data/valid.tsv --out runs/digits   # path<TAB>transcript
-    recurrent train speech --train ... --valid ... --no-bidirectional --normalize global     # can transcribe --stream
+    recurrent train speech --train ... --valid ... --no-bidirectional --normalize running    # can transcribe --stream
     recurrent transcribe runs/digits a.wav b.wav --beam 8"""),
 ]}

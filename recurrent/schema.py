@@ -155,7 +155,8 @@ SIZES = {  # task -> (a list in the meta, the model field its length must equal)
 
 
 # --- speech (recurrent/tasks/speech.py SpeechTask.meta): its bounds, schema and sizes in one block
-BOUNDS.update({"input_size": (1, 512), "conv_channels": (0, MAX_WIDTH), "conv_kernel": (1, 64), "conv_stride": (1, 16)})
+BOUNDS.update({"input_size": (1, 512), "conv_channels": (0, MAX_WIDTH), "conv_kernel": (1, 64), "conv_stride": (1, 16),
+               "lookahead": (0, 100), "running_norm": (0, 100_000)})
 
 
 class FeaturesSchema(BaseModel):  # recurrent.speech.features.FeatureConfig
@@ -164,7 +165,7 @@ class FeaturesSchema(BaseModel):  # recurrent.speech.features.FeatureConfig
     n_mels: Annotated[int, Field(ge=1, le=512)]
     win_ms: Annotated[float, Field(ge=1.0, le=1000.0)]
     hop_ms: Annotated[float, Field(ge=1.0, le=1000.0)]
-    normalize: Literal["utterance", "global"]
+    normalize: Literal["utterance", "global", "running"]
 
 
 class SpeechMeta(BaseModel):

@@ -7,7 +7,7 @@
     recurrent transcribe runs/ptb a.wav --beam 8 --lm sentences.txt --lm-type char --lm-order 6   # a character
                                                               # 6-gram: open vocabulary, words it never saw
     recurrent transcribe runs/stream a.wav --stream           # fed 200 ms at a time, the state carried (a
-                                                              # unidirectional model trained with --normalize global)
+                                                              # unidirectional model trained with --normalize running)
 Audio at another sample rate is resampled and stereo downmixed; a line on stderr says so.
 """
 from __future__ import annotations

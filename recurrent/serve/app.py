@@ -178,7 +178,7 @@ def create_app(served: dict[str, Served], limits: Limits | None = None, cors: li
         if params.stream and not details["stream"]:
             why = "bidirectional" if details["bidirectional"] else "trained with --normalize utterance"
             raise FieldError("stream", f"{s.name!r} is {why}: streaming needs a unidirectional run trained with "
-                             "--normalize global")
+                             "--normalize running or global")
         data = await request.body()
         seconds = _audio_seconds(data, request.headers.get("content-type", ""), limits)
         return await _timed(limits, lambda: _transcribe(s, data, params, seconds))

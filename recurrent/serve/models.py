@@ -61,7 +61,7 @@ class Served:
         if self.task == "speech":
             rec = self.model
             return {"sample_rate": rec.features.sample_rate, "bidirectional": rec.model.config.bidirectional,
-                    "stream": not rec.model.config.bidirectional and rec.features.normalize == "global",
+                    "stream": not rec.model.config.bidirectional and rec.features.normalize != "utterance",
                     "characters": "".join(rec.vocab.itos[1:])}
         return {"attention": self.model.model.uses_attention, "max_len": self.model.max_len}
 

@@ -142,7 +142,7 @@ class TranscribeParams(BaseModel):
     model: str | None = Field(None, description="a model name from GET /models (default: the first recogniser)")
     beam: int = Field(1, ge=1, description="beam size (1: greedy; at most the server's --max-beam)")
     stream: bool = Field(False, description="feed the audio 200 ms at a time, carrying the state (a "
-                         "unidirectional run trained with --normalize global): the text of the whole pass")
+                         "unidirectional run trained with --normalize running or global): the text of the whole pass")
 
 
 class TranscribeResponse(BaseModel):

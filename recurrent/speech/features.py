@@ -18,7 +18,8 @@ the value the utterance has at f / a (linear interpolation between bins): forman
 longer vocal tract would move them, which helps a recogniser with voices it never heard.
 
 SpecAugment (Park et al. 2019): `freq_masks` bands of up to `freq_width` mel bins and `time_masks` spans of up to
-`time_width` frames (at most `time_fraction` of the utterance each) are set to 0, the normalised mean.
+`time_width` frames (at most `time_fraction` of the utterance each) are set to the mean: 0 for features already
+normalised, the training set's mean per bin (`fill`) for raw ones that the model normalises.
 """
 from __future__ import annotations
 
@@ -42,9 +43,10 @@ class FeatureConfig:
     n_mels: int = field(default=40, metadata=between(1, 512))  # M: mel bins
     win_ms: float = field(default=25.0, metadata=between(1.0, 1000.0))  # analysis window
     hop_ms: float = field(default=10.0, metadata=between(1.0, 1000.0))  # frame shift: 100 frames a second
-    normalize: str = field(default="utterance", metadata={"choices": ("utterance", "global"), "help":
+    normalize: str = field(default="utterance", metadata={"choices": ("utterance", "global", "running"), "help":
                            "utterance: each utterance's mel bins to mean 0, std 1 (offline); global: the training "
-                           "set's mean and std (causal: what --stream needs)"})
+                           "set's mean and std; running: the utterance's so far (global and running are done by the "
+                           "model, and are causal: what --stream needs)"})
 
     @property
     def win(self) -> int:
@@ -136,9 +138,10 @@ def warp_frequencies(feats: Tensor, factor: float, sample_rate: int) -> Tensor:
     return feats[:, lo] * (1 - w) + feats[:, hi] * w
 
 
-def spec_augment(feats: Tensor, config: SpecAugmentConfig, generator: torch.Generator) -> Tensor:
-    """A copy of (T, M) normalised features, frequency-warped (when config.warp > 0), with random mel bands and
-    time spans set to 0 (their mean)."""
+def spec_augment(feats: Tensor, config: SpecAugmentConfig, generator: torch.Generator,
+                 fill: Tensor | None = None) -> Tensor:
+    """A copy of (T, M) features, frequency-warped (when config.warp > 0), with random mel bands and time spans set
+    to their mean: `fill` (M,) for raw features, 0 (the default) for normalised ones."""
     T, M = feats.shape
     out = feats.clone()
     if config.warp > 0:
@@ -151,9 +154,9 @@ def spec_augment(feats: Tensor, config: SpecAugmentConfig, generator: torch.Gene
     for _ in range(config.freq_masks):
         width = draw(min(config.freq_width, M))
         start = draw(M - width)
-        out[:, start:start + width] = 0.0
+        out[:, start:start + width] = 0.0 if fill is None else fill[start:start + width]
     for _ in range(config.time_masks):
         width = draw(min(config.time_width, int(config.time_fraction * T)))
         start = draw(T - width)
-        out[start:start + width] = 0.0
+        out[start:start + width] = 0.0 if fill is None else fill
     return out

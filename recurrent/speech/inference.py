@@ -91,20 +91,21 @@ class Recognizer:
     @torch.no_grad()
     def stream_log_probs(self, audio, chunk_ms: float = 200.0) -> Tensor:
         """The same, fed `chunk_ms` of audio at a time with the state carried (a unidirectional model trained
-        with --normalize global)."""
+        with --normalize running or global)."""
         if self.model.config.bidirectional:
             raise UserError("--stream needs a unidirectional model (train with --no-bidirectional --normalize "
-                            "global); this one is bidirectional")
-        if self.features.normalize != "global":
-            raise UserError("--stream needs a model trained with --normalize global: per-utterance normalisation "
-                            "needs the whole utterance")
+                            "running); this one is bidirectional")
+        if self.features.normalize == "utterance":
+            raise UserError("--stream needs a model trained with --normalize running or global: per-utterance "
+                            "normalisation needs the whole utterance")
         frames, state, parts = LogMelStream(self.features), self.model.initial_stream(1), []
         step = max(1, int(self.features.sample_rate * chunk_ms / 1000))
         for start in range(0, len(audio), step):
             feats = frames.push(audio[start:start + step])  # (t, M)
             out, state = self.model.stream(feats[None].to(self.device), state)
             parts.append(out[0])
-        return torch.cat(parts) if parts else torch.zeros(0, len(self.vocab))
+        parts.append(self.model.finish(state)[0])  # the frames still waiting for their lookahead at the end
+        return torch.cat(parts)
 
     def transcribe(self, path: Path, beam: int = 1, stream: bool = False, conversions: Conversions | None = None
                    ) -> str:

@@ -38,6 +38,9 @@ from recurrent.train.loop import TrainConfig, train
 from recurrent.validation import at_least, between, check
 
 
+RUNNING_PRIOR = 100  # --normalize running: the training set's statistics count as 1 s of frames (at 10 ms a frame)
+
+
 def speech_training(**changes) -> TrainConfig:
     """The recogniser's defaults: AdamW at 1e-3, gradients clipped at 5 (CTC's early gradients are large),
     30 epochs, fp32."""
@@ -54,9 +57,11 @@ class TrainSpeechConfig:
     n_mels: int = field(default=40, metadata=between(1, 512))  # M
     win_ms: float = field(default=25.0, metadata=between(1.0, 1000.0))
     hop_ms: float = field(default=10.0, metadata=between(1.0, 1000.0))
-    normalize: str = field(default="utterance", metadata={"choices": ("utterance", "global"), "help":
-                           "utterance: each utterance's mel bins to mean 0, std 1; global: the training set's "
-                           "(causal: what transcribe --stream needs)"})
+    normalize: str = field(default="utterance", metadata={"choices": ("utterance", "global", "running"), "help":
+                           "utterance: each utterance's mel bins to mean 0, std 1; global: by the training set's "
+                           "mean and std; running: by the utterance's mean and variance so far, the training set's "
+                           "counting as --running-norm frames (100 if 0). global and running are causal: what "
+                           "transcribe --stream needs"})
     freq_masks: int = field(default=2, metadata=at_least(0))  # SpecAugment, in training only
     freq_width: int = field(default=8, metadata=at_least(0))
     time_masks: int = field(default=2, metadata=at_least(0))
@@ -73,7 +78,11 @@ class TrainSpeechConfig:
             raise UserError("--train and --valid are required: manifests of path<TAB>transcript lines")
         if self.normalize == "utterance" and not self.model.bidirectional:
             print("recurrent: speech: a unidirectional model with --normalize utterance cannot stream (the mean "
-                  "needs the whole utterance); use --normalize global for transcribe --stream", file=sys.stderr)
+                  "needs the whole utterance); use --normalize running or global for transcribe --stream",
+                  file=sys.stderr)
+        if self.model.running_norm and self.normalize != "running":
+            raise UserError(f"--running-norm {self.model.running_norm} needs --normalize running, got --normalize "
+                            f"{self.normalize}")
         self.training.validate()
 
     @property
@@ -130,12 +139,14 @@ class SpeechTask:
         vocab = Vocab(tuple(resumed["chars"])) if resumed else None
         self.feats, _, self.targets, self.vocab = featurize(config.train, features, vocab)
         self.valid_feats, self.valid_texts, self.valid_targets, _ = featurize(config.valid, features, self.vocab)
-        self.model_config = replace(config.model, input_size=features.n_mels, num_chars=len(self.vocab))
+        running = (config.model.running_norm or RUNNING_PRIOR) if config.normalize == "running" else 0
+        self.model_config = replace(config.model, input_size=features.n_mels, num_chars=len(self.vocab),
+                                    running_norm=running)
         try:
             self.model = SpeechRecognizer(self.model_config)
         except ValueError as e:
             raise UserError(str(e)) from None
-        if config.normalize == "global":  # the training frames' mean and std, kept in the model's buffers
+        if config.normalize != "utterance":  # the training frames' mean and std, kept in the model's buffers
             frames = torch.cat(self.feats)  # (all frames, M)
             self.model.feature_mean.copy_(frames.mean(0))
             self.model.feature_std.copy_(frames.std(0).clamp_min(1e-3))
@@ -167,9 +178,12 @@ class SpeechTask:
             groups += [chunk[i:i + B] for i in range(0, len(chunk), B)]
         world = distributed.world()
         augment = self.config.spec_augment
+        # masks take the mean's value: 0 for features normalised here, the training set's mean for the raw features
+        # a model with global or running normalisation gets (0 would be a loud band: log-mel energies are ~ -6)
+        fill = None if self.config.normalize == "utterance" else self.model.feature_mean.clone()
         for k in torch.randperm(len(groups), generator=g).tolist():
             rows = groups[k]
-            feats = [spec_augment(self.feats[i], augment, g) for i in rows]
+            feats = [spec_augment(self.feats[i], augment, g, fill) for i in rows]
             batch = pad_batch(feats, [self.targets[i] for i in rows])
             yield world.share(len(rows), lambda r, b=batch: SpeechBatch(*(t[r] for t in b)))
 

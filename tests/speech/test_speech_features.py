@@ -66,6 +66,20 @@ def test_spec_augment_masks_bands_and_spans_only():
     assert torch.equal(spec_augment(feats, SpecAugmentConfig(0, 0, 0, 0), g), feats)
 
 
+def test_spec_augment_fills_raw_features_with_their_mean():
+    """Raw log-mel features (normalised later, by the model) are masked with the training mean of each bin, which
+    the model's normalisation maps to 0, as the masks of normalised features are."""
+    mean, std = torch.linspace(-9.0, -3.0, 40), torch.linspace(2.0, 4.0, 40)
+    feats = torch.randn(100, 40) * std + mean
+    config = SpecAugmentConfig(freq_masks=2, freq_width=10, time_masks=2, time_width=30)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        out = (spec_augment(feats, config, g, fill=mean) - mean) / std  # as the model normalises it
+        zero = out.abs() < 1e-6
+        assert zero.any()
+        assert torch.equal(zero, zero.all(0, keepdim=True) | zero.all(1, keepdim=True))
+
+
 @pytest.mark.parametrize("factor", [0.85, 0.9, 1.1, 1.2])
 def test_frequency_warp_moves_a_tone_where_the_scaled_tone_lies(factor):
     """Warping the log-mel frames of a tone at f by a gives the frames of a tone at a·f: the peak bin lands where the

@@ -84,7 +84,7 @@ def test_overfits_a_tiny_set_and_the_commands_run(tmp_path, corpus, capsys):
 def test_stream_equals_the_whole_pass_and_resume(tmp_path, corpus, capsys):
     run = tmp_path / "stream"
     args = ["train", "speech", "--train", str(corpus["train"]), "--valid", str(corpus["test"]), "--out", str(run),
-            "--no-bidirectional", "--normalize", "global", "--lr", "3e-3", *SMALL]
+            "--no-bidirectional", "--normalize", "running", "--lookahead", "3", "--lr", "3e-3", *SMALL]
     assert main([*args, "--max-steps", "4"]) == 0
     assert main([*args, "--max-steps", "8", "--resume"]) == 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -107,6 +107,8 @@ def test_stream_equals_the_whole_pass_and_resume(tmp_path, corpus, capsys):
     from recurrent.schema import check_model_meta
 
     assert check_model_meta(meta, "speech", "m.json") is meta
+    assert meta["features"]["normalize"] == "running" and meta["model"]["running_norm"] == 100  # the default prior
+    assert meta["model"]["lookahead"] == 3
     for bad, message in [({**meta, "chars": meta["chars"][:-1]}, "m.json: chars holds"),
                          ({**meta, "features": {**meta["features"], "normalize": "x"}}, "features.normalize must be"),
                          ({**meta, "model": {**meta["model"], "conv_stride": 99}}, "model.conv_stride must be <= 16")]:
@@ -122,3 +124,6 @@ def test_bad_inputs_are_one_line_errors(tmp_path, corpus, capsys):
     err = capsys.readouterr().err
     assert "bad.tsv:1: the transcript has characters 'E', 'N', 'O' outside the vocabulary" in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["train", "speech", "--train", str(corpus["train"]), "--valid", str(corpus["test"]), "--out",
+                 str(tmp_path / "r"), "--running-norm", "50", "--normalize", "global", *SMALL]) == 2
+    assert "--running-norm 50 needs --normalize running, got --normalize global" in capsys.readouterr().err
