@@ -54,7 +54,6 @@ from recurrent.serve.schemas import (
     PredictRequest,
     PredictResponse,
     SeriesForecast,
-    Token,
     TranscribeParams,
     TranscribeResponse,
     TranslateRequest,
@@ -226,22 +225,26 @@ class Generation:
         self.text: list[str] = []
 
     def _emit(self, kind: str, payload) -> None:  # on the engine thread
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, [(kind, payload)])
 
-    def _token(self, index: int, payload) -> Token:
+    def _token(self, index: int, payload) -> dict:
+        """A Token (schemas.py) as the dict it is sent as: built per token, so not validated again."""
         token, activation = payload
         text, self.space = _text_of(self.vocab, token, self.space)
         self.text.append(text)
-        return Token(index=index, id=token, text=text, activation=activation)
+        return {"index": index, "id": token, "text": text, "activation": activation}
 
     async def _next(self) -> list[tuple[str, object]]:
-        """The events that have arrived: at least one (waiting for it), and all that queued up behind it."""
-        events = [await self.queue.get()]
+        """The events that have arrived: at least one (waiting for it), and all that queued up behind it. The queue
+        holds lists of events (a Relay hands over each job's events of several steps as one item)."""
+        events = list(await self.queue.get())
         while not self.queue.empty():
-            events.append(self.queue.get_nowait())
+            events += self.queue.get_nowait()
         return events
 
-    async def collect(self) -> GenerateResponse:
+    async def collect(self) -> JSONResponse:
+        """The whole reply, a GenerateResponse; its tokens are built as dicts and sent as they are, since a reply
+        of thousands of tokens validated again would cost more than generating them."""
         tokens, reason = [], None
         try:
             while reason is None:
@@ -256,8 +259,9 @@ class Generation:
                         reason = payload
         finally:
             self.job.cancelled = True  # a client that went away stops its generation (no-op once done)
-        return GenerateResponse(model=self.name, prime=self.body.prime, text="".join(self.text), tokens=tokens,
-                                prime_activations=self.prime_activations, finish_reason=reason)
+        return JSONResponse({"model": self.name, "prime": self.body.prime, "text": "".join(self.text),
+                             "tokens": tokens, "prime_activations": self.prime_activations,
+                             "finish_reason": reason})
 
     async def events(self):
         """The server-sent events: start (with the prime's activations when a unit was asked for), token..., done.
@@ -274,7 +278,7 @@ class Generation:
                 chunk, done = [], False
                 for kind, payload in arrived or await self._next():
                     if kind == "token":
-                        chunk.append(_sse("token", self._token(n, payload).model_dump()))
+                        chunk.append(_sse("token", self._token(n, payload)))
                         n += 1
                     elif kind == "error":
                         chunk.append(_sse("error", {"error": f"generation failed: {payload}", "field": None}))
@@ -303,18 +307,21 @@ class Relay:
         now = time.monotonic()
         if now - self.last < self.interval and not any(kind == "done" for _, kind, _ in events):
             return
-        loops: dict = {}
+        each: dict[int, tuple[Job, list]] = {}  # each job's events, in order: one queue item per job
         for job, kind, payload in self.pending:
+            each.setdefault(id(job), (job, []))[1].append((kind, payload))
+        loops: dict = {}
+        for job, job_events in each.values():
             loop, queue = job.inbox  # its Generation's
-            loops.setdefault(loop, []).append((queue, (kind, payload)))
+            loops.setdefault(loop, []).append((queue, job_events))
         for loop, puts in loops.items():
             loop.call_soon_threadsafe(_put_all, puts)
         self.pending, self.last = [], now
 
 
 def _put_all(puts: list) -> None:
-    for queue, event in puts:
-        queue.put_nowait(event)
+    for queue, events in puts:
+        queue.put_nowait(events)
 
 
 def _sse(event: str, data: dict) -> str:

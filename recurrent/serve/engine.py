@@ -120,7 +120,12 @@ class BatchEngine:
                 logits, states = _append(logits, states, row_logits, row_states)
             self.running, self.peak = len(jobs), max(self.peak, len(jobs))
             if jobs:
-                jobs, logits, states = self._step(jobs, logits, states)
+                try:
+                    jobs, logits, states = self._step(jobs, logits, states)
+                except Exception as e:  # noqa: BLE001  (the batch's jobs end with the error; the engine goes on)
+                    for job in jobs:
+                        job.emit("error", f"{type(e).__name__}: {e}")
+                    jobs, logits, states = [], None, None
         for job in [*jobs, *self.waiting]:
             job.emit("done", "cancelled")
 

@@ -14,6 +14,7 @@ import torch
 
 from recurrent.cli.main import main
 from recurrent.diagnostics.activations import hidden_activations
+from recurrent.serve.schemas import GenerateResponse
 
 
 def events(lines) -> list[tuple[str, dict, float]]:
@@ -46,6 +47,7 @@ def test_generate_is_recurrent_generate_with_the_same_seed(client, served, setti
     reply = client.post("/generate", json={"prime": "the ", "length": 40, **settings})
     assert reply.status_code == 200, reply.text
     body = reply.json()
+    assert GenerateResponse.model_validate(body).tokens[0].index == 0  # the reply is the documented schema
     seed = settings.get("seed", 1)
     args = {k: v for k, v in settings.items() if k != "seed"}
     expected = list(lm.model.generate(lm.vocab.encode("the "), 40, generator=torch.Generator().manual_seed(seed),
@@ -58,6 +60,7 @@ def test_generate_is_recurrent_generate_with_the_same_seed(client, served, setti
 def test_activations_are_the_diagnostics_hidden_units(client, served):
     lm = served["chars"].model
     body = client.post("/generate", json={"prime": "ROMEO: ", "length": 30, "unit": 5, "layer": 0, "seed": 2}).json()
+    assert GenerateResponse.model_validate(body).tokens[-1].activation == body["tokens"][-1]["activation"]
     ids = torch.tensor(lm.vocab.encode("ROMEO: ").tolist() + [t["id"] for t in body["tokens"]])
     reference = hidden_activations(lm.model, ids, layer=0)[:, 5]  # the layer run over the whole text at once
     got = torch.tensor(body["prime_activations"] + [t["activation"] for t in body["tokens"]])

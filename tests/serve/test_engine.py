@@ -82,6 +82,28 @@ def test_a_job_ends_at_its_stop_token_on_cancel_and_at_its_deadline(model):
         engine.close()
 
 
+def test_a_failing_step_ends_its_jobs_with_the_error_and_the_engine_goes_on(model):
+    """A step that raises (here the deliver hook, once) must not kill the engine's thread, where every request
+    would then wait for ever: the batch's jobs end with "error", and the next job runs."""
+    failures = ["boom"]
+
+    def deliver(events):
+        if failures:
+            raise RuntimeError(failures.pop())
+        for j, kind, payload in events:
+            j.emit(kind, payload)
+
+    engine = BatchEngine(model, 8, deliver)
+    try:
+        first, second = Collect(), Collect()
+        engine.submit(job([1], 20, 0, first))
+        assert first.done.wait(30) and first.reason == "RuntimeError: boom"
+        engine.submit(job([1], 20, 0, second))
+        assert second.done.wait(30) and second.reason == "length" and len(second.tokens) == 20
+    finally:
+        engine.close()
+
+
 def test_activations_are_the_stepped_layer_states(model):
     engine = BatchEngine(model, 8)
     c = Collect()
