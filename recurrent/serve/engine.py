@@ -181,8 +181,12 @@ def _draw(jobs: list[Job], logits: Tensor) -> list[int]:
     rest are drawn one by one. A job that ends this step draws too, and its draw is discarded: ending never
     depends on the noise a draw would have used."""
     logits = logits.float()
-    tokens = logits.argmax(-1)  # (B,): the greedy rows' tokens, and a placeholder for the others
     plain = [i for i, job in enumerate(jobs) if not job.sampler.greedy and not job.sampler.filters]
+    if len(plain) == len(jobs):  # the usual batch: every row plain, drawn at once without gathers
+        noise = torch.cat([job.sampler.next_noise(logits[:1].shape, logits.device) for job in jobs])  # (B, V)
+        scale = torch.tensor([job.sampler.temperature for job in jobs], dtype=logits.dtype)[:, None]  # (B, 1)
+        return torch.addcmul(logits, scale, noise).argmax(-1).tolist()
+    tokens = logits.argmax(-1)  # (B,): the greedy rows' tokens, and a placeholder for the others
     if plain:
         rows = torch.tensor(plain)
         noise = torch.cat([jobs[i].sampler.next_noise(logits[i:i + 1].shape, logits.device) for i in plain])  # (b, V)
