@@ -15,6 +15,12 @@ sequential computation"): with A_t = Π_{k≤t} a_k,
     h_t = A_t h_0 + Σ_{k≤t} (A_t / A_k) b_k
     log of the sum = log A_t + logcumsumexp_k(log b_k - log A_k)
 
+On the CPU, where the native library is built, the scan is instead `linear_scan`: the same recurrence stepped over
+T in C++ (recurrent/native/scan.cpp), each step one multiply-add per lane, vectorised over the B·H lanes and split
+over threads by lanes. There the lanes already fill the vector units, so stepping does the least work; the log-space
+scan is 30 times more element-wise passes (its logcumsumexp alone took 28 ms per 256 steps at B=8, H=256) and stays
+the path on GPUs and without the library. Tests check both against stepping, in float64.
+
 The carried state h_0 (any sign) enters as the linear term A_t h_0, so it need not be positive. The scan runs in
 chunks of 256 steps (so float32 keeps its precision on long sequences: log A_t grows like -T). h̃_t = g(pre)
 with the paper's g(v) = v + 0.5 for v >= 0, σ(v) otherwise: positive, so log h̃ exists, and
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recurrent import kernels
+from recurrent import kernels, native
 from recurrent.cells.base import Cell
 from recurrent.state import RNNState
 
@@ -59,6 +65,28 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Te
         out.append(torch.exp(log_A) * h0 + torch.exp(log_A + lse))
         h0 = out[-1][-1]
     return torch.cat(out) if len(out) > 1 else out[0]
+
+
+class _LinearScan(torch.autograd.Function):
+    """h_t = a_t h_{t-1} + b_t over (T, N) lanes, forward and backward in C++ (recurrent/native/scan.cpp)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:  # (T, N), (T, N), (N,) -> (T, N)
+        h = native.load().linear_scan_forward(a, b, h0)
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh: Tensor):
+        a, h, h0 = ctx.saved_tensors
+        return tuple(native.load().linear_scan_backward(dh.contiguous(), a, h, h0))
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """Every h_t of h_t = a_t h_{t-1} + b_t, from a, b (T, B, H) and h_0 (B, H) -> (T, B, H), by the native loop
+    (CPU, float32 or float64; `native.load()` must not be None)."""
+    T, B, H = a.shape
+    return _LinearScan.apply(a.reshape(T, B * H), b.reshape(T, B * H), h0.reshape(B * H)).view(T, B, H)
 
 
 class _MinCell(Cell):
@@ -112,7 +140,11 @@ class _MinCell(Cell):
         if gx.dtype in (torch.float16, torch.bfloat16):  # logcumsumexp needs the range and precision of float32
             gx = gx.float()
         k, pre = self._mix(gx)
-        h = log_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), state.h.to(gx.dtype))
+        h0 = state.h.to(gx.dtype)
+        if gx.device.type == "cpu" and native.load() is not None:  # stepped in C++: the least work on a CPU
+            h = linear_scan(torch.sigmoid(-k), torch.sigmoid(k) * g(pre), h0)  # a = 1 - z, b = z h̃
+        else:
+            h = log_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), h0)
         return (h.to(state.h.dtype),)
 
 

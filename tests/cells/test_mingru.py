@@ -13,6 +13,7 @@ import recurrent as rc
 from recurrent.cells import MinGRUCell, MinLSTMCell, registry
 from recurrent.cli.main import main
 from recurrent.engine import run_cell
+from recurrent.state import RNNState
 
 B, T, I, H = 3, 7, 3, 4
 CELLS = {"mingru": MinGRUCell, "minlstm": MinLSTMCell}
@@ -107,6 +108,34 @@ def test_chunked_log_scan_is_exact_and_passes_gradcheck():
     for chunk in (1, 3, 7, 256):
         torch.testing.assert_close(log_scan(a.log(), b.log(), h0, chunk), torch.stack(ref))
     assert torch.autograd.gradcheck(lambda a, b, h0: log_scan(a.log(), b.log(), h0, 3), (a, b, h0))
+
+
+def test_native_linear_scan_is_the_recurrence_and_passes_gradcheck():
+    """The C++ loop (recurrent/native/scan.cpp) against the recurrence stepped in float64, any sign of a and b,
+    lanes more than one thread's share; and the cells' scan on it equals the log-space scan."""
+    from recurrent import native
+    from recurrent.cells.mingru import linear_scan, log_scan
+
+    if native.load() is None:
+        pytest.skip("the native library is not available here")
+    torch.manual_seed(3)
+    a = torch.randn(9, 4, 130, dtype=torch.float64, requires_grad=True)  # 520 lanes: split over threads
+    b = torch.randn(9, 4, 130, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 130, dtype=torch.float64, requires_grad=True)
+    h, ref = h0, []
+    for t in range(9):
+        h = a[t] * h + b[t]
+        ref.append(h)
+    torch.testing.assert_close(linear_scan(a, b, h0), torch.stack(ref))
+    small = [t[..., :3].detach().clone().requires_grad_() for t in (a, b, h0)]
+    assert torch.autograd.gradcheck(linear_scan, tuple(small))
+    cell = MinGRUCell(5, 6).double()
+    x, state = torch.randn(40, 3, 5, dtype=torch.float64), RNNState(torch.randn(3, 6, dtype=torch.float64))
+    k, pre = cell._mix(cell.project_input(x))
+    from recurrent.cells.mingru import log_g
+
+    expected = log_scan(-torch.nn.functional.softplus(k), -torch.nn.functional.softplus(-k) + log_g(pre), state.h)
+    torch.testing.assert_close(cell.parallel_scan(x, state)[0], expected)
 
 
 @pytest.mark.parametrize("name", CELLS)
