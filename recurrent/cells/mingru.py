@@ -15,11 +15,12 @@ sequential computation"): with A_t = Π_{k≤t} a_k,
     h_t = A_t h_0 + Σ_{k≤t} (A_t / A_k) b_k
     log of the sum = log A_t + logcumsumexp_k(log b_k - log A_k)
 
-On the CPU, where the native library is built, the scan is instead `linear_scan`: the same recurrence stepped over
-T in C++ (recurrent/native/scan.cpp), each step one multiply-add per lane, vectorised over the B·H lanes and split
-over threads by lanes. There the lanes already fill the vector units, so stepping does the least work; the log-space
-scan is 30 times more element-wise passes (its logcumsumexp alone took 28 ms per 256 steps at B=8, H=256) and stays
-the path on GPUs and without the library. Tests check both against stepping, in float64.
+On the CPU, where the native library is built, the scan is instead `_NativeScan`: z, h̃ and the recurrence stepped
+over T in one C++ loop (recurrent/native/gru.cpp `min_scan_forward`/`_backward`), vectorised over the B·H lanes
+and split over threads by lanes. There the lanes already fill the vector units, so stepping does the least work:
+the log-space scan made a dozen element-wise passes over (T, B, H) and their backward (its logcumsumexp alone took
+28 ms per 256 steps at B=8, H=256). The log-space scan stays the path on GPUs and without the library. Tests check
+both against stepping, in float64.
 
 The carried state h_0 (any sign) enters as the linear term A_t h_0, so it need not be positive. The scan runs in
 chunks of 256 steps (so float32 keeps its precision on long sequences: log A_t grows like -T). h̃_t = g(pre)
@@ -67,26 +68,27 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Te
     return torch.cat(out) if len(out) > 1 else out[0]
 
 
-class _LinearScan(torch.autograd.Function):
-    """h_t = a_t h_{t-1} + b_t over (T, N) lanes, forward and backward in C++ (recurrent/native/scan.cpp)."""
+class _NativeScan(torch.autograd.Function):
+    """A min cell's h at every step from its input projection gx (T, B, G) and h_0 (B, H), in C++: the cell's
+    `_mix` gives k and pre, the loop gives h (forward) and dk, dpre (backward), `_mix_backward` gives dgx."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, h0: Tensor) -> Tensor:  # (T, N), (T, N), (N,) -> (T, N)
-        h = native.load().linear_scan_forward(a, b, h0)
-        ctx.save_for_backward(a, h, h0)
-        return h
+    def forward(ctx, cell: "_MinCell", gx: Tensor, h0: Tensor) -> Tensor:
+        T, B, _ = gx.shape
+        k, pre = (t.reshape(T, -1) for t in cell._mix(gx))  # (T, N)
+        h = native.load().min_scan_forward(k, pre, h0.reshape(-1))
+        ctx.cell = cell
+        ctx.save_for_backward(gx, h, h0)
+        return h.view(T, B, -1)
 
     @staticmethod
     def backward(ctx, dh: Tensor):
-        a, h, h0 = ctx.saved_tensors
-        return tuple(native.load().linear_scan_backward(dh.contiguous(), a, h, h0))
-
-
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
-    """Every h_t of h_t = a_t h_{t-1} + b_t, from a, b (T, B, H) and h_0 (B, H) -> (T, B, H), by the native loop
-    (CPU, float32 or float64; `native.load()` must not be None)."""
-    T, B, H = a.shape
-    return _LinearScan.apply(a.reshape(T, B * H), b.reshape(T, B * H), h0.reshape(B * H)).view(T, B, H)
+        gx, h, h0 = ctx.saved_tensors
+        T, B, _ = gx.shape
+        k, pre = (t.reshape(T, -1) for t in ctx.cell._mix(gx))
+        dk, dpre, dh0 = native.load().min_scan_backward(dh.reshape(T, -1), k, pre, h, h0.reshape(-1))
+        dgx = ctx.cell._mix_backward(dk.view(T, B, -1), dpre.view(T, B, -1), gx)
+        return None, dgx, dh0.view_as(h0)
 
 
 class _MinCell(Cell):
@@ -139,11 +141,11 @@ class _MinCell(Cell):
         gx = self.project_input(x)
         if gx.dtype in (torch.float16, torch.bfloat16):  # logcumsumexp needs the range and precision of float32
             gx = gx.float()
-        k, pre = self._mix(gx)
         h0 = state.h.to(gx.dtype)
         if gx.device.type == "cpu" and native.load() is not None:  # stepped in C++: the least work on a CPU
-            h = linear_scan(torch.sigmoid(-k), torch.sigmoid(k) * g(pre), h0)  # a = 1 - z, b = z h̃
+            h = _NativeScan.apply(self, gx, h0)
         else:
+            k, pre = self._mix(gx)
             h = log_scan(-F.softplus(k), -F.softplus(-k) + log_g(pre), h0)
         return (h.to(state.h.dtype),)
 

@@ -1,6 +1,6 @@
 // The GRU layer's and the LayerNorm LSTM layer's whole time loops, forward and backward, for the `bptt` backend
-// (see gru.py and layernorm_lstm.py). Compiled into the same library as lstm.cpp (recurrent/native/__init__.py
-// SOURCES), with the same build flags, dtypes and products; read lstm.cpp's header first.
+// (see gru.py and layernorm_lstm.py), and the minGRU/minLSTM scan (at the end). Compiled into the same library as
+// lstm.cpp (recurrent/native/__init__.py SOURCES), with the same build flags, dtypes and products; read lstm.cpp's header first.
 //
 // Key: T time, B batch, H hidden. S is the dtype of the states and the pointwise steps (float or double); P the
 // dtype of the products (bfloat16 under autocast, otherwise S). Per step, one product and one fused pointwise loop.
@@ -28,6 +28,7 @@
 // translation unit, and the package ships no headers. The pointwise loops are written for g++ to vectorise under
 // every instruction set's flags; nothing x86-only appears here.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -442,6 +443,91 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layernorm_lst
   return ln_backward_loop<float, float>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
 }
 
+// --- minGRU / minLSTM (cells/mingru.py): the scan h_t = (1 - z_t) h_{t-1} + z_t h̃_t, z = σ(k), h̃ = g(pre) ----------
+// k and pre (T, N) come from the cell's _mix of its input projection; N = B·H lanes. On a CPU the lanes already fill
+// the vector units, so stepping over T does the least work of any order (a parallel scan pays on GPUs, where T is
+// the only axis left to spread); the lanes are split over threads, each running the whole of T.
+//   forward   z = σ(k),  h̃ = pre + 0.5 if pre >= 0 else σ(pre),  h_t = (1 - z) h_{t-1} + z h̃
+//   backward  g = dh_t + (1 - z_{t+1}) g_{t+1};  dk = g (h̃ - h_{t-1}) z (1 - z);  dpre = g z g'(pre),
+//             g' = 1 if pre >= 0 else h̃ (1 - h̃);  dh0 = (1 - z_0) g_0
+constexpr int64_t SCAN_GRAIN = 256;  // lanes per task
+
+template <typename S>
+[[gnu::always_inline]] inline S g_of(S pre) { return pre >= S(0) ? pre + S(0.5) : sigmoid<S>(pre); }
+
+template <typename S>
+void min_scan_lanes(const S* k, const S* pre, const S* h0, S* h, int64_t T, int64_t N, int64_t i0, int64_t i1) {
+  for (int64_t t = 0; t < T; ++t) {
+    const S* __restrict__ prev = t ? h + (t - 1) * N : h0;
+    const S* __restrict__ kt = k + t * N;
+    const S* __restrict__ pt = pre + t * N;
+    S* __restrict__ ht = h + t * N;
+    for (int64_t i = i0; i < i1; ++i) {
+      const S z = sigmoid<S>(kt[i]);
+      ht[i] = (S(1) - z) * prev[i] + z * g_of<S>(pt[i]);
+    }
+  }
+}
+
+template <typename S>
+void min_scan_back_lanes(const S* dh, const S* k, const S* pre, const S* h, const S* h0, S* dk, S* dpre, S* dh0,
+                         int64_t T, int64_t N, int64_t i0, int64_t i1) {
+  std::vector<S> carry_(i1 - i0, S(0));  // (1 - z_{t+1}) g_{t+1}
+  S* __restrict__ carry = carry_.data() - i0;  // indexed by lane
+  for (int64_t t = T - 1; t >= 0; --t) {  // restrict: no output aliases an input, so g++ vectorises the lanes
+    const S* __restrict__ prev = t ? h + (t - 1) * N : h0;
+    const S* __restrict__ kt = k + t * N;
+    const S* __restrict__ pt = pre + t * N;
+    const S* __restrict__ dht = dh + t * N;
+    S* __restrict__ dkt = dk + t * N;
+    S* __restrict__ dpt = dpre + t * N;
+    for (int64_t i = i0; i < i1; ++i) {
+      const S z = sigmoid<S>(kt[i]), p = pt[i], ht = g_of<S>(p);
+      const S gi = dht[i] + carry[i];
+      dkt[i] = gi * (ht - prev[i]) * z * (S(1) - z);
+      dpt[i] = gi * z * (p >= S(0) ? S(1) : ht * (S(1) - ht));
+      carry[i] = gi * (S(1) - z);
+    }
+  }
+  for (int64_t i = i0; i < i1; ++i) dh0[i] = carry[i];
+}
+
+// k, pre (T, N), h0 (N,) -> h (T, N)
+Tensor min_scan_forward(const Tensor& k_, const Tensor& pre_, const Tensor& h0_) {
+  TORCH_CHECK(k_.dim() == 2 && k_.sizes() == pre_.sizes() && h0_.dim() == 1 && h0_.size(0) == k_.size(1) &&
+              k_.scalar_type() == pre_.scalar_type() && k_.scalar_type() == h0_.scalar_type(),
+              "min_scan: k and pre (T, N), h0 (N,), one dtype");
+  const Tensor k = k_.contiguous(), pre = pre_.contiguous(), h0 = h0_.contiguous();
+  Tensor h = at::empty_like(k);
+  const int64_t T = k.size(0), N = k.size(1);
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "min_scan_forward", [&] {
+    at::parallel_for(0, N, SCAN_GRAIN, [&](int64_t i0, int64_t i1) {
+      min_scan_lanes<scalar_t>(k.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+                               h.data_ptr<scalar_t>(), T, N, i0, i1);
+    });
+  });
+  return h;
+}
+
+// dh, k, pre, h (T, N), h0 (N,) -> (dk, dpre (T, N), dh0 (N,))
+std::tuple<Tensor, Tensor, Tensor> min_scan_backward(const Tensor& dh_, const Tensor& k_, const Tensor& pre_,
+                                                     const Tensor& h_, const Tensor& h0_) {
+  TORCH_CHECK(dh_.sizes() == k_.sizes() && h_.sizes() == k_.sizes() && dh_.scalar_type() == k_.scalar_type(),
+              "min_scan: dh and h like k");
+  const Tensor dh = dh_.contiguous(), k = k_.contiguous(), pre = pre_.contiguous(), h = h_.contiguous(),
+               h0 = h0_.contiguous();
+  Tensor dk = at::empty_like(k), dpre = at::empty_like(k), dh0 = at::empty_like(h0);
+  const int64_t T = k.size(0), N = k.size(1);
+  AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "min_scan_backward", [&] {
+    at::parallel_for(0, N, SCAN_GRAIN, [&](int64_t i0, int64_t i1) {
+      min_scan_back_lanes<scalar_t>(dh.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
+                                    h.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(),
+                                    dpre.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), T, N, i0, i1);
+    });
+  });
+  return {dk, dpre, dh0};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(recurrent_native, m) {
@@ -453,6 +539,8 @@ TORCH_LIBRARY_FRAGMENT(recurrent_native, m) {
         "float eps, bool onednn) -> (Tensor, Tensor, Tensor, Tensor[])");
   m.def("layernorm_lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor g_h, Tensor g_c, Tensor c, Tensor h_low, "
         "Tensor[] act, bool onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("min_scan_forward(Tensor k, Tensor pre, Tensor h0) -> Tensor");
+  m.def("min_scan_backward(Tensor dh, Tensor k, Tensor pre, Tensor h, Tensor h0) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {
@@ -460,4 +548,6 @@ TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {
   m.impl("gru_backward", gru_backward);
   m.impl("layernorm_lstm_forward", layernorm_lstm_forward);
   m.impl("layernorm_lstm_backward", layernorm_lstm_backward);
+  m.impl("min_scan_forward", min_scan_forward);
+  m.impl("min_scan_backward", min_scan_backward);
 }

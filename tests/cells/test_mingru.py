@@ -110,32 +110,26 @@ def test_chunked_log_scan_is_exact_and_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda a, b, h0: log_scan(a.log(), b.log(), h0, 3), (a, b, h0))
 
 
-def test_native_linear_scan_is_the_recurrence_and_passes_gradcheck():
-    """The C++ loop (recurrent/native/scan.cpp) against the recurrence stepped in float64, any sign of a and b,
-    lanes more than one thread's share; and the cells' scan on it equals the log-space scan."""
+@pytest.mark.parametrize("name", CELLS)
+def test_native_scan_equals_the_log_space_scan_and_passes_gradcheck(name):
+    """The C++ loop (native/gru.cpp min_scan) against the log-space scan in float64, with lanes (B·H) more than one
+    thread's share, from a carried state of any sign; and its hand-derived backward against finite differences."""
     from recurrent import native
-    from recurrent.cells.mingru import linear_scan, log_scan
+    from recurrent.cells.mingru import log_g, log_scan
 
     if native.load() is None:
         pytest.skip("the native library is not available here")
     torch.manual_seed(3)
-    a = torch.randn(9, 4, 130, dtype=torch.float64, requires_grad=True)  # 520 lanes: split over threads
-    b = torch.randn(9, 4, 130, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(4, 130, dtype=torch.float64, requires_grad=True)
-    h, ref = h0, []
-    for t in range(9):
-        h = a[t] * h + b[t]
-        ref.append(h)
-    torch.testing.assert_close(linear_scan(a, b, h0), torch.stack(ref))
-    small = [t[..., :3].detach().clone().requires_grad_() for t in (a, b, h0)]
-    assert torch.autograd.gradcheck(linear_scan, tuple(small))
-    cell = MinGRUCell(5, 6).double()
-    x, state = torch.randn(40, 3, 5, dtype=torch.float64), RNNState(torch.randn(3, 6, dtype=torch.float64))
+    cell = CELLS[name](5, 130).double()
+    x, state = torch.randn(40, 3, 5, dtype=torch.float64), RNNState(torch.randn(3, 130, dtype=torch.float64))
     k, pre = cell._mix(cell.project_input(x))
-    from recurrent.cells.mingru import log_g
-
-    expected = log_scan(-torch.nn.functional.softplus(k), -torch.nn.functional.softplus(-k) + log_g(pre), state.h)
+    softplus = torch.nn.functional.softplus
+    expected = log_scan(-softplus(k), -softplus(-k) + log_g(pre), state.h)
     torch.testing.assert_close(cell.parallel_scan(x, state)[0], expected)
+    small = CELLS[name](3, 4).double()
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, h0: small.parallel_scan(x, RNNState(h0))[0], (x, h0))
 
 
 @pytest.mark.parametrize("name", CELLS)
