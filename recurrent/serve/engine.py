@@ -182,15 +182,14 @@ def _draw(jobs: list[Job], logits: Tensor) -> list[int]:
     depends on the noise a draw would have used."""
     logits = logits.float()
     plain = [i for i, job in enumerate(jobs) if not job.sampler.greedy and not job.sampler.filters]
-    if len(plain) == len(jobs):  # the usual batch: every row plain, drawn at once without gathers
-        noise = torch.cat([job.sampler.next_noise(logits[:1].shape, logits.device) for job in jobs])  # (B, V)
-        scale = torch.tensor([job.sampler.temperature for job in jobs], dtype=logits.dtype)[:, None]  # (B, 1)
-        return torch.addcmul(logits, scale, noise).argmax(-1).tolist()
+    if plain:
+        noise = torch.cat([jobs[i].sampler.next_noise(logits[:1].shape, logits.device) for i in plain])  # (b, V)
+        scale = torch.tensor([jobs[i].sampler.temperature for i in plain], dtype=logits.dtype)[:, None]  # (b, 1)
+        if len(plain) == len(jobs):  # the usual batch: every row plain, drawn at once without gathers
+            return torch.addcmul(logits, scale, noise).argmax(-1).tolist()
     tokens = logits.argmax(-1)  # (B,): the greedy rows' tokens, and a placeholder for the others
     if plain:
         rows = torch.tensor(plain)
-        noise = torch.cat([jobs[i].sampler.next_noise(logits[i:i + 1].shape, logits.device) for i in plain])  # (b, V)
-        scale = torch.tensor([jobs[i].sampler.temperature for i in plain], dtype=logits.dtype)[:, None]  # (b, 1)
         tokens[rows] = torch.addcmul(logits[rows], scale, noise).argmax(-1)
     for i, job in enumerate(jobs):
         if not job.sampler.greedy and job.sampler.filters:
