@@ -74,21 +74,22 @@ class _NativeScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell: "_MinCell", gx: Tensor, h0: Tensor) -> Tensor:
-        T, B, _ = gx.shape
-        k, pre = (t.reshape(T, -1) for t in cell._mix(gx))  # (T, N)
-        h = native.load().min_scan_forward(k, pre, h0.reshape(-1))
+        k, pre = cell._mix(gx)  # (T, B, H) each, read in place through their strides
+        h = native.load().min_scan_forward(k, pre, h0)  # (T, B, H)
         ctx.cell = cell
         ctx.save_for_backward(gx, h, h0)
-        return h.view(T, B, -1)
+        return h
 
     @staticmethod
     def backward(ctx, dh: Tensor):
         gx, h, h0 = ctx.saved_tensors
-        T, B, _ = gx.shape
-        k, pre = (t.reshape(T, -1) for t in ctx.cell._mix(gx))
-        dk, dpre, dh0 = native.load().min_scan_backward(dh.reshape(T, -1), k, pre, h, h0.reshape(-1))
-        dgx = ctx.cell._mix_backward(dk.view(T, B, -1), dpre.view(T, B, -1), gx)
-        return None, dgx, dh0.view_as(h0)
+        cell = ctx.cell
+        k, pre = cell._mix(gx)
+        dgx = torch.empty_like(gx)
+        dk, dpre = cell._grad_slots(dgx)  # where the loop writes dk and dpre: into dgx where the cell allows
+        dh0 = native.load().min_scan_backward(dh, k, pre, h, h0, dk, dpre)
+        cell._mix_backward_into(dgx, dk, dpre, gx)
+        return None, dgx, dh0
 
 
 class _MinCell(Cell):
@@ -119,6 +120,16 @@ class _MinCell(Cell):
 
     def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
         raise NotImplementedError
+
+    # The native scan's backward writes dk and dpre (T, B, H) into `_grad_slots(dgx)`, then `_mix_backward_into`
+    # fills the rest of dgx (T, B, G). By default both are separate and dgx is `_mix_backward` of them; a cell whose
+    # k or pre is a slice of gx hands that slice of dgx instead, so the loop writes it in place.
+    def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:
+        shape = (*dgx.shape[:-1], self.hidden_size)
+        return dgx.new_empty(shape), dgx.new_empty(shape)
+
+    def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:
+        dgx.copy_(self._mix_backward(dk, dpre, gx))
 
     def step(self, gx: Tensor, gh: None, state: RNNState):  # gx (B, G); no recurrence matrix, so gh is None
         k, pre = self._mix(gx)
@@ -169,6 +180,13 @@ class MinGRUCell(_MinCell):
     def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
         return torch.cat([dk, dpre], dim=-1)
 
+    def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:  # dk and dpre are dgx's halves, written in place
+        H = self.hidden_size
+        return dgx[..., :H], dgx[..., H:]
+
+    def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:
+        pass  # already there
+
 
 class MinLSTMCell(_MinCell):
     """minLSTM (Feng et al. 2024, section 3.2, with normalised gates, log-space version):
@@ -192,3 +210,11 @@ class MinLSTMCell(_MinCell):
         H = self.hidden_size
         kf, ki = gx[..., :H], gx[..., H : 2 * H]
         return torch.cat([-dk * torch.sigmoid(-kf), dk * torch.sigmoid(-ki), dpre], dim=-1)  # softplus' = σ
+
+    def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:  # dpre is dgx's last third, written in place
+        return dgx.new_empty(dgx[..., : self.hidden_size].shape), dgx[..., 2 * self.hidden_size :]
+
+    def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:
+        H = self.hidden_size
+        torch.mul(torch.sigmoid(-gx[..., :H]), dk, out=dgx[..., :H]).neg_()
+        torch.mul(torch.sigmoid(-gx[..., H : 2 * H]), dk, out=dgx[..., H : 2 * H])

@@ -444,88 +444,140 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layernorm_lst
 }
 
 // --- minGRU / minLSTM (cells/mingru.py): the scan h_t = (1 - z_t) h_{t-1} + z_t h̃_t, z = σ(k), h̃ = g(pre) ----------
-// k and pre (T, N) come from the cell's _mix of its input projection; N = B·H lanes. On a CPU the lanes already fill
-// the vector units, so stepping over T does the least work of any order (a parallel scan pays on GPUs, where T is
-// the only axis left to spread); the lanes are split over threads, each running the whole of T.
+// k and pre (T, B, H) come from the cell's _mix of its input projection (T, B, G), read in place through their
+// strides (for minGRU they are the two halves of it). On a CPU the B·H lanes already fill the vector units, so
+// stepping over T does the least work of any order (a parallel scan pays on GPUs, where T is the only axis left to
+// spread); the lanes are split over threads in tiles of one batch row, each running the whole of T.
 //   forward   z = σ(k),  h̃ = pre + 0.5 if pre >= 0 else σ(pre),  h_t = (1 - z) h_{t-1} + z h̃
 //   backward  g = dh_t + (1 - z_{t+1}) g_{t+1};  dk = g (h̃ - h_{t-1}) z (1 - z);  dpre = g z g'(pre),
 //             g' = 1 if pre >= 0 else h̃ (1 - h̃);  dh0 = (1 - z_0) g_0
-constexpr int64_t SCAN_GRAIN = 256;  // lanes per task
+constexpr int64_t SCAN_TILE = 256;  // lanes per task
+
+// σ is computed for every lane and then selected: written as `pre >= 0 ? pre + 0.5 : σ(pre)`, g++ computes σ under a
+// mask, and that loop ran 6× slower (4.05 against 0.71 ns an element, AVX-512, Sapphire Rapids)
+template <typename S>
+[[gnu::always_inline]] inline S g_of(S pre) {
+  const S s = sigmoid<S>(pre);
+  return pre >= S(0) ? pre + S(0.5) : s;
+}
+
+// A (T, B, H) operand with unit stride over H: element (t, b, j) at p[t * st + b * sb + j].
+template <typename S>
+struct Lanes {
+  S* p;
+  int64_t st, sb;
+  S* row(int64_t t, int64_t b) const { return p + t * st + b * sb; }
+};
 
 template <typename S>
-[[gnu::always_inline]] inline S g_of(S pre) { return pre >= S(0) ? pre + S(0.5) : sigmoid<S>(pre); }
+Lanes<S> lanes(const Tensor& x) {
+  return {x.data_ptr<std::remove_const_t<S>>(), x.stride(0), x.stride(1)};
+}
+
+// Each step reads one short row (a tile) of each operand, a whole row of the (T, B, G) projection apart: too far
+// for the hardware prefetcher. Rows AHEAD steps on are fetched by hand: the forward at T=4096 B=8 H=256 went from
+// 37 to 26 ms (the backward, reading more streams at once, from 30 to 28).
+constexpr int64_t AHEAD = 4;
+template <typename S>
+[[gnu::always_inline]] inline void prefetch_rows(std::initializer_list<const S*> rows, int64_t j0, int64_t j1) {
+  for (const S* r : rows)
+    for (int64_t j = j0; j < j1; j += 64 / sizeof(S)) __builtin_prefetch(r + j);
+}
+
+// Runs body(b, j0, j1) over tiles of the (B, H) lanes, split over threads.
+template <typename F>
+void for_tiles(int64_t B, int64_t H, F body) {
+  const int64_t per_row = (H + SCAN_TILE - 1) / SCAN_TILE;
+  at::parallel_for(0, B * per_row, 1, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const int64_t b = n / per_row, j0 = (n % per_row) * SCAN_TILE;
+      body(b, j0, std::min(H, j0 + SCAN_TILE));
+    }
+  });
+}
 
 template <typename S>
-void min_scan_lanes(const S* k, const S* pre, const S* h0, S* h, int64_t T, int64_t N, int64_t i0, int64_t i1) {
+void min_scan_lanes(Lanes<const S> k, Lanes<const S> pre, const S* h0, Lanes<S> h, int64_t T, int64_t b, int64_t j0,
+                    int64_t j1) {
   for (int64_t t = 0; t < T; ++t) {
-    const S* __restrict__ prev = t ? h + (t - 1) * N : h0;
-    const S* __restrict__ kt = k + t * N;
-    const S* __restrict__ pt = pre + t * N;
-    S* __restrict__ ht = h + t * N;
-    for (int64_t i = i0; i < i1; ++i) {
-      const S z = sigmoid<S>(kt[i]);
-      ht[i] = (S(1) - z) * prev[i] + z * g_of<S>(pt[i]);
+    const S* prev = t ? h.row(t - 1, b) : h0 + b * h.sb;  // h0 (B, H) is contiguous, like h's rows
+    const S *kt = k.row(t, b), *pt = pre.row(t, b);
+    S* ht = h.row(t, b);
+    if (t + AHEAD < T) prefetch_rows<S>({k.row(t + AHEAD, b), pre.row(t + AHEAD, b)}, j0, j1);
+    // ivdep: no output aliases an input. g++ does not take block-scope restrict, and the alias checks it would
+    // otherwise need exceed its limit of 10, so without this the backward loop stayed scalar
+#pragma GCC ivdep
+    for (int64_t j = j0; j < j1; ++j) {
+      const S z = sigmoid<S>(kt[j]);
+      ht[j] = (S(1) - z) * prev[j] + z * g_of<S>(pt[j]);
     }
   }
 }
 
 template <typename S>
-void min_scan_back_lanes(const S* dh, const S* k, const S* pre, const S* h, const S* h0, S* dk, S* dpre, S* dh0,
-                         int64_t T, int64_t N, int64_t i0, int64_t i1) {
-  std::vector<S> carry_(i1 - i0, S(0));  // (1 - z_{t+1}) g_{t+1}
-  S* __restrict__ carry = carry_.data() - i0;  // indexed by lane
-  for (int64_t t = T - 1; t >= 0; --t) {  // restrict: no output aliases an input, so g++ vectorises the lanes
-    const S* __restrict__ prev = t ? h + (t - 1) * N : h0;
-    const S* __restrict__ kt = k + t * N;
-    const S* __restrict__ pt = pre + t * N;
-    const S* __restrict__ dht = dh + t * N;
-    S* __restrict__ dkt = dk + t * N;
-    S* __restrict__ dpt = dpre + t * N;
-    for (int64_t i = i0; i < i1; ++i) {
-      const S z = sigmoid<S>(kt[i]), p = pt[i], ht = g_of<S>(p);
-      const S gi = dht[i] + carry[i];
-      dkt[i] = gi * (ht - prev[i]) * z * (S(1) - z);
-      dpt[i] = gi * z * (p >= S(0) ? S(1) : ht * (S(1) - ht));
-      carry[i] = gi * (S(1) - z);
+void min_scan_back_lanes(Lanes<const S> dh, Lanes<const S> k, Lanes<const S> pre, Lanes<const S> h, const S* h0,
+                         Lanes<S> dk, Lanes<S> dpre, S* dh0, int64_t T, int64_t b, int64_t j0, int64_t j1) {
+  S* carry = dh0 + b * h.sb;  // (1 - z_{t+1}) g_{t+1}, by lane; dh0 once t = 0 is done
+  for (int64_t j = j0; j < j1; ++j) carry[j] = S(0);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const S* prev = t ? h.row(t - 1, b) : h0 + b * h.sb;
+    const S *kt = k.row(t, b), *pt = pre.row(t, b), *dht = dh.row(t, b);
+    S *dkt = dk.row(t, b), *dpt = dpre.row(t, b);
+    if (t >= AHEAD + 1)
+      prefetch_rows<S>({k.row(t - AHEAD, b), pre.row(t - AHEAD, b), dh.row(t - AHEAD, b), h.row(t - AHEAD - 1, b)},
+                       j0, j1);
+#pragma GCC ivdep  // as in min_scan_lanes
+    for (int64_t j = j0; j < j1; ++j) {
+      const S z = sigmoid<S>(kt[j]), p = pt[j], ht = g_of<S>(p);
+      const S gi = dht[j] + carry[j];
+      dkt[j] = gi * (ht - prev[j]) * z * (S(1) - z);
+      dpt[j] = gi * z * (p >= S(0) ? S(1) : ht * (S(1) - ht));
+      carry[j] = gi * (S(1) - z);
     }
   }
-  for (int64_t i = i0; i < i1; ++i) dh0[i] = carry[i];
 }
 
-// k, pre (T, N), h0 (N,) -> h (T, N)
+bool unit_lanes(const Tensor& x) { return x.dim() == 3 && x.stride(2) == 1; }
+
+// k, pre (T, B, H), any strides with unit stride over H; h0 (B, H) -> h (T, B, H)
 Tensor min_scan_forward(const Tensor& k_, const Tensor& pre_, const Tensor& h0_) {
-  TORCH_CHECK(k_.dim() == 2 && k_.sizes() == pre_.sizes() && h0_.dim() == 1 && h0_.size(0) == k_.size(1) &&
+  TORCH_CHECK(k_.dim() == 3 && k_.sizes() == pre_.sizes() && h0_.dim() == 2 && h0_.sizes() == k_.sizes().slice(1) &&
               k_.scalar_type() == pre_.scalar_type() && k_.scalar_type() == h0_.scalar_type(),
-              "min_scan: k and pre (T, N), h0 (N,), one dtype");
-  const Tensor k = k_.contiguous(), pre = pre_.contiguous(), h0 = h0_.contiguous();
-  Tensor h = at::empty_like(k);
-  const int64_t T = k.size(0), N = k.size(1);
+              "min_scan: k and pre (T, B, H), h0 (B, H), one dtype");
+  const Tensor k = unit_lanes(k_) ? k_ : k_.contiguous(), pre = unit_lanes(pre_) ? pre_ : pre_.contiguous(),
+               h0 = h0_.contiguous();
+  Tensor h = at::empty(k.sizes(), k.options());
+  const int64_t T = k.size(0), B = k.size(1), H = k.size(2);
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "min_scan_forward", [&] {
-    at::parallel_for(0, N, SCAN_GRAIN, [&](int64_t i0, int64_t i1) {
-      min_scan_lanes<scalar_t>(k.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
-                               h.data_ptr<scalar_t>(), T, N, i0, i1);
+    using S = scalar_t;
+    for_tiles(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      min_scan_lanes<S>(lanes<const S>(k), lanes<const S>(pre), h0.data_ptr<S>(), lanes<S>(h), T, b, j0, j1);
     });
   });
   return h;
 }
 
-// dh, k, pre, h (T, N), h0 (N,) -> (dk, dpre (T, N), dh0 (N,))
-std::tuple<Tensor, Tensor, Tensor> min_scan_backward(const Tensor& dh_, const Tensor& k_, const Tensor& pre_,
-                                                     const Tensor& h_, const Tensor& h0_) {
-  TORCH_CHECK(dh_.sizes() == k_.sizes() && h_.sizes() == k_.sizes() && dh_.scalar_type() == k_.scalar_type(),
-              "min_scan: dh and h like k");
-  const Tensor dh = dh_.contiguous(), k = k_.contiguous(), pre = pre_.contiguous(), h = h_.contiguous(),
-               h0 = h0_.contiguous();
-  Tensor dk = at::empty_like(k), dpre = at::empty_like(k), dh0 = at::empty_like(h0);
-  const int64_t T = k.size(0), N = k.size(1);
+// dh, k, pre, h (T, B, H), h0 (B, H); dk and dpre (T, B, H) written in place (any strides with unit stride over H,
+// such as the halves of a cell's dgx) -> dh0 (B, H)
+Tensor min_scan_backward(const Tensor& dh_, const Tensor& k_, const Tensor& pre_, const Tensor& h_,
+                         const Tensor& h0_, Tensor dk, Tensor dpre) {
+  TORCH_CHECK(dh_.sizes() == k_.sizes() && h_.sizes() == k_.sizes() && pre_.sizes() == k_.sizes() &&
+              dk.sizes() == k_.sizes() && dpre.sizes() == k_.sizes() && h0_.sizes() == k_.sizes().slice(1) &&
+              dh_.scalar_type() == k_.scalar_type() && dk.scalar_type() == k_.scalar_type() &&
+              dpre.scalar_type() == k_.scalar_type() && unit_lanes(dk) && unit_lanes(dpre),
+              "min_scan: dh, pre, h, dk, dpre like k (T, B, H), dk and dpre with unit stride over H; h0 (B, H)");
+  const Tensor dh = dh_.contiguous(), k = unit_lanes(k_) ? k_ : k_.contiguous(),
+               pre = unit_lanes(pre_) ? pre_ : pre_.contiguous(), h = h_.contiguous(), h0 = h0_.contiguous();
+  Tensor dh0 = at::empty_like(h0);
+  const int64_t T = k.size(0), B = k.size(1), H = k.size(2);
   AT_DISPATCH_FLOATING_TYPES(k.scalar_type(), "min_scan_backward", [&] {
-    at::parallel_for(0, N, SCAN_GRAIN, [&](int64_t i0, int64_t i1) {
-      min_scan_back_lanes<scalar_t>(dh.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), pre.data_ptr<scalar_t>(),
-                                    h.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), dk.data_ptr<scalar_t>(),
-                                    dpre.data_ptr<scalar_t>(), dh0.data_ptr<scalar_t>(), T, N, i0, i1);
+    using S = scalar_t;
+    for_tiles(B, H, [&](int64_t b, int64_t j0, int64_t j1) {
+      min_scan_back_lanes<S>(lanes<const S>(dh), lanes<const S>(k), lanes<const S>(pre), lanes<const S>(h),
+                             h0.data_ptr<S>(), lanes<S>(dk), lanes<S>(dpre), dh0.data_ptr<S>(), T, b, j0, j1);
     });
   });
-  return {dk, dpre, dh0};
+  return dh0;
 }
 
 }  // namespace
@@ -540,7 +592,7 @@ TORCH_LIBRARY_FRAGMENT(recurrent_native, m) {
   m.def("layernorm_lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor g_h, Tensor g_c, Tensor c, Tensor h_low, "
         "Tensor[] act, bool onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("min_scan_forward(Tensor k, Tensor pre, Tensor h0) -> Tensor");
-  m.def("min_scan_backward(Tensor dh, Tensor k, Tensor pre, Tensor h, Tensor h0) -> (Tensor, Tensor, Tensor)");
+  m.def("min_scan_backward(Tensor dh, Tensor k, Tensor pre, Tensor h, Tensor h0, Tensor(a!) dk, Tensor(b!) dpre) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {

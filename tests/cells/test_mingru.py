@@ -112,20 +112,31 @@ def test_chunked_log_scan_is_exact_and_passes_gradcheck():
 
 @pytest.mark.parametrize("name", CELLS)
 def test_native_scan_equals_the_log_space_scan_and_passes_gradcheck(name):
-    """The C++ loop (native/gru.cpp min_scan) against the log-space scan in float64, with lanes (B·H) more than one
-    thread's share, from a carried state of any sign; and its hand-derived backward against finite differences."""
+    """The C++ loop (native/gru.cpp min_scan) against the log-space scan in float64, with rows of more than one
+    tile of lanes (H = 300 > 256), from a carried state of any sign; its float32 loop (the vectorised one) forward
+    and backward against float64 autograd through the log-space scan; and its hand-derived backward against finite
+    differences."""
     from recurrent import native
     from recurrent.cells.mingru import log_g, log_scan
 
     if native.load() is None:
         pytest.skip("the native library is not available here")
     torch.manual_seed(3)
-    cell = CELLS[name](5, 130).double()
-    x, state = torch.randn(40, 3, 5, dtype=torch.float64), RNNState(torch.randn(3, 130, dtype=torch.float64))
+    cell = CELLS[name](5, 300).double()
+    x = torch.randn(40, 3, 5, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(3, 300, dtype=torch.float64, requires_grad=True)
     k, pre = cell._mix(cell.project_input(x))
     softplus = torch.nn.functional.softplus
-    expected = log_scan(-softplus(k), -softplus(-k) + log_g(pre), state.h)
-    torch.testing.assert_close(cell.parallel_scan(x, state)[0], expected)
+    expected = log_scan(-softplus(k), -softplus(-k) + log_g(pre), h0)
+    torch.testing.assert_close(cell.parallel_scan(x, RNNState(h0))[0], expected)
+    weights = torch.randn_like(expected)
+    grads = torch.autograd.grad((expected * weights).sum(), (x, h0))
+    x32, h32 = (t.detach().float().requires_grad_() for t in (x, h0))
+    out32 = cell.float().parallel_scan(x32, RNNState(h32))[0]
+    torch.testing.assert_close(out32, expected.float(), atol=1e-5, rtol=1e-4)
+    grads32 = torch.autograd.grad((out32 * weights.float()).sum(), (x32, h32))
+    for got, want in zip(grads32, grads):
+        torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=1e-4)
     small = CELLS[name](3, 4).double()
     x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
