@@ -103,11 +103,11 @@ def _first_line(error: BaseException) -> str:
 def run(cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
     """Run `cell` over x (T, B, I) from `state` with its step compiled; every state field at every step (T, B, H)."""
     if cell.has_step():  # batched input projection, then the pointwise steps (as in engine._loop)
-        inputs, fn = cell.project_input(x), _pointwise_step  # (T, B, G)
+        inputs, fn = cell.project_input(x).unbind(0), _pointwise_step  # T x (B, G); unbind as in engine._loop
         W, b_hh = cell.recurrence()
         args = (W, b_hh, tuple(cell.extra_params()))
     else:
-        inputs, fn, args = x, _forward_step, ()
+        inputs, fn, args = x.unbind(0), _forward_step, ()
     fields, seqs = tuple(state), []
     for t in range(x.shape[0]):
         if t == 0:

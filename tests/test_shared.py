@@ -58,7 +58,26 @@ def both(cell, x, state, loss):
     return results
 
 
-@pytest.mark.parametrize("cell_class", [Peephole, TwoLinears])
+class StateFirst(rc.Cell):
+    """cat([h, x], [x, h, h]) and a product of x_t reused: only the cat that starts with x_t is split."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        self.a = nn.Linear(hidden_size + input_size, hidden_size)
+        self.b = nn.Linear(input_size + 2 * hidden_size, hidden_size)
+
+    def forward(self, x, state):
+        h = state.h
+        return rc.RNNState(torch.tanh(self.a(torch.cat([h, x], 1)) + self.b(torch.cat([x, h, h], dim=-1))))
+
+
+# per cell: the products taken over at each step, (B, K), after the input projection is hoisted out of the loop
+PER_STEP = {"Peephole": [(B, H)],  # cat([x, h]): x's part hoisted, h's taken over
+            "TwoLinears": [(B, H)],  # u(x) hoisted whole, w(h) taken over
+            "StateFirst": [(B, H + I), (B, 2 * H)]}  # cat([h, x]) whole; cat([x, h, h]): [h, h]'s part
+
+
+@pytest.mark.parametrize("cell_class", [Peephole, TwoLinears, StateFirst])
 def test_float64_equals_the_plain_loop(monkeypatch, cell_class):
     monkeypatch.setattr(shared, "takes", lambda W: True)  # take over float64 products too (plain matmuls)
     calls = []
@@ -69,7 +88,7 @@ def test_float64_equals_the_plain_loop(monkeypatch, cell_class):
     state = cell.state_type(*(torch.randn(B, H, dtype=F64, requires_grad=True) for _ in cell.state_type._fields))
     w = torch.randn(T, B, H, dtype=F64)
     got, want = both(cell, x, state, lambda seqs: (seqs[0] * w).sum() + seqs[-1][-1].pow(2).sum())
-    assert len(calls) == T * (1 if cell_class is Peephole else 2)  # every product with a parameter taken over
+    assert calls == PER_STEP[cell_class.__name__] * T
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
     got, want = both(cell, x, state, lambda seqs: seqs[0][:2].sum())  # a loss that reaches only steps 0 and 1
@@ -86,7 +105,7 @@ def test_float32_through_onednn_equals_the_plain_loop_and_backward_twice(monkeyp
     x = torch.randn(T, B, I, requires_grad=True)
     state = rc.LSTMState(torch.zeros(B, H), torch.zeros(B, H))
     seqs = shared.run(cell, x, state)
-    assert calls == [(B, I + H)] * T  # every step's product was taken over
+    assert calls == [(B, H)] * T  # every step's product with h was taken over, x's hoisted
     loss = seqs[0].pow(2).sum()
     first = torch.autograd.grad(loss, [x, *cell.parameters()], retain_graph=True)
     second = torch.autograd.grad(loss, [x, *cell.parameters()])

@@ -1,6 +1,8 @@
 """Training throughput (forward + backward tokens/s) of our backends against torch.nn, in one run.
 
-Setting (the issue's char-LM-like default): B=32, T=128, I=H=512, 2 layers, float32.
+Setting (the issue's char-LM-like default): B=32, T=128, I=H=512, 2 layers, float32. With --precision bf16 (or
+auto on a CPU with native bf16 products) our contenders run under CPU bf16 autocast, as `--precision bf16` trains,
+still against torch.nn in float32; torch.nn under the same autocast gets a row of its own.
 Contenders per cell type: torch.nn (the peer), our `fused`, `bptt` and `autograd` backends,
 a generic `Recurrent` of the same cell under `auto` (whatever recurrent.backends picks for this shape: the row
 names it), and a naive Python loop over torch.nn.*Cell with autograd. With --custom (the default), the lstm rows
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 import recurrent as rc
-from recurrent import compiled
+from recurrent import compiled, precision
 
 LAYERS = {"lstm": (rc.LSTM, nn.LSTM, nn.LSTMCell), "gru": (rc.GRU, nn.GRU, nn.GRUCell),
           "rnn": (rc.RNN, nn.RNN, nn.RNNCell)}
@@ -75,6 +78,10 @@ class ThroughputConfig:
     seed: int = 0
     custom: bool = True  # lstm: rows for a user's peephole cell and an LSTMCell subclass
     relatives: bool = True  # rows for the family's other cells (LayerNorm, minGRU/minLSTM), against the same peer
+    # our contenders' products: fp32, bf16 (CPU autocast, as `--precision bf16` trains), or auto (bf16 where the
+    # CPU multiplies it natively). torch.nn stays float32, the reference of every ratio; under bf16 a second
+    # peer row runs it under the same autocast
+    precision: str = "fp32"
 
 
 class NaiveLoop(nn.Module):
@@ -101,21 +108,25 @@ class NaiveLoop(nn.Module):
         return x, None
 
 
-def _train_step(model: nn.Module, x: torch.Tensor) -> float:
+def _train_step(model: nn.Module, x: torch.Tensor, autocast=nullcontext) -> float:
     start = time.perf_counter()
-    out, _ = model(x)
-    out.sum().backward()
+    with autocast():
+        out, _ = model(x)
+    out.float().sum().backward()
     return time.perf_counter() - start
 
 
 def measure(cfg: ThroughputConfig) -> list[dict]:
     """One row per (cell, contender): median seconds per training step, tok/s and ratio to torch.nn."""
     torch.manual_seed(cfg.seed)
+    run = precision.choose(cfg.precision)
     rows = []
     for name in cfg.cells.split(","):
         ours_class, torch_class, cell_class = LAYERS[name]
         peer = torch_class(cfg.input_size, cfg.hidden_size, cfg.num_layers, batch_first=True)
         contenders = {"torch.nn": peer}
+        if run.bf16:  # the peer under the same autocast (oneDNN's bf16 LSTM): a row, not the reference
+            contenders["torch.nn, bf16 autocast"] = peer
         for backend in ("fused", "bptt", "autograd"):
             contenders[backend] = ours_class.from_torch(peer, backend=backend)
         contenders[f"Recurrent({CELLS[name].__name__})"] = generic(CELLS[name], peer)
@@ -129,15 +140,19 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
                                                                      cfg.num_layers)
         contenders["naive loop"] = NaiveLoop(peer, cell_class)
         x = torch.randn(cfg.batch_size, cfg.seq_len, cfg.input_size)
-        for model in contenders.values():  # warm-up (oneDNN primitive creation, allocator; torch.compile)
-            _train_step(model, x)
-        contenders = {label(k, m): m for k, m in contenders.items()}
-        slow = {k for k, m in contenders.items() if k == "naive loop" or getattr(m, "backend", None) == "autograd"}
+        def autocast(k: str):  # every contender but the float32 reference runs in the run's precision
+            return nullcontext if k == "torch.nn" else lambda: run.autocast("cpu")
+
+        for k, model in contenders.items():  # warm-up (oneDNN primitive creation, allocator; torch.compile)
+            _train_step(model, x, autocast(k))
+        contenders = {label(k, m): (m, autocast(k)) for k, m in contenders.items()}
+        slow = {k for k, (m, _) in contenders.items()
+                if k == "naive loop" or getattr(m, "backend", None) == "autograd"}
         times = {k: [] for k in contenders}
         for r in range(cfg.rounds):
-            for k, model in contenders.items():
+            for k, (model, cast) in contenders.items():
                 if k not in slow or r < 2:
-                    times[k].append(_train_step(model, x))
+                    times[k].append(_train_step(model, x, cast))
         ref = statistics.median(times["torch.nn"])
         tokens = cfg.batch_size * cfg.seq_len
         for k, ts in times.items():
@@ -172,8 +187,9 @@ def label(name: str, model: nn.Module) -> str:
 
 def format_table(rows: list[dict], cfg: ThroughputConfig) -> str:
     head = (f"training tok/s (forward + backward), B={cfg.batch_size} T={cfg.seq_len} I={cfg.input_size} "
-            f"H={cfg.hidden_size} layers={cfg.num_layers}, float32, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}\n")
+            f"H={cfg.hidden_size} layers={cfg.num_layers}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}; torch.nn float32, ours {precision.choose(cfg.precision).name} "
+            f"({cfg.precision} asked)\n")
     lines = ["| cell | implementation | ms / step | tok/s | × torch.nn |", "|---|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['cell']} | {r['contender']} | {r['seconds'] * 1e3:.0f} | {r['tok_per_s']:,.0f} "
