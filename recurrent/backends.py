@@ -65,7 +65,8 @@ float64); elsewhere the Python loop runs, and the reason says why. Before any ca
 Generation's per-token step (`choose_step`): one native call per token for a stack of plain LSTMCells on the CPU
 in float32 (products float32 or bfloat16), else the Python stepper. Within a native plan, a token whose batch is
 over the kernel's max_batch (8 rows; 64 with bfloat16 products and 16 with float32 where AVX-512 runs rows three
-at a time), or whose states are not float32 on the CPU, takes the Python step (NativeStep.takes).
+at a time; 8 with bfloat16 products where AMX runs oneDNN's), or whose states are not float32 on the CPU, takes
+the Python step (NativeStep.takes).
 
 Products with a fixed weight (oneDNN packed, or a plain matmul) are `recurrent.kernels.uses_onednn`'s choice.
 """

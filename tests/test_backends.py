@@ -258,12 +258,18 @@ def test_generation_step(monkeypatch, stack, dtype, native_loads, name, words):
     assert (step.name, step.native) == (name, name == "native") and words in step.reason
 
 
-@pytest.mark.parametrize("isa, dtype, most", [
-    ("avx512bf16", BF16, 64), ("avx512bf16", None, 16), ("avx512", None, 16), ("avx512", BF16, 8),
-    ("avx2", BF16, 8), ("avx2", None, 8), ("neon", None, 8), ("generic", BF16, 8)])
-def test_the_native_step_takes_larger_batches_where_avx512_tiles_the_rows(monkeypatch, isa, dtype, most):
+@pytest.mark.parametrize("isa, amx, dtype, most", [
+    ("avx512bf16", False, BF16, 64), ("avx512bf16", False, None, 16), ("avx512", False, None, 16),
+    ("avx512", False, BF16, 8), ("avx2", False, BF16, 8), ("avx2", False, None, 8), ("neon", False, None, 8),
+    ("generic", False, BF16, 8),
+    ("avx512bf16", True, BF16, 8), ("avx512bf16", True, None, 16)])  # AMX: oneDNN's bf16 products from 16 rows
+def test_the_native_step_takes_larger_batches_where_avx512_tiles_the_rows(monkeypatch, isa, amx, dtype, most):
+    from recurrent import hardware
     from recurrent.native import step
 
+    probed = hardware.cpu()
+    features = (probed.features | {"amx_bf16"}) if amx else (probed.features - {"amx_bf16"})
+    monkeypatch.setattr(step.hardware, "cpu", lambda: hardware.CPU(**{**probed.__dict__, "features": features}))
     monkeypatch.setattr(step.native, "info", lambda: {"isa": isa})
     assert step.max_batch(dtype) == most
 

@@ -66,6 +66,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def run(args: argparse.Namespace) -> int:
     try:
+        import torch
         import uvicorn
 
         from recurrent.serve.app import create_app
@@ -77,7 +78,11 @@ def run(args: argparse.Namespace) -> int:
                       "(there is no authentication)")
     limits = Limits(**{limit.name: getattr(args, limit.name) for limit in dataclasses.fields(Limits)})
     precision = precision_from_args(args)
-    served = load_models(args.runs, args.max_batch, args.device, precision)
+    # One OpenMP pool in the process, the generation engines': this thread (loading, the event loop) and the
+    # other endpoints' worker threads run torch on one intra-op thread each (recurrent/serve/engine.py says why)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    served = load_models(args.runs, args.max_batch, args.device, precision, threads)
     app = create_app(served, limits, args.cors)
     names = ", ".join(f"{s.name} ({s.task}: {s.endpoint})" for s in served.values())
     print(f"recurrent serve: {names} on http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)

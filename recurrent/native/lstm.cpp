@@ -20,6 +20,7 @@
 // loop for the rest (aarch64 included, where g++ vectorises it with NEON). The pointwise loops are written for
 // g++ to vectorise under any of those flags. Nothing x86-only may appear outside an #if on its macro.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -680,6 +681,54 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> lm_step(
   return {logits, h_new, c_new};
 }
 
+// lm_step with the products on oneDNN: W[l] and dec_W packed by Python (kernels.linear: mkldnn's
+// _reorder_linear_weight, in the products' dtype). For larger batches where oneDNN beats the matrix-vector kernel
+// above (AMX: from 16 rows at 2x512, native/step.py); the rest (the table, bias, gates, the decoder's bias) as
+// lm_step does, with no torch op per gate.
+std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> lm_step_onednn(
+    const Tensor& table, const Tensor& tokens, at::TensorList W, at::TensorList bias, at::TensorList h,
+    at::TensorList c, const Tensor& dec_W, const Tensor& dec_b) {
+  const int64_t L = W.size(), B = tokens.size(0), V0 = table.size(0);
+  TORCH_CHECK(Product::linear, "lm_step_onednn: torch was built without oneDNN");
+  TORCH_CHECK(bias.size() == L && h.size() == L && c.size() == L, "lm_step_onednn: one weight, bias, h and c per layer");
+  TORCH_CHECK(table.scalar_type() == at::kFloat && table.is_contiguous(), "lm_step_onednn: table must be contiguous float32");
+  const at::ScalarType low = W[0].scalar_type();
+  auto linear = [&](const Tensor& x, const Tensor& packed) {  // x (B, K) float32 -> (B, N) float32
+    return call(*Product::linear, {x.to(low), packed, c10::IValue(), std::string("none"),
+                                   c10::List<std::optional<at::Scalar>>(), c10::IValue()}).to(at::kFloat);
+  };
+  const Tensor tokens_ = tokens.to(at::kLong).contiguous();
+  const int64_t* tok = tokens_.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK(0 <= tok[b] && tok[b] < V0, "lm_step_onednn: token ", tok[b], " is not in 0..", V0 - 1);
+  std::vector<Tensor> h_new, c_new;
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t H = h[l].size(1), G = 4 * H;
+    TORCH_CHECK(h[l].scalar_type() == at::kFloat && c[l].scalar_type() == at::kFloat && h[l].size(0) == B &&
+                    c[l].sizes() == h[l].sizes() && bias[l].scalar_type() == at::kFloat && bias[l].is_contiguous() &&
+                    bias[l].numel() == G && (l > 0 || table.size(1) == G),
+                "lm_step_onednn: layer ", l, " has states, bias or table of the wrong dtype or shape");
+    const Tensor x = l == 0 ? h[0] : at::cat({h_new[l - 1], h[l]}, 1);
+    Tensor pre = linear(x, W[l]).contiguous();  // (B, G)
+    TORCH_CHECK(pre.size(1) == G, "lm_step_onednn: layer ", l, " gives ", pre.size(1), " pre-activations, not ", G);
+    const Tensor cp = c[l].contiguous();
+    Tensor hl = at::empty({B, H}, h[l].options()), cl = at::empty({B, H}, c[l].options());
+    const float* bl = bias[l].data_ptr<float>();
+    at::parallel_for(0, B, 4, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        float* r = pre.data_ptr<float>() + b * G;
+        const float* row = l == 0 ? table.data_ptr<float>() + tok[b] * G : nullptr;
+        for (int64_t j = 0; j < G; ++j) r[j] += bl[j] + (row ? row[j] : 0.f);
+        lstm_gates(r, cp.data_ptr<float>() + b * H, cl.data_ptr<float>() + b * H, hl.data_ptr<float>() + b * H, H);
+      }
+    });
+    h_new.push_back(hl), c_new.push_back(cl);
+  }
+  TORCH_CHECK(dec_b.scalar_type() == at::kFloat && dec_b.is_contiguous(), "lm_step_onednn: dec_b must be contiguous float32");
+  Tensor logits = at::addmm(dec_b, h_new.back(), dec_W.t());  // (B, V): small, float32 as the Python step
+  return {logits, h_new, c_new};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(recurrent_native, m) {
@@ -688,6 +737,8 @@ TORCH_LIBRARY(recurrent_native, m) {
   m.def("lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor c, Tensor h_low, Tensor[] act, bool onednn) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gemv_pack(Tensor[] parts, ScalarType dtype) -> Tensor");
+  m.def("lm_step_onednn(Tensor table, Tensor tokens, Tensor[] W, Tensor[] bias, Tensor[] h, Tensor[] c, "
+        "Tensor dec_W, Tensor dec_b) -> (Tensor, Tensor[], Tensor[])");
   m.def("lm_step(Tensor table, Tensor tokens, Tensor[] P, Tensor[] bias, Tensor[] h, Tensor[] c, Tensor dec_P, "
         "Tensor dec_b, int threads) -> (Tensor, Tensor[], Tensor[])");
 }
@@ -697,4 +748,8 @@ TORCH_LIBRARY_IMPL(recurrent_native, CPU, m) {
   m.impl("lstm_backward", lstm_backward);
   m.impl("gemv_pack", gemv_pack);
   m.impl("lm_step", lm_step);
+  m.impl("lm_step_onednn", lm_step_onednn);
 }
+
+// lm_step_onednn's weights are oneDNN-packed tensors (MkldnnCPU), which pick the dispatch key
+TORCH_LIBRARY_IMPL(recurrent_native, MkldnnCPU, m) { m.impl("lm_step_onednn", lm_step_onednn); }

@@ -365,9 +365,14 @@ def _condition(model, meta: dict, condition) -> torch.Tensor | None:
 
 
 async def _timed(limits: Limits, work):
-    """work() on a worker thread, within --max-seconds (a 504 past them)."""
+    """work() on a worker thread, on one intra-op thread (no OpenMP pool beside the generation engines': see
+    recurrent/serve/engine.py), within --max-seconds (a 504 past them)."""
+    def alone():
+        torch.set_num_threads(1)
+        return work()
+
     try:
-        return await asyncio.wait_for(run_in_threadpool(work), limits.max_seconds)
+        return await asyncio.wait_for(run_in_threadpool(alone), limits.max_seconds)
     except TimeoutError:
         raise FieldError(None, f"the request took over {limits.max_seconds:g} s", 504) from None
 

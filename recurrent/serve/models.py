@@ -67,9 +67,10 @@ class Served:
 
 
 def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu",
-                precision: Precision | None = None) -> dict[str, Served]:
+                precision: Precision | None = None, threads: int | None = None) -> dict[str, Served]:
     """name -> Served for each run folder, in order; a UserError for a folder that cannot be served. precision
-    (recurrent.precision.choose; None: float32) sets the dtype of generation's per-token products."""
+    (recurrent.precision.choose; None: float32) sets the dtype of generation's per-token products; threads, the
+    intra-op threads of each generation engine's thread (None: torch's default there)."""
     served: dict[str, Served] = {}
     for run in runs:
         task = read_task(run)
@@ -89,7 +90,7 @@ def load_models(runs: list[str], max_batch: int = 64, device: str = "cpu",
             if model.model.config.condition_every_step:
                 raise UserError(f"{run} is fed its condition at every step; serve batches models conditioned "
                                 "through their initial state only (use `recurrent generate` for this one)")
-            engine = BatchEngine(model.model, max_batch, Relay(), precision.dtype if precision else None)
+            engine = BatchEngine(model.model, max_batch, Relay(), precision.dtype if precision else None, threads)
         served[name] = Served(name, task, base, model, meta, engine)
     return served
 

@@ -254,7 +254,9 @@ def test_the_stepper_runs_plain_lstms_natively_and_nothing_else(cell, monkeypatc
 @pytest.mark.parametrize("kw", [{"num_layers": 3}, {"tie_weights": True, "embedding_size": 12}])
 def test_the_native_step_equals_the_python_step(dtype, kw):
     """The same logits and states as the Python path (bfloat16: its products round their outputs, ours do not),
-    at batch 2 and 1, from a carried state, and the same samples in float32."""
+    at batch 2 and 1 (the matrix-vector kernel) and over the kernel's max_batch (lm_step_onednn, where oneDNN runs
+    the products' dtype), from a carried state, and the same samples in float32."""
+    from recurrent import kernels
     from recurrent.models.lm import Stepper
 
     torch.manual_seed(7)
@@ -262,9 +264,12 @@ def test_the_native_step_equals_the_python_step(dtype, kw):
     native_path, python_path = Stepper(model, dtype), Stepper(model, dtype)
     python_path.native = None
     assert native_path.native is not None
+    large = native_path.native.max_batch + 3
+    onednn = kernels.uses_onednn(torch.zeros(1, dtype=dtype or torch.float32))
+    assert native_path.native.takes(torch.zeros(large, dtype=torch.long), native_path.initial_states(large)) == onednn
     tol = 1e-5 if dtype is None else 0.05
     with torch.no_grad():
-        for batch in (2, 1):
+        for batch in (2, 1, large):
             states = [Stepper.from_layer_states(model(torch.randint(V, (batch, 5))).state)] * 2
             for token in torch.randint(V, (4, batch)):
                 (a, states[0]), (b, states[1]) = native_path.step(token, states[0]), python_path.step(token, states[1])

@@ -118,3 +118,27 @@ def test_activations_are_the_stepped_layer_states(model):
         for layer in model.layers:
             x, _ = layer(x)
     torch.testing.assert_close(torch.tensor(c.activations), x[0, 2:, 7], atol=1e-5, rtol=1e-4)
+
+
+def test_the_engine_thread_runs_torch_on_the_threads_it_was_given(model):
+    """`recurrent serve` runs everything else on one intra-op thread and gives the engines the rest (one OpenMP
+    pool in the process: see engine.py); the engine thread's own setting is what its steps run with, whatever the
+    thread that built it has."""
+    seen = []
+    before = torch.get_num_threads()
+
+    def deliver(events):
+        seen.append(torch.get_num_threads())  # called on the engine thread, between steps
+        for j, kind, payload in events:
+            j.emit(kind, payload)
+
+    wanted = 3 if before != 3 else 2
+    engine = BatchEngine(model, 8, deliver, threads=wanted)
+    try:
+        done = Collect()
+        engine.submit(job([1], 5, 0, done))
+        assert done.done.wait(30) and done.reason == "length"
+    finally:
+        engine.close()
+        torch.set_num_threads(before)  # per thread with OpenMP; process-wide on torch's other thread pools
+    assert seen and set(seen) == {wanted}
