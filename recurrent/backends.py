@@ -18,7 +18,8 @@ A layer's backend, for backend="auto": the first row that matches wins.
     a cell with a C++ loop      anything                                    bptt       recurrent/native/loops.py
     any cell with step_backward on CPU, B*H < BPTT_MIN                      autograd   C++ backward beats the Python one
     any cell with step_backward anything                                    bptt       the hand-derived backward
-    any other cell              CPU float32, B*H >= SHARED_MIN, nn.Linear   autograd   shared products (shared.py)
+    any other cell              CPU float32 or bf16 autocast, B*H >= SHARED_MIN, nn.Linear
+                                                                            autograd   shared products (shared.py)
     any other cell              anything                                    autograd   the plain loop
 
 A cell with a C++ loop is a plain LSTMCell, GRUCell or LayerNormLSTMCell (recurrent/native/loops.py). A subclass of
@@ -179,7 +180,8 @@ class _Facts:
     def shares_products(self) -> bool:  # recurrent/shared.py runs this call: a forward-only cell with nn.Linear
         c = self.call
         return (self.size is not None and self.size >= SHARED_MIN and not self.cell.has_step()
-                and c.device == "cpu" and c.dtype == c.state_dtype == torch.float32 and c.autocast is None
+                and c.device == "cpu" and c.dtype == c.state_dtype == torch.float32
+                and c.autocast in (None, torch.bfloat16)
                 and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()
                 and any(isinstance(m, torch.nn.Linear) for m in self.cell.modules()))
 
@@ -249,9 +251,14 @@ def choose(cell, backend: str = "auto", fused: str | None = None, call: Call | N
     if name == "bptt":
         return _bptt(facts, why)
     if name == "autograd" and backend == "auto" and facts.shares_products:
+        if facts.call.autocast is not None:  # oneDNN packs float32 weights only: the input's part is what is left
+            return Backend("autograd", why + f"; at B*H = {facts.size} >= {SHARED_MIN} the input's part of its "
+                                             "nn.Linear products runs once for the whole sequence, in bfloat16 "
+                                             "(recurrent/shared.py)", shared=True)
         return Backend("autograd", why + f"; at B*H = {facts.size} >= {SHARED_MIN} its nn.Linear products are packed "
-                                         "once per sequence, their weight gradients one product after the loop "
-                                         "(recurrent/shared.py)", shared=True)
+                                         "once per sequence, their weight gradients one product after the loop, "
+                                         "the input's part once for the whole sequence (recurrent/shared.py)",
+                       shared=True)
     if name == "fused" and facts.cpu_bf16:
         why += "; run in bfloat16" + ("" if facts.onednn_bf16 else
                                       " by torch's own loop (oneDNN's bf16 kernels do not run on this CPU)")

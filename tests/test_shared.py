@@ -126,8 +126,11 @@ def test_auto_shares_products_for_large_forward_only_cells_on_cpu_float32_only()
     plan = backends.choose(cell, "auto", call=sized(large))
     assert plan == "autograd" and plan.shared and plan.reason == (
         f"Peephole has no step_backward; at B*H = {large * 64} >= {backends.SHARED_MIN} its nn.Linear products are "
-        "packed once per sequence, their weight gradients one product after the loop (recurrent/shared.py)")
-    for call in (sized(small), sized(large, F64), sized(large, autocast=torch.bfloat16),
+        "packed once per sequence, their weight gradients one product after the loop, the input's part once for "
+        "the whole sequence (recurrent/shared.py)")
+    plan = backends.choose(cell, "auto", call=sized(large, autocast=torch.bfloat16))
+    assert plan.shared and "the input's part of its nn.Linear products runs once for the whole sequence" in plan.reason
+    for call in (sized(small), sized(large, F64), sized(large, autocast=torch.float16),
                  Call("cuda", torch.float32, torch.float32, None, large)):
         assert not backends.choose(cell, "auto", call=call).shared, call
     assert not backends.choose(cell, "autograd", call=sized(large)).shared  # forced autograd: the plain reference
@@ -155,3 +158,25 @@ def test_a_layer_on_shared_products_equals_the_plain_loop_on_a_padded_bidirectio
     assert layer.backend.shared and not reference.backend.shared
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_under_bf16_autocast_the_input_part_is_hoisted_and_the_loop_matches_the_plain_one(monkeypatch):
+    """CPU bf16 autocast: nothing is packed (oneDNN packs float32 weights), x's part of cat([x, h]) runs once for
+    the sequence in bfloat16 and h's part per step; values and gradients as the plain loop's to bfloat16 rounding."""
+    linears = []
+    real = shared.F.linear
+    monkeypatch.setattr(shared.F, "linear", lambda a, W, b=None: linears.append(tuple(a.shape)) or real(a, W, b))
+    torch.manual_seed(5)
+    cell = Peephole(I, H)
+    x = torch.randn(T, B, I, requires_grad=True)
+    state = rc.LSTMState(torch.randn(B, H), torch.randn(B, H))
+    results = []
+    for run in (shared.run, _loop):
+        linears.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            seqs = run(cell, x, state)
+        if run is shared.run:  # the cell's own calls (B, I + H), each taken over: x's part once, h's per step
+            assert sorted(linears) == sorted([(B, I + H)] * T + [(T, B, I)] + [(B, H)] * T)
+        results.append((seqs[0].float(), *torch.autograd.grad(seqs[0].float().pow(2).sum(), [x, *cell.parameters()])))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
