@@ -136,8 +136,11 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
             if compiled.unavailable("cpu") is None:  # its step compiled by torch.compile: asked for by name
                 contenders["peephole (user cell), compiled"] = generic(PeepholeLSTMCell, peer, backend="compiled")
         for cell in RELATIVES.get(name, ()) if cfg.relatives else ():  # other cells of the family, their own weights
-            contenders[f"Recurrent({cell.__name__})"] = rc.Recurrent(cell, cfg.input_size, cfg.hidden_size,
-                                                                     cfg.num_layers)
+            layer = rc.Recurrent(cell, cfg.input_size, cfg.hidden_size, cfg.num_layers)
+            contenders[f"Recurrent({cell.__name__})"] = layer
+            plain = rc.Recurrent(cell, cfg.input_size, cfg.hidden_size, cfg.num_layers, backend="autograd")
+            plain.load_state_dict(layer.state_dict())  # the plain loop: what auto must not be slower than
+            contenders[f"Recurrent({cell.__name__}), autograd"] = plain
         contenders["naive loop"] = NaiveLoop(peer, cell_class)
         x = torch.randn(cfg.batch_size, cfg.seq_len, cfg.input_size)
         def autocast(k: str):  # every contender but the float32 reference runs in the run's precision
@@ -179,7 +182,8 @@ def generic(cell: type, peer: nn.RNNBase, backend: str = "auto") -> rc.Recurrent
 def label(name: str, model: nn.Module) -> str:
     """A generic layer's row names the backend auto picked for this shape, e.g. 'peephole (user cell), compiled'."""
     backend = getattr(model, "backend", None)
-    if not isinstance(model, rc.Recurrent) or name in ("fused", "bptt", "autograd") or "compiled" in name:
+    if (not isinstance(model, rc.Recurrent) or name in ("fused", "bptt", "autograd") or "compiled" in name
+            or name.endswith(", autograd")):
         return name
     how = " (C++ loop)" if backend.native else " (shared products)" if backend.shared else ""
     return f"{name}, auto: {backend.name}{how}"
