@@ -132,6 +132,7 @@ class _MinCell(Cell):
         dgx.copy_(self._mix_backward(dk, dpre, gx))
 
     def step(self, gx: Tensor, gh: None, state: RNNState):  # gx (B, G); no recurrence matrix, so gh is None
+        gx = gx.to(state.h.dtype)  # under autocast gx comes in bfloat16; the step runs in the state's dtype
         k, pre = self._mix(gx)
         z, h_tilde = torch.sigmoid(k), g(pre)
         h = torch.lerp(state.h, h_tilde, z)  # (1-z) h_{t-1} + z h̃
