@@ -125,6 +125,7 @@ def _loop(cell: Cell, x: Tensor, state: NamedTuple, reset: Tensor | None = None,
     # unbind, not x[t]: each x[t]'s backward wrote its gradient into a zeroed (T, B, I) tensor, T of them (a
     # peephole LSTM at B32 T128 H512 spent 96 ms of 860 filling zeros); unbind's backward stacks them once
     xs = x.unbind(0)  # T x (B, I)
+    dtypes = tuple(f.dtype for f in state)
     for t in range(x.shape[0]):
         if reset is not None:  # a new document starts here: its stream starts again from reset_to
             state = cell.state_type(*(torch.where(reset[t], r, s) for s, r in zip(state, reset_to)))
@@ -133,8 +134,18 @@ def _loop(cell: Cell, x: Tensor, state: NamedTuple, reset: Tensor | None = None,
             state = cell.step(gx[t], gh, state, *extras)[0]
         else:
             state = cell(xs[t], state)
+        state = keep_dtype(state, dtypes)
         states.append(state)
     return tuple(torch.stack(field) for field in zip(*states))
+
+
+def keep_dtype(state: NamedTuple, dtypes: tuple) -> NamedTuple:
+    """The state with each field in the dtype it started in: under autocast a step's products come out bfloat16,
+    and a cell such as h = tanh(gx + gh) would otherwise carry its state, and sum its recurrence, in bfloat16 from
+    the first step on. The bptt engine and the native loops keep float32 states the same way."""
+    if all(f.dtype == d for f, d in zip(state, dtypes)):
+        return state
+    return type(state)(*(f.to(d) for f, d in zip(state, dtypes)))
 
 
 def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend, reset: Tensor | None = None,

@@ -205,10 +205,12 @@ class _TakeOver(TorchFunctionMode):
 
 def run(cell, x: Tensor, state: NamedTuple) -> tuple[Tensor, ...]:
     """Run a cell that writes only forward over x (T, B, I) from `state`; every state field at every step (T, B, H)."""
-    states, xs = [], x.unbind(0)  # unbind, not x[t]: see engine._loop
+    from recurrent.engine import keep_dtype  # (engine imports this module)
+
+    states, xs, dtypes = [], x.unbind(0), tuple(f.dtype for f in state)  # unbind, not x[t]: see engine._loop
     with _TakeOver(cell, x) as mode:
         for t, x_t in enumerate(xs):
             mode.step(t, x_t)
-            state = cell(x_t, state)
+            state = keep_dtype(cell(x_t, state), dtypes)
             states.append(state)
     return tuple(torch.stack(field) for field in zip(*states))
