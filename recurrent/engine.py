@@ -118,22 +118,23 @@ def _loop(cell: Cell, x: Tensor, state: NamedTuple, reset: Tensor | None = None,
 
     reset (T, B, 1) bool: where True, the state is replaced by reset_to (fields (B, H)) before that step."""
     states, stepped = [], cell.has_step()
-    if stepped:  # batched input projection, then the pointwise steps
-        gx = cell.project_input(x).unbind(0)  # T x (B, G)
-        W, b_hh = cell.recurrence()
-        extras = cell.extra_params()
     # unbind, not x[t]: each x[t]'s backward wrote its gradient into a zeroed (T, B, I) tensor, T of them (a
     # peephole LSTM at B32 T128 H512 spent 96 ms of 860 filling zeros); unbind's backward stacks them once
-    xs = x.unbind(0)  # T x (B, I)
+    if stepped:  # batched input projection, then the pointwise steps
+        inputs = cell.project_input(x).unbind(0)  # T x (B, G)
+        W, b_hh = cell.recurrence()
+        extras = cell.extra_params()
+    else:
+        inputs = x.unbind(0)  # T x (B, I)
     dtypes = tuple(f.dtype for f in state)
     for t in range(x.shape[0]):
         if reset is not None:  # a new document starts here: its stream starts again from reset_to
             state = cell.state_type(*(torch.where(reset[t], r, s) for s, r in zip(state, reset_to)))
         if stepped:
             gh = None if W is None else F.linear(state.h, W, b_hh)
-            state = cell.step(gx[t], gh, state, *extras)[0]
+            state = cell.step(inputs[t], gh, state, *extras)[0]
         else:
-            state = cell(xs[t], state)
+            state = cell(inputs[t], state)
         state = keep_dtype(state, dtypes)
         states.append(state)
     return tuple(torch.stack(field) for field in zip(*states))

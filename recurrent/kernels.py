@@ -38,12 +38,17 @@ def linear(W: Tensor, bias: Tensor | None, batch_size: int,
     return lambda x: product(x.to(W.dtype)).to(io_dtype)
 
 
+def pack(W: Tensor, batch_size: int) -> Tensor:
+    """W (N, K) in oneDNN's layout for products with `batch_size` rows (only where `uses_onednn(W)`)."""
+    return torch.ops.mkldnn._reorder_linear_weight(W.contiguous(), batch_size)
+
+
 def _linear(W: Tensor, bias: Tensor | None, batch_size: int) -> Callable[[Tensor], Tensor]:
     if not uses_onednn(W):
         if bias is None:
             return lambda x: x @ W.t()
         return lambda x: torch.addmm(bias, x, W.t())
-    packed = torch.ops.mkldnn._reorder_linear_weight(W.contiguous(), batch_size)
+    packed = pack(W, batch_size)
     return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 

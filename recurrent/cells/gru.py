@@ -30,7 +30,7 @@ class GRUCell(ProjectedCell):
 
     def step(self, gx: Tensor, gh: Tensor, state: RNNState):  # gx, gh (B, 3H)
         H = self.hidden_size
-        gx, gh = gx.to(state.h.dtype), gh.to(state.h.dtype)  # bfloat16 under autocast; the step runs in the state's
+        gx, gh = gx.to(state.h.dtype), gh.to(state.h.dtype)  # bfloat16 under autocast: the step runs in h's dtype
         rz = torch.sigmoid(gx[:, : 2 * H] + gh[:, : 2 * H])  # (B, 2H)
         r, z = rz[:, :H], rz[:, H:]
         gh_n = gh[:, 2 * H :]

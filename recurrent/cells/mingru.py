@@ -70,7 +70,8 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Te
 
 class _NativeScan(torch.autograd.Function):
     """A min cell's h at every step from its input projection gx (T, B, G) and h_0 (B, H), in C++: the cell's
-    `_mix` gives k and pre, the loop gives h (forward) and dk, dpre (backward), `_mix_backward` gives dgx."""
+    `_mix` gives k and pre, the loop gives h (forward) and dk, dpre (backward) in the cell's `_grad_slots` of dgx,
+    and `_mix_backward_into` fills the rest of dgx."""
 
     @staticmethod
     def forward(ctx, cell: "_MinCell", gx: Tensor, h0: Tensor) -> Tensor:
@@ -118,18 +119,21 @@ class _MinCell(Cell):
     def _mix(self, gx: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
+    # dk and dpre (T, B, H) -> dgx (T, B, G). A subclass says where in dgx they go (`_grad_slots`: the slices of dgx
+    # that k or pre read from gx, else scratch) and fills the rest (`_mix_backward_into`); the native scan's backward
+    # writes straight into those slots, the sequential step_backward goes through `_mix_backward`.
+    def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    # The native scan's backward writes dk and dpre (T, B, H) into `_grad_slots(dgx)`, then `_mix_backward_into`
-    # fills the rest of dgx (T, B, G). By default both are separate and dgx is `_mix_backward` of them; a cell whose
-    # k or pre is a slice of gx hands that slice of dgx instead, so the loop writes it in place.
-    def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:
-        shape = (*dgx.shape[:-1], self.hidden_size)
-        return dgx.new_empty(shape), dgx.new_empty(shape)
-
     def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:
-        dgx.copy_(self._mix_backward(dk, dpre, gx))
+        raise NotImplementedError
+
+    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
+        dgx = gx.new_empty(gx.shape)
+        k_slot, pre_slot = self._grad_slots(dgx)
+        k_slot.copy_(dk), pre_slot.copy_(dpre)
+        self._mix_backward_into(dgx, k_slot, pre_slot, gx)
+        return dgx
 
     def step(self, gx: Tensor, gh: None, state: RNNState):  # gx (B, G); no recurrence matrix, so gh is None
         gx = gx.to(state.h.dtype)  # under autocast gx comes in bfloat16; the step runs in the state's dtype
@@ -178,9 +182,6 @@ class MinGRUCell(_MinCell):
         H = self.hidden_size
         return gx[..., :H], gx[..., H:]
 
-    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
-        return torch.cat([dk, dpre], dim=-1)
-
     def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:  # dk and dpre are dgx's halves, written in place
         H = self.hidden_size
         return dgx[..., :H], dgx[..., H:]
@@ -207,15 +208,10 @@ class MinLSTMCell(_MinCell):
         kf, ki, pre = gx[..., :H], gx[..., H : 2 * H], gx[..., 2 * H :]
         return F.softplus(-kf) - F.softplus(-ki), pre  # log i - log f: the logit of i'
 
-    def _mix_backward(self, dk: Tensor, dpre: Tensor, gx: Tensor) -> Tensor:
-        H = self.hidden_size
-        kf, ki = gx[..., :H], gx[..., H : 2 * H]
-        return torch.cat([-dk * torch.sigmoid(-kf), dk * torch.sigmoid(-ki), dpre], dim=-1)  # softplus' = σ
-
     def _grad_slots(self, dgx: Tensor) -> tuple[Tensor, Tensor]:  # dpre is dgx's last third, written in place
         return dgx.new_empty(dgx[..., : self.hidden_size].shape), dgx[..., 2 * self.hidden_size :]
 
-    def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:
+    def _mix_backward_into(self, dgx: Tensor, dk: Tensor, dpre: Tensor, gx: Tensor) -> None:  # softplus' = σ
         H = self.hidden_size
         torch.mul(torch.sigmoid(-gx[..., :H]), dk, out=dgx[..., :H]).neg_()
         torch.mul(torch.sigmoid(-gx[..., H : 2 * H]), dk, out=dgx[..., H : 2 * H])

@@ -717,8 +717,12 @@ std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>> lm_step_onednn(
     at::parallel_for(0, B, 4, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         float* r = pre.data_ptr<float>() + b * G;
-        const float* row = l == 0 ? table.data_ptr<float>() + tok[b] * G : nullptr;
-        for (int64_t j = 0; j < G; ++j) r[j] += bl[j] + (row ? row[j] : 0.f);
+        if (l == 0) {  // two loops, not a select per element: each vectorises on its own
+          const float* row = table.data_ptr<float>() + tok[b] * G;
+          for (int64_t j = 0; j < G; ++j) r[j] += bl[j] + row[j];
+        } else {
+          for (int64_t j = 0; j < G; ++j) r[j] += bl[j];
+        }
         lstm_gates(r, cp.data_ptr<float>() + b * H, cl.data_ptr<float>() + b * H, hl.data_ptr<float>() + b * H, H);
       }
     });

@@ -80,8 +80,8 @@ class NativeStep:
         """Each layer's weight ([U W] above layer 0) in the products' dtype, packed for oneDNN as kernels.linear
         packs it; None where oneDNN does not run that dtype here."""
         if self._onednn is None:
-            W = [torch.cat([p.detach() for p in parts], 1).to(self.low).contiguous() for parts in self.parts]
-            self._onednn = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in W] if kernels.uses_onednn(W[0]) else []
+            W = [torch.cat([p.detach() for p in parts], 1).to(self.low) for parts in self.parts]
+            self._onednn = [kernels.pack(w, 1) for w in W] if kernels.uses_onednn(W[0]) else []
         return self._onednn or None
 
     def step(self, token: Tensor, states: list) -> tuple[Tensor, list]:
