@@ -91,6 +91,21 @@ def save_checkpoint(path_dir, tensors: dict[str, Tensor], meta: dict, name: str 
     _fsync_directory(directory)
 
 
+def write_text_atomic(path, text: str) -> None:
+    """Replace the text file `path` whole (a temporary file beside it, fsynced, renamed over it): a reader, such as
+    another process of a distributed run, sees the old file or the new one, never a half-written one."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"refusing to write {path}: it is a symbolic link (to {os.readlink(path)})")
+    tmp = None
+    try:
+        tmp = _write_new(_temp_path(path.parent, path), text.encode("utf-8"))
+        os.replace(tmp, path)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
 def _with_own_meta(tensors: dict[str, Tensor], meta: dict) -> bytes:
     """The safetensors file, whose header also holds a copy of the meta and the SHA-256 of its tensor data: the
     file alone is one consistent save. When a crash between the two renames leaves it beside an older JSON,

@@ -2,6 +2,7 @@
 (optimizer state and RNG states through a checkpoint)."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -14,7 +15,7 @@ from torch import nn
 
 import recurrent.checkpoint as ckpt
 from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_state, save_checkpoint,
-                                  set_rng_state, unflatten_optimizer_state)
+                                  set_rng_state, unflatten_optimizer_state, write_text_atomic)
 from recurrent.errors import UserError
 
 META = {"config": {"hidden_size": 8, "cell": "lstm", "lr": 1e-3, "tie": True}, "vocab": ["<unk>", "é", "🙂"],
@@ -117,6 +118,40 @@ def test_save_writes_through_a_temporary_file(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt.os, "replace", spy)
     save_checkpoint(tmp_path, {"w": torch.ones(3)}, {})
     assert replaced == [(str(tmp_path), "model.safetensors"), (str(tmp_path), "model.json")]
+
+
+def test_a_reader_never_sees_a_half_written_text_file(tmp_path):
+    """config.json is rewritten by rank 0 of a resumed distributed run while the other ranks read it: a reader
+    must see the old file or the new one. Path.write_text truncates first, and the reader here then sees ''."""
+    import threading
+    path = tmp_path / "config.json"
+    texts = [json.dumps({"task": "lm", "pad": c * 200_000}) for c in "ab"]
+    write_text_atomic(path, texts[0])
+    done, seen = threading.Event(), set()
+
+    def read():
+        while not done.is_set():
+            seen.add(path.read_text(encoding="utf-8"))
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(60):
+            write_text_atomic(path, texts[i % 2])
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= set(texts)  # whole files only
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]  # no temporary file left
+
+
+def test_a_failed_text_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    write_text_atomic(path, "old\n")
+    monkeypatch.setattr(ckpt.os, "fsync", fail_on_call(1, os.fsync))
+    with pytest.raises(OSError, match="disk on fire"):
+        write_text_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]
 
 
 # --- refusing pickles, and other bad files ------------------------------------------------------------------

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import recurrent.state as rc_state
 from recurrent.checkpoint import (flatten_optimizer_state, load_checkpoint, rng_state, save_checkpoint,
-                                  set_rng_state, unflatten_optimizer_state)
+                                  set_rng_state, unflatten_optimizer_state, write_text_atomic)
 from recurrent.errors import Interrupted, UserError
 from recurrent.precision import HELP as PRECISION_HELP, PRECISIONS, choose as choose_precision
 from recurrent.runs import read_task
@@ -240,8 +240,9 @@ def _train(make_task, config: TrainConfig, run_config: dict, world: World, devic
             _truncate(metrics_path, last[1].get("metrics_bytes"))
         else:
             metrics_path.write_text("")
-        (run_dir / "config.json").write_text(json.dumps({"task": task.name, **run_config, "processes": world.size,
-                                                         "precision_used": precision.to_dict()}, indent=2) + "\n")
+        # whole or not at all: the other processes of a resumed run read it meanwhile (load_last)
+        write_text_atomic(run_dir / "config.json", json.dumps({"task": task.name, **run_config, "processes": world.size,
+                                                               "precision_used": precision.to_dict()}, indent=2) + "\n")
     else:  # its own dropout masks (rank 0 keeps the stream of one process, or the resumed one)
         seed_everything(config.seed + world.rank)
     stepped = world.wrap(model, device)  # what task.step runs: DDP with several processes; `model` is the module
