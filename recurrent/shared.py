@@ -12,8 +12,8 @@ loop runs, every `F.linear(a, W, b)` whose W is one of the cell's parameters (nn
 (a TorchFunctionMode):
 
     forward:   a W̃ᵀ + b           W̃ = W packed once for oneDNN (recurrent.kernels.linear), as the bptt engine does
-    backward:  da = g W̃           packed too; g_t and a_t are kept, and nothing is added into dW yet
-    after the whole backward:  dW = Gᵀ A, db = Σ G      G (T*B, N), A (T*B, K): one product (`_Gather`)
+    backward:  da = g W̃           packed too; g_t and a_t are kept, and every 256 rows of them are summed into
+               dW += Gᵀ A, db += Σ G     G (R, N), A (R, K): one product with inner size R >= 256 (`_Products.keep`)
 
 The input's part of a product never waits on the recurrence, so it leaves the loop, as the built-in cells'
 `project_input` does: a product of the step's input x_t, or of a `cat([x_t, r], 1)`, is split at x's columns,
@@ -40,13 +40,27 @@ from torch.overrides import TorchFunctionMode
 from recurrent import kernels
 
 
+def rows(tensors: list[Tensor], owner, name: str) -> Tensor:
+    """torch.cat(tensors) (each (B, N)) into `owner`'s buffer `name`, kept for its next call of the same size: a
+    fresh block of this size each time is fresh pages each time (a page fault per 4 KiB), a reused one is not."""
+    R, N = sum(t.shape[0] for t in tensors), tensors[0].shape[1]
+    buffers = owner.__dict__.setdefault("_rows", {})
+    key = (name, R, N, tensors[0].dtype, tensors[0].device)
+    if key not in buffers:
+        buffers[key] = tensors[0].new_empty((R, N))
+    return torch.cat(tensors, out=buffers[key])
+
+
 class _Products:
-    """One weight's packed products (per batch size) and what its weight gradient is summed from."""
+    """One weight's packed products (per batch size), and its weight gradient summed while the backward runs."""
+
+    ROWS = 256  # g_t and a_t rows summed into dW as one product: a GEMM with inner size >= 256 runs near peak
 
     def __init__(self, W: Tensor, bias: Tensor | None):
         self.W, self.bias = W.detach().contiguous(), None if bias is None else bias.detach()
         self.forward, self.backward = {}, {}  # batch size -> packed product
-        self.grads, self.inputs = [], []  # g_t (B, N), a_t (B, K) for each step that got a gradient
+        self.grads, self.inputs = [], []  # g_t (B, N), a_t (B, K) not yet summed into dW
+        self.dW = self.db = None  # (N, K), (N,): Σ g_tᵀ a_t and Σ g_t over the steps summed so far
 
     def apply(self, a: Tensor) -> Tensor:  # (B, K) -> (B, N)
         B = a.shape[0]
@@ -60,9 +74,33 @@ class _Products:
             self.backward[B] = kernels.linear(self.W.t(), None, B)
         return self.backward[B](g)
 
+    def keep(self, g: Tensor, a: Tensor) -> None:
+        """A step's g and a; every ROWS rows they are summed into dW (no (T*B, N) copy of all of them at the end:
+        a fresh buffer that size costs page faults, and holds memory the backward has no need of)."""
+        self.grads.append(g), self.inputs.append(a)
+        if sum(g.shape[0] for g in self.grads) >= self.ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.grads:
+            return
+        G, A = rows(self.grads, self, "g"), rows(self.inputs, self, "a")  # (R, N), (R, K)
+        self.grads.clear(), self.inputs.clear()
+        if self.dW is None:
+            self.dW, self.db = G.t() @ A, G.sum(0)  # (N, K), (N,)
+        else:
+            self.dW.addmm_(G.t(), A)
+            self.db += G.sum(0)
+
+    def take(self) -> tuple[Tensor | None, Tensor | None]:
+        """dW and db over every step that got a gradient, and a fresh start (a second backward sums its own)."""
+        self.flush()
+        dW, db, self.dW, self.db = self.dW, self.db, None, None
+        return dW, db
+
 
 class _Gather(torch.autograd.Function):
-    """W, b -> views of them that every step uses; backward: dW = Gᵀ A and db = Σ G over the steps' kept g and a."""
+    """W, b -> views of them that every step uses; backward: dW = Σ g_tᵀ a_t and db = Σ g_t over the steps."""
 
     @staticmethod
     def forward(ctx, W: Tensor, bias: Tensor | None, products: _Products):
@@ -72,13 +110,8 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dW_direct, db_direct):  # the steps hand their gradients to ctx.products instead
-        p = ctx.products
-        if not p.grads:
-            return None, None, None
-        G, A = torch.cat(p.grads), torch.cat(p.inputs)  # (T*B, N), (T*B, K)
-        p.grads.clear(), p.inputs.clear()  # a second backward (retain_graph=True) keeps its own
-        dW = G.t() @ A  # (N, K): Σ_t g_tᵀ a_t as one product
-        return dW, G.sum(0) if ctx.has_bias else None, None
+        dW, db = ctx.products.take()
+        return dW, db if ctx.has_bias else None, None
 
 
 class _Linear(torch.autograd.Function):
@@ -95,8 +128,58 @@ class _Linear(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         (a,) = ctx.saved_tensors
         p = ctx.products
-        p.grads.append(g), p.inputs.append(a)
+        p.keep(g, a)
         return p.apply_backward(g) if ctx.needs_input_grad[0] else None, None, None, None
+
+
+class _Halves(torch.autograd.Function):
+    """W (N, K) -> W[:, :I], W[:, I:] as views; backward: one cat of the two gradients (two slices of W would each
+    fill a zeroed (N, K) gradient and copy into it)."""
+
+    @staticmethod
+    def forward(ctx, W: Tensor, I: int):
+        return W[:, :I], W[:, I:]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dU: Tensor | None, dV: Tensor | None):
+        if dU is None and dV is None:
+            return None, None
+        return torch.cat([dU, dV], 1), None
+
+
+class _Hoisted(torch.autograd.Function):
+    """x (T, B, K), U (N, K), b (N,) -> T outputs (B, N): x_t Uᵀ + b for every step, computed as one product.
+    Backward, from the T step gradients g_t, in blocks of ROWS rows: dU += Gᵀ X, db += Σ G, dx = G U, without
+    stacking all of them first (a (T, B, N) buffer: as many page faults as copies, and memory the backward does
+    not need)."""
+
+    ROWS = _Products.ROWS
+
+    @staticmethod
+    def forward(ctx, x: Tensor, U: Tensor, bias: Tensor | None):
+        ctx.save_for_backward(x, U)
+        ctx.has_bias = bias is not None
+        return F.linear(x, U, bias).unbind(0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads: Tensor):  # T x (B, N)
+        x, U = ctx.saved_tensors
+        T, B = x.shape[0], x.shape[1]
+        steps = max(1, _Hoisted.ROWS // max(B, 1))  # steps per block
+        dx = x.new_empty(x.shape) if ctx.needs_input_grad[0] else None
+        dU = x.new_zeros(U.shape) if ctx.needs_input_grad[1] else None
+        db = x.new_zeros(U.shape[0]) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        for t0 in range(0, T, steps):
+            G = rows(grads[t0:t0 + steps], ctx, "g")  # (R, N)
+            if dU is not None:
+                dU.addmm_(G.t(), x[t0:t0 + steps].reshape(-1, x.shape[2]))
+            if db is not None:
+                db += G.sum(0)
+            if dx is not None:
+                torch.mm(G, U, out=dx[t0:t0 + steps].view(-1, x.shape[2]))
+        return dx, dU, db
 
 
 def takes(W: Tensor) -> bool:
@@ -165,8 +248,19 @@ class _TakeOver(TorchFunctionMode):
         key = (id(W), None if bias is None else id(bias), columns)
         if key not in self.hoisted:
             with torch._C.DisableTorchFunction():
-                U = W if columns is None else W[:, :columns]
-                self.hoisted[key] = F.linear(self.x, U, bias).unbind(0)
+                U = W if columns is None else self._halves(W, columns)[0]
+                if torch.is_autocast_enabled(self.x.device.type):  # autocast's own product and its backward
+                    self.hoisted[key] = F.linear(self.x, U, bias).unbind(0)
+                else:
+                    self.hoisted[key] = _Hoisted.apply(self.x, U, bias)
+        return self.hoisted[key]
+
+    def _halves(self, W: Tensor, columns: int) -> tuple[Tensor, Tensor]:
+        """W[:, :columns], W[:, columns:] through _Halves, once per sequence (one gradient cat, not two fills)."""
+        key = (id(W), "halves", columns)
+        if key not in self.hoisted:
+            with torch._C.DisableTorchFunction():
+                self.hoisted[key] = _Halves.apply(W, columns)
         return self.hoisted[key]
 
     def _split(self, W: Tensor, bias: Tensor | None, rest: tuple) -> Tensor:
@@ -184,7 +278,7 @@ class _TakeOver(TorchFunctionMode):
         """W[:, first:], made once per sequence; under autocast, cast once (autocast caches only whole leaves)."""
         key = (id(W), "part", first)
         if key not in self.hoisted:
-            part = W[:, first:]
+            part = self._halves(W, first)[1]
             if torch.is_autocast_enabled(W.device.type):
                 part = part.to(torch.get_autocast_dtype(W.device.type))
             self.hoisted[key] = part
@@ -195,7 +289,7 @@ class _TakeOver(TorchFunctionMode):
         key = (id(W), None if bias is None else id(bias), first)
         if key not in self.gathered:
             with torch._C.DisableTorchFunction():  # _Gather's own ops are not taken over
-                part = W if first == 0 else W[:, first:]
+                part = W if first == 0 else self._halves(W, first)[1]
                 products = _Products(part, bias)
                 self.gathered[key] = (products, *_Gather.apply(part, bias, products))
         products, W_view, b_view = self.gathered[key]
