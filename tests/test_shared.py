@@ -77,9 +77,12 @@ PER_STEP = {"Peephole": [(B, H)],  # cat([x, h]): x's part hoisted, h's taken ov
             "StateFirst": [(B, H + I), (B, 2 * H)]}  # cat([h, x]) whole; cat([x, h, h]): [h, h]'s part
 
 
+@pytest.mark.parametrize("rows", [256, 5])  # 5: weight gradients summed in several blocks of rows (B = 4)
 @pytest.mark.parametrize("cell_class", [Peephole, TwoLinears, StateFirst])
-def test_float64_equals_the_plain_loop(monkeypatch, cell_class):
+def test_float64_equals_the_plain_loop(monkeypatch, cell_class, rows):
     monkeypatch.setattr(shared, "takes", lambda W: True)  # take over float64 products too (plain matmuls)
+    monkeypatch.setattr(shared._Products, "ROWS", rows)
+    monkeypatch.setattr(shared._Hoisted, "ROWS", rows)
     calls = []
     apply = shared._Products.apply
     monkeypatch.setattr(shared._Products, "apply", lambda self, a: calls.append(a.shape) or apply(self, a))
