@@ -78,10 +78,29 @@ def test_the_library_is_named_by_its_instruction_set(fresh, monkeypatch):
     info = native.info()
     assert info["isa"] == hardware.native_isa() and info["build_dir"] == str(fresh)
     assert re.fullmatch(rf"recurrent_native_{info['isa']}_[0-9a-f]{{16}}\.so", Path(info["library"]).name)
-    assert info["flags"] == native.FLAGS + hardware.COMPILE_FLAGS[info["isa"]]
+    assert info["flags"] == native.FLAGS + native.openmp() + hardware.COMPILE_FLAGS[info["isa"]]
     assert "-march=native" not in info["flags"]
     names = {native.library(isa).name for isa in hardware.ISAS}
     assert len(names) == len(hardware.ISAS)  # one file per set: never one set's library loaded for another
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_library_runs_on_torchs_own_openmp_pool():
+    """Built with -fopenmp where torch runs on libgomp, so that the kernels' at::parallel_for splits rows over
+    torch's threads (without it, at::parallel_for runs serially); and loaded beside torch's libgomp, not a second
+    OpenMP runtime with a pool of its own."""
+    if native.load() is None:
+        pytest.skip(f"the native library is not available here: {native._state.get('error')}")
+    # in a fresh process: other packages in this one (scikit-learn) load OpenMP runtimes of their own
+    code = ("import torch; from recurrent import native; assert native.load() is not None; "
+            "print(*sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}), sep='\\n')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gomps = done.stdout.split()
+    if not gomps:
+        pytest.skip("torch does not run on libgomp here")
+    assert "-fopenmp" in native.flags(native._state["isa"])
+    assert len(gomps) == 1, f"two OpenMP runtimes loaded: {gomps}"
 
 
 def test_a_bad_native_isa_falls_back_with_one_warning(fresh, monkeypatch):

@@ -157,3 +157,24 @@ def test_the_backend_says_the_cpp_loop_runs():
     assert backend.native and backend.reason == "GRUCell supplies step_backward; time loop: the C++ loop (recurrent.native)"
     forced = rc.GRU(I, H, backend="bptt")._backend_for(torch.randn(B, T, I, dtype=torch.float16))
     assert not forced.native and "no kernel for torch.float16 states" in forced.reason
+
+
+@needs_native
+def test_rows_split_over_threads_give_the_python_loop_in_float64(monkeypatch):
+    """B = 48 rows of 3H = 192: enough that gru.cpp's steps split the rows over torch's threads (over_rows), each
+    summing its own bias gradients. Values and gradients equal engine.BPTT's Python loop to 1e-10, on 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        layer = rc.Recurrent(rc.GRUCell, I, 64, backend="bptt").double()
+        x = torch.randn(48, T, I, dtype=torch.float64, requires_grad=True)
+        state = rc.RNNState(torch.randn(1, 1, 48, 64, dtype=torch.float64, requires_grad=True))
+        got, names = run_layer(layer, x, state, None)
+        assert "GRULoopBackward" in names
+        monkeypatch.setattr(native_gru, "runs", lambda *args: False)
+        want, _ = run_layer(layer, x, state, None)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)

@@ -131,3 +131,23 @@ def test_only_plain_layernorm_lstm_cells_run_natively():
 
     assert loops.find(rc.LayerNormLSTMCell(I, H)) == "layernorm_lstm"
     assert loops.find(Custom(I, H)) is None and loops.find(rc.LayerNormGRUCell(I, H)) is None
+
+
+@needs_native
+def test_rows_split_over_threads_give_the_python_loop_in_float64(monkeypatch):
+    """B = 48 rows of 4H = 256: enough that gru.cpp's steps split the rows over torch's threads (over_rows), each
+    summing its own γ and β gradients in its own scratch. Equal to engine.BPTT's Python loop to 1e-10, 2 threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        layer = rc.Recurrent(rc.LayerNormLSTMCell, I, 64).double()
+        x = torch.randn(48, T, I, dtype=torch.float64, requires_grad=True)
+        state = rc.LSTMState(*(torch.randn(1, 1, 48, 64, dtype=torch.float64, requires_grad=True) for _ in range(2)))
+        got, names = run_layer(layer, "bptt", x, state, None)
+        assert "LayerNormLSTMLoopBackward" in names
+        monkeypatch.setattr(native_ln, "runs", lambda *args: False)
+        want, _ = run_layer(layer, "bptt", x, state, None)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)

@@ -64,9 +64,21 @@ def compiler() -> str:
     return os.environ.get("CXX", "g++")
 
 
+def openmp() -> list[str]:
+    """["-fopenmp"] where torch runs its threads on GNU OpenMP (libgomp, as torch's Linux wheels): the kernels'
+    at::parallel_for then splits work over torch's own thread pool (the loader gives this library the libgomp
+    torch already loaded: one pool, not two). Elsewhere (macOS's libomp, a compiler without OpenMP) none: there
+    at::parallel_for runs serially, and the results are the same."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    return ["-fopenmp"] if "libgomp" in maps and "OpenMP" in torch.__config__.parallel_info() else []
+
+
 def flags(isa: str) -> list[str]:
-    """The compiler flags for `isa`: the common ones, then the instruction set's."""
-    return [*FLAGS, *hardware.COMPILE_FLAGS[isa]]
+    """The compiler flags for `isa`: the common ones, OpenMP's where torch uses libgomp, then the instruction set's."""
+    return [*FLAGS, *openmp(), *hardware.COMPILE_FLAGS[isa]]
 
 
 def library(isa: str) -> Path:

@@ -134,15 +134,26 @@ std::pair<Tensor, Tensor> states(const Tensor& h0, const Tensor& W, int64_t T, b
   return {h, h_low};
 }
 
+// Runs body(b0, b1, thread) over a step's rows [0, B), split over torch's threads where each share holds at least
+// ROW_WORK values of `width` per row (below that, one thread: a parallel region costs a few microseconds). A step's
+// rows are independent; what they sum (bias and γ gradients) goes into the thread's own accumulators, added up
+// after the loop, so the result does not depend on the thread count beyond float rounding.
+constexpr int64_t ROW_WORK = 8192;
+template <typename F>
+void over_rows(int64_t B, int64_t width, F body) {
+  at::parallel_for(0, B, std::max<int64_t>(1, ROW_WORK / std::max<int64_t>(width, 1)),
+                   [&](int64_t b0, int64_t b1) { body(b0, b1, at::get_thread_num()); });
+}
+
 // --- GRU: one step's pointwise part, over every (b, j) ------------------------------------------------
 
 // act (B, 4H) per step: r, z, n and hn = gh_n + b_hn, what the backward step reads
 template <typename S, typename Q>
 void gru_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ b_ih,
                       const S* __restrict__ b_hh, const S* __restrict__ h_prev, S* __restrict__ act,
-                      S* __restrict__ h, Q* __restrict__ h_low, int64_t B, int64_t H) {
+                      S* __restrict__ h, Q* __restrict__ h_low, int64_t b0, int64_t b1, int64_t H) {
   const int64_t G = 3 * H;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     const Q *x = gx + b * G, *g = gh + b * G;
     S* a = act + b * 4 * H;
     const int64_t o = b * H;
@@ -163,9 +174,9 @@ void gru_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const 
 template <typename S, typename Q>
 void gru_backward_step(const S* __restrict__ dh_out, const Q* __restrict__ dh_rec, const S* __restrict__ act,
                        const S* __restrict__ h_prev, S* __restrict__ dh_carry, Q* __restrict__ dgx,
-                       Q* __restrict__ dgh, S* __restrict__ db_ih, S* __restrict__ db_hh, int64_t B, int64_t H) {
+                       Q* __restrict__ dgh, S* __restrict__ db_ih, S* __restrict__ db_hh, int64_t b0, int64_t b1, int64_t H) {
   const int64_t G = 3 * H;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     const S* a = act + b * 4 * H;
     Q *dx = dgx + b * G, *dg = dgh + b * G;
     const int64_t o = b * H;
@@ -199,8 +210,13 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> gru_forward_loop(const Tensor& g
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, 3H)
     act.push_back(at::empty({B, 4 * H}, h0.options()));
-    gru_forward_step<S, Q>(bits<P>(gx[t]), bits<P>(gh), b_ih.data_ptr<S>(), b_hh.data_ptr<S>(), h[t].data_ptr<S>(),
-                           act[t].data_ptr<S>(), h[t + 1].data_ptr<S>(), bits<P>(h_low[t + 1]), B, H);
+    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
+    S *a = act[t].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
+    const S* hp = h[t].data_ptr<S>();
+    Q* hl = bits<P>(h_low[t + 1]);
+    over_rows(B, 3 * H, [&](int64_t b0, int64_t b1, int) {
+      gru_forward_step<S, Q>(x, r, b_ih.data_ptr<S>(), b_hh.data_ptr<S>(), hp, a, hn, hl, b0, b1, H);
+    });
   }
   return {h, h_low, act};
 }
@@ -215,15 +231,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_loop(const Tenso
   using Q = typename Bits<P>::type;
   auto opt = h.options();
   Tensor dgx = at::empty({T, B, 3 * H}, W.options()), dgh = at::empty({T, B, 3 * H}, W.options());
-  Tensor db_ih = at::zeros({3 * H}, opt), db_hh = at::zeros({3 * H}, opt), dh_carry = at::zeros({B, H}, opt);
+  Tensor dh_carry = at::zeros({B, H}, opt);
+  Tensor acc = at::zeros({at::get_num_threads(), 6 * H}, opt);  // per thread: db_ih, db_hh
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
   Product back(W.t(), B, onednn);
+  S* const accs = acc.data_ptr<S>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    gru_backward_step<S, Q>(dh[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(), h[t].data_ptr<S>(),
-                            dh_carry.data_ptr<S>(), bits<P>(dgx[t]), bits<P>(dgh[t]), db_ih.data_ptr<S>(),
-                            db_hh.data_ptr<S>(), B, H);
+    const S *dho = dh[t].data_ptr<S>(), *a = act[t].data_ptr<S>(), *hp = h[t].data_ptr<S>();
+    const Q* dr = bits<P>(dh_rec);
+    Q *dx = bits<P>(dgx[t]), *dg = bits<P>(dgh[t]);
+    over_rows(B, 3 * H, [&](int64_t b0, int64_t b1, int thread) {
+      S* own = accs + thread * 6 * H;
+      gru_backward_step<S, Q>(dho, dr, a, hp, dh_carry.data_ptr<S>(), dx, dg, own, own + 3 * H, b0, b1, H);
+    });
     dh_rec = back(dgh[t]).contiguous();  // (B, H)
   }
+  Tensor sums = acc.sum(0);
+  Tensor db_ih = sums.narrow(0, 0, 3 * H).clone(), db_hh = sums.narrow(0, 3 * H, 3 * H).clone();
   db_hh.narrow(0, 0, 2 * H).copy_(db_ih.narrow(0, 0, 2 * H));  // the r and z blocks of dgh are dgx's
   Tensor dW = at::mm(dgh.view({T * B, 3 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (3H, H)
   return {dgx, dW, db_ih, db_hh, dh_carry.add_(dh_rec.to(h.scalar_type()))};
@@ -286,10 +310,10 @@ template <typename S> struct LnAct {
 template <typename S, typename Q>
 void ln_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ g_h,
                      const S* __restrict__ g_c, const S* __restrict__ b_c, const S* __restrict__ c_prev,
-                     S* __restrict__ act, S* __restrict__ c, S* __restrict__ h, Q* __restrict__ h_low, int64_t B,
-                     int64_t H, S eps) {
+                     S* __restrict__ act, S* __restrict__ c, S* __restrict__ h, Q* __restrict__ h_low, int64_t b0,
+                     int64_t b1, int64_t H, S eps) {
   const int64_t G = 4 * H;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     const Q *x = gx + b * G, *r = gh + b * G;
     LnAct<S> a(act + b * (10 * H + 2), H);
     const int64_t o = b * H;
@@ -326,10 +350,10 @@ void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out
                       const S* __restrict__ act, const S* __restrict__ c_prev, const S* __restrict__ g_h,
                       const S* __restrict__ g_c, S* __restrict__ dc_carry, Q* __restrict__ dgx, Q* __restrict__ dgh,
                       S* __restrict__ dg_h, S* __restrict__ dg_c, S* __restrict__ db_c, S* __restrict__ tmp,
-                      int64_t B, int64_t H) {
+                      int64_t b0, int64_t b1, int64_t H) {
   const int64_t G = 4 * H;
   S *dh = tmp, *dnc = tmp + H, *dnh = tmp + 2 * H;  // dnh: 4H
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     LnAct<S> a(const_cast<S*>(act) + b * (10 * H + 2), H);
     const int64_t o = b * H;
 #pragma GCC ivdep
@@ -383,9 +407,14 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Te
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, 4H)
     act.push_back(at::empty({B, 10 * H + 2}, h0.options()));
-    ln_forward_step<S, Q>(bits<P>(gx[t]), bits<P>(gh), g_h.data_ptr<S>(), g_c.data_ptr<S>(), b_c.data_ptr<S>(),
-                          c[t].data_ptr<S>(), act[t].data_ptr<S>(), c[t + 1].data_ptr<S>(), h[t + 1].data_ptr<S>(),
-                          bits<P>(h_low[t + 1]), B, H, S(eps));
+    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
+    const S* cp = c[t].data_ptr<S>();
+    S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
+    Q* hl = bits<P>(h_low[t + 1]);
+    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int) {
+      ln_forward_step<S, Q>(x, r, g_h.data_ptr<S>(), g_c.data_ptr<S>(), b_c.data_ptr<S>(), cp, a, cn, hn, hl, b0, b1,
+                            H, S(eps));
+    });
   }
   return {h, c, h_low, act};
 }
@@ -399,17 +428,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ln_backward_l
   using Q = typename Bits<P>::type;
   auto opt = c.options();
   Tensor dgx = at::empty({T, B, 4 * H}, W.options()), dgh = at::empty({T, B, 4 * H}, W.options());
-  Tensor dg_h = at::zeros({4 * H}, opt), dg_c = at::zeros({H}, opt), db_c = at::zeros({H}, opt);
-  Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({6 * H}, opt);
+  const int64_t threads = at::get_num_threads();
+  Tensor acc = at::zeros({threads, 6 * H}, opt);  // per thread: dγ_h (4H), dγ_c, dβ_c (H each)
+  Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({threads, 6 * H}, opt);  // tmp: per thread scratch
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
   Product back(W.t(), B, onednn);
+  S *const accs = acc.data_ptr<S>(), *const tmps = tmp.data_ptr<S>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    ln_backward_step<S, Q>(dh[t].data_ptr<S>(), dc[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(),
-                           c[t].data_ptr<S>(), g_h.data_ptr<S>(), g_c.data_ptr<S>(), dc_carry.data_ptr<S>(),
-                           bits<P>(dgx[t]), bits<P>(dgh[t]), dg_h.data_ptr<S>(), dg_c.data_ptr<S>(),
-                           db_c.data_ptr<S>(), tmp.data_ptr<S>(), B, H);
+    const S *dho = dh[t].data_ptr<S>(), *dco = dc[t].data_ptr<S>(), *a = act[t].data_ptr<S>();
+    const S* cp = c[t].data_ptr<S>();
+    const Q* dr = bits<P>(dh_rec);
+    Q *dx = bits<P>(dgx[t]), *dg = bits<P>(dgh[t]);
+    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int thread) {
+      S* own = accs + thread * 6 * H;
+      ln_backward_step<S, Q>(dho, dco, dr, a, cp, g_h.data_ptr<S>(), g_c.data_ptr<S>(), dc_carry.data_ptr<S>(), dx,
+                             dg, own, own + 4 * H, own + 5 * H, tmps + thread * 6 * H, b0, b1, H);
+    });
     dh_rec = back(dgh[t]).contiguous();  // (B, H)
   }
+  Tensor sums = acc.sum(0);
+  Tensor dg_h = sums.narrow(0, 0, 4 * H).clone(), dg_c = sums.narrow(0, 4 * H, H).clone();
+  Tensor db_c = sums.narrow(0, 5 * H, H).clone();
   Tensor dW = at::mm(dgh.view({T * B, 4 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (4H, H)
   return {dgx, dW, dg_h, dg_c, db_c, dh_rec.to(c.scalar_type()), dc_carry};
 }

@@ -487,9 +487,10 @@ void gemv_bf16(const uint16_t* P, const uint32_t* x, const float* bias, float* y
 
 // One helper thread for the second core. A product is cut into chunks of 16-output blocks, which the caller and
 // the helper claim one at a time: if the helper is slow to start (descheduled on a busy machine) the caller
-// does them all, rather than wait. torch's OpenMP pool is not used: this library is not built with -fopenmp
-// (at::parallel_for would run serially), and a batch-1 step is a few tens of microseconds, so the helper spins
-// between jobs (about a millisecond, then it sleeps) to start a chunk within a fraction of a microsecond.
+// does them all, rather than wait. torch's OpenMP pool is not used for these products (it is not there at all where
+// the library is built without OpenMP, recurrent/native/__init__.py): a batch-1 step is a few tens of microseconds,
+// so the helper spins between jobs (about a millisecond, then it sleeps) to start a chunk within a fraction of a
+// microsecond.
 class Helper {
  public:
   static Helper& get() {
