@@ -72,18 +72,25 @@ def test_layer_matches_torch_lstm(bidirectional, with_lengths):
 
 @needs_native
 @pytest.mark.parametrize("bias", [True, False])
-def test_loop_matches_the_python_bptt_loop_in_float64(bias):
-    cell = rc.LSTMCell(I, H, bias=bias).double()
-    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
-    state = rc.LSTMState(*(torch.randn(B, H, dtype=torch.float64, requires_grad=True) for _ in range(2)))
-    W, b_hh = cell.recurrence()
-
-    got = native_lstm.lstm_loop(cell, x, state, W)
-    want = python_loop(cell, x, state, W, b_hh)
-    dh, dc = torch.randn_like(got[0]), torch.randn_like(got[1])
-    inputs = [x, *state, *cell.parameters()]
-    got_grads = torch.autograd.grad(got, inputs, (dh, dc))
-    want_grads = torch.autograd.grad(want, inputs, (dh, dc))
+@pytest.mark.parametrize("rows, hidden, threads", [(B, H, 1), (48, 64, 2)], ids=["small", "rows-over-2-threads"])
+def test_loop_matches_the_python_bptt_loop_in_float64(bias, rows, hidden, threads):
+    """rows-over-2-threads: 48 rows of 4H = 256, enough that lstm.cpp's steps split the rows over torch's threads
+    (over_rows in pool.h), each summing its own bias gradient."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cell = rc.LSTMCell(I, hidden, bias=bias).double()
+        x = torch.randn(T, rows, I, dtype=torch.float64, requires_grad=True)
+        state = rc.LSTMState(*(torch.randn(rows, hidden, dtype=torch.float64, requires_grad=True) for _ in range(2)))
+        W, b_hh = cell.recurrence()
+        got = native_lstm.lstm_loop(cell, x, state, W)
+        want = python_loop(cell, x, state, W, b_hh)
+        dh, dc = torch.randn_like(got[0]), torch.randn_like(got[1])
+        inputs = [x, *state, *cell.parameters()]
+        got_grads = torch.autograd.grad(got, inputs, (dh, dc))
+        want_grads = torch.autograd.grad(want, inputs, (dh, dc))
+    finally:
+        torch.set_num_threads(old)
     for a, b in zip(got + got_grads, want + want_grads):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
@@ -271,3 +278,22 @@ def test_lm_step_gives_a_row_the_same_bits_alone_or_in_any_batch(low):
         together = step(slice(0, batch))
         for i in range(batch):
             assert all(torch.equal(t[i:i + 1], a) for t, a in zip(together, alone[i])), (batch, i)
+
+
+@needs_native
+def test_a_large_buffer_freed_after_a_step_is_the_next_steps():
+    """pool.h: the loop's large buffers (here h and c, (T+1, B, H) float32 = 2.1 MB each) go back to a pool when
+    freed, and the next step of the same size takes those blocks (no fresh pages to fault in); same values."""
+    torch.manual_seed(0)
+    cell = rc.LSTMCell(I, 256)
+    x = torch.randn(64, 32, I)
+    state = rc.LSTMState(torch.zeros(32, 256), torch.zeros(32, 256))
+    W, _ = cell.recurrence()
+    blocks = lambda seqs: {s.untyped_storage().data_ptr() for s in seqs}  # noqa: E731
+    with torch.no_grad():
+        seqs = native_lstm.lstm_loop(cell, x, state, W)
+        first, want = blocks(seqs), [s.clone() for s in seqs]
+        del seqs
+        seqs = native_lstm.lstm_loop(cell, x, state, W)
+    assert blocks(seqs) <= first and len(blocks(seqs)) == 2
+    torch.testing.assert_close(list(seqs), want, atol=0, rtol=0)

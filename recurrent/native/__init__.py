@@ -44,6 +44,7 @@ from recurrent import hardware
 SOURCE = Path(__file__).with_name("lstm.cpp")
 # every source compiled into the one library: lstm.cpp, and gru.cpp (the GRU and LayerNorm LSTM loops)
 SOURCES = [SOURCE, Path(__file__).with_name("gru.cpp")]
+HEADERS = [Path(__file__).with_name("pool.h")]  # included by both: part of what names a build
 # every build's flags; the instruction set's come after them. -mtune=generic: tuned for no one CPU either
 FLAGS = ["-O3", "-mtune=generic", "-fno-trapping-math", "-std=c++20", "-shared", "-fPIC", "-w"]
 _state: dict = {}  # "ops" once loaded, or "error": why it could not be; "isa" and "library" once chosen
@@ -83,7 +84,7 @@ def flags(isa: str) -> list[str]:
 
 def library(isa: str) -> Path:
     """The library's path for `isa`: named by the set, and a hash of all that goes into the build."""
-    key = "\n".join([*(s.read_text() for s in SOURCES), torch.__version__, sys.version, compiler(), isa, *flags(isa)])
+    key = "\n".join([*(s.read_text() for s in [*SOURCES, *HEADERS]), torch.__version__, sys.version, compiler(), isa, *flags(isa)])
     return build_dir() / f"recurrent_native_{isa}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 

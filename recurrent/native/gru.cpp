@@ -40,9 +40,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "pool.h"  // pooled_empty, over_rows
+
 namespace {
 
 using at::Tensor;
+using recurrent_native::over_rows;
+using recurrent_native::pooled_empty;
 
 // --- helpers, as in lstm.cpp ----------------------------------------------------------------------------
 
@@ -128,21 +132,10 @@ void check(const char* name, const Tensor& gx, const Tensor& W, const Tensor& h0
 // h (T+1, B, H) in S and h_low, the same in P (h itself if P == S), with h0 at t = 0
 std::pair<Tensor, Tensor> states(const Tensor& h0, const Tensor& W, int64_t T, bool same) {
   const int64_t B = h0.size(0), H = h0.size(1);
-  Tensor h = at::empty({T + 1, B, H}, h0.options());
-  Tensor h_low = same ? h : at::empty({T + 1, B, H}, W.options());
+  Tensor h = pooled_empty({T + 1, B, H}, h0.options());
+  Tensor h_low = same ? h : pooled_empty({T + 1, B, H}, W.options());
   h[0].copy_(h0), h_low[0].copy_(h0);
   return {h, h_low};
-}
-
-// Runs body(b0, b1, thread) over a step's rows [0, B), split over torch's threads where each share holds at least
-// ROW_WORK values of `width` per row (below that, one thread: a parallel region costs a few microseconds). A step's
-// rows are independent; what they sum (bias and γ gradients) goes into the thread's own accumulators, added up
-// after the loop, so the result does not depend on the thread count beyond float rounding.
-constexpr int64_t ROW_WORK = 8192;
-template <typename F>
-void over_rows(int64_t B, int64_t width, F body) {
-  at::parallel_for(0, B, std::max<int64_t>(1, ROW_WORK / std::max<int64_t>(width, 1)),
-                   [&](int64_t b0, int64_t b1) { body(b0, b1, at::get_thread_num()); });
 }
 
 // --- GRU: one step's pointwise part, over every (b, j) ------------------------------------------------
@@ -206,10 +199,11 @@ std::tuple<Tensor, Tensor, std::vector<Tensor>> gru_forward_loop(const Tensor& g
   Tensor h, h_low;
   std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
   std::vector<Tensor> act;
+  const Tensor acts = pooled_empty({T, B, 4 * H}, h0.options());  // one buffer: act[t] is a view of it
   Product recur(W, B, onednn);
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, 3H)
-    act.push_back(at::empty({B, 4 * H}, h0.options()));
+    act.push_back(acts[t]);
     const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
     S *a = act[t].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
     const S* hp = h[t].data_ptr<S>();
@@ -230,7 +224,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward_loop(const Tenso
   const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
   using Q = typename Bits<P>::type;
   auto opt = h.options();
-  Tensor dgx = at::empty({T, B, 3 * H}, W.options()), dgh = at::empty({T, B, 3 * H}, W.options());
+  Tensor dgx = pooled_empty({T, B, 3 * H}, W.options()), dgh = pooled_empty({T, B, 3 * H}, W.options());
   Tensor dh_carry = at::zeros({B, H}, opt);
   Tensor acc = at::zeros({at::get_num_threads(), 6 * H}, opt);  // per thread: db_ih, db_hh
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
@@ -400,13 +394,14 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Te
   using Q = typename Bits<P>::type;
   Tensor h, h_low;
   std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
-  Tensor c = at::empty({T + 1, B, H}, h0.options());
+  Tensor c = pooled_empty({T + 1, B, H}, h0.options());
   c[0].copy_(c0);
   std::vector<Tensor> act;
+  const Tensor acts = pooled_empty({T, B, 10 * H + 2}, h0.options());  // one buffer: act[t] is a view of it
   Product recur(W, B, onednn);
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, 4H)
-    act.push_back(at::empty({B, 10 * H + 2}, h0.options()));
+    act.push_back(acts[t]);
     const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
     const S* cp = c[t].data_ptr<S>();
     S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
@@ -427,7 +422,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ln_backward_l
   const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
   using Q = typename Bits<P>::type;
   auto opt = c.options();
-  Tensor dgx = at::empty({T, B, 4 * H}, W.options()), dgh = at::empty({T, B, 4 * H}, W.options());
+  Tensor dgx = pooled_empty({T, B, 4 * H}, W.options()), dgh = pooled_empty({T, B, 4 * H}, W.options());
   const int64_t threads = at::get_num_threads();
   Tensor acc = at::zeros({threads, 6 * H}, opt);  // per thread: dγ_h (4H), dγ_c, dβ_c (H each)
   Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({threads, 6 * H}, opt);  // tmp: per thread scratch

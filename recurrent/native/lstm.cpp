@@ -41,9 +41,13 @@
 #include <immintrin.h>
 #endif
 
+#include "pool.h"  // pooled_empty, over_rows
+
 namespace {
 
 using at::Tensor;
+using recurrent_native::over_rows;
+using recurrent_native::pooled_empty;
 
 // exp for the float path, branch-free so that g++ vectorises the gate loops (libm's expf is a call per
 // element). x = n ln2 + r with |r| <= ln2/2 (ln2 split in two, Cody & Waite), then a degree-7 Taylor
@@ -125,9 +129,9 @@ struct Product {
 template <typename S, typename Q>  // Q: how the product dtype is stored (Bits<P>)
 void forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ bias,
                   const S* __restrict__ c_prev, S* __restrict__ act, S* __restrict__ c, S* __restrict__ h,
-                  Q* __restrict__ h_low, int64_t B, int64_t H) {
+                  Q* __restrict__ h_low, int64_t b0, int64_t b1, int64_t H) {  // rows b0 .. b1-1
   const int64_t G = 4 * H;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     const Q *x = gx + b * G, *r = gh + b * G;
     S* a = act + b * G;
     const int64_t o = b * H;
@@ -149,9 +153,10 @@ void forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* _
 template <typename S, typename Q>  // Q: how the product dtype is stored (Bits<P>)
 void backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out, const Q* __restrict__ dh_rec,
                    const S* __restrict__ act, const S* __restrict__ c_prev, const S* __restrict__ c,
-                   S* __restrict__ dc_carry, Q* __restrict__ dG, S* __restrict__ db, int64_t B, int64_t H) {
+                   S* __restrict__ dc_carry, Q* __restrict__ dG, S* __restrict__ db, int64_t b0, int64_t b1,
+                   int64_t H) {  // rows b0 .. b1-1; db: this thread's own sum
   const int64_t G = 4 * H;
-  for (int64_t b = 0; b < B; ++b) {
+  for (int64_t b = b0; b < b1; ++b) {
     const S* a = act + b * G;
     Q* d = dG + b * G;
     const int64_t o = b * H;
@@ -193,19 +198,24 @@ std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> forward_loop(const Tenso
                                                                      const Tensor& c0, bool onednn) {
   const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
   auto opt = h0.options();
-  Tensor h = at::empty({T + 1, B, H}, opt), c = at::empty({T + 1, B, H}, opt);
+  Tensor h = pooled_empty({T + 1, B, H}, opt), c = pooled_empty({T + 1, B, H}, opt);
   std::vector<Tensor> act;
-  Tensor h_low = std::is_same_v<S, P> ? h : at::empty({T + 1, B, H}, W.options());
+  const Tensor acts = pooled_empty({T, B, 4 * H}, opt);  // one buffer: act[t] is a view of it
+  Tensor h_low = std::is_same_v<S, P> ? h : pooled_empty({T + 1, B, H}, W.options());
   h[0].copy_(h0), c[0].copy_(c0), h_low[0].copy_(h0);
   using Q = typename Bits<P>::type;
   Product recur(W, B, onednn);
   const S* b = bias.data_ptr<S>();
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, G)
-    act.push_back(at::empty({B, 4 * H}, opt));
-    forward_step<S, Q>(bits<P>(gx[t]), bits<P>(gh), b, c[t].data_ptr<S>(), act[t].data_ptr<S>(),
-                       c[t + 1].data_ptr<S>(), h[t + 1].data_ptr<S>(),
-                       bits<P>(h_low[t + 1]), B, H);
+    act.push_back(acts[t]);
+    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
+    const S* cp = c[t].data_ptr<S>();
+    S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
+    Q* hl = bits<P>(h_low[t + 1]);
+    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int) {
+      forward_step<S, Q>(x, r, b, cp, a, cn, hn, hl, b0, b1, H);
+    });
   }
   return {h, c, h_low, act};
 }
@@ -218,19 +228,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_loop(const Tensor& d
                                                                 at::TensorList act, bool onednn) {
   const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
   auto opt = c.options();
-  Tensor dG = at::empty({T, B, 4 * H}, W.options());
-  Tensor db = at::zeros({4 * H}, opt), dc_carry = at::zeros({B, H}, opt);
+  Tensor dG = pooled_empty({T, B, 4 * H}, W.options());
+  Tensor acc = at::zeros({at::get_num_threads(), 4 * H}, opt);  // db, one sum per thread (over_rows)
+  Tensor dc_carry = at::zeros({B, H}, opt);
+  S* const accs = acc.data_ptr<S>();
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dG_{t+1} W: nothing after the last step
   using Q = typename Bits<P>::type;
   Product back(W.t(), B, onednn);
   for (int64_t t = T - 1; t >= 0; --t) {
-    backward_step<S, Q>(dh[t].data_ptr<S>(), dc[t].data_ptr<S>(), bits<P>(dh_rec), act[t].data_ptr<S>(),
-                        c[t].data_ptr<S>(), c[t + 1].data_ptr<S>(), dc_carry.data_ptr<S>(), bits<P>(dG[t]),
-                        db.data_ptr<S>(), B, H);
+    const S *dho = dh[t].data_ptr<S>(), *dco = dc[t].data_ptr<S>(), *a = act[t].data_ptr<S>();
+    const S *cp = c[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>();
+    const Q* dr = bits<P>(dh_rec);
+    Q* d = bits<P>(dG[t]);
+    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int thread) {
+      backward_step<S, Q>(dho, dco, dr, a, cp, cn, dc_carry.data_ptr<S>(), d, accs + thread * 4 * H, b0, b1, H);
+    });
     dh_rec = back(dG[t]).contiguous();  // (B, H)
   }
   Tensor dW = at::mm(dG.view({T * B, 4 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (G, H)
-  return {dG, dW, db, dh_rec.to(c.scalar_type()), dc_carry};
+  return {dG, dW, acc.sum(0), dh_rec.to(c.scalar_type()), dc_carry};
 }
 
 // onednn: whether the products may use oneDNN (recurrent.kernels.uses_onednn, decided in lstm.py)
