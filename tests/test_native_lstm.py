@@ -75,7 +75,7 @@ def test_layer_matches_torch_lstm(bidirectional, with_lengths):
 @pytest.mark.parametrize("rows, hidden, threads", [(B, H, 1), (48, 64, 2)], ids=["small", "rows-over-2-threads"])
 def test_loop_matches_the_python_bptt_loop_in_float64(bias, rows, hidden, threads):
     """rows-over-2-threads: 48 rows of 4H = 256, enough that lstm.cpp's steps split the rows over torch's threads
-    (over_rows in pool.h), each summing its own bias gradient."""
+    (over_rows in common.h), each summing its own bias gradient."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -282,7 +282,7 @@ def test_lm_step_gives_a_row_the_same_bits_alone_or_in_any_batch(low):
 
 @needs_native
 def test_a_large_buffer_freed_after_a_step_is_the_next_steps():
-    """pool.h: the loop's large buffers (here h and c, (T+1, B, H) float32 = 2.1 MB each) go back to a pool when
+    """common.h: the loop's large buffers (here h and c, (T+1, B, H) float32 = 2.1 MB each) go back to a pool when
     freed, and the next step of the same size takes those blocks (no fresh pages to fault in); same values."""
     torch.manual_seed(0)
     cell = rc.LSTMCell(I, 256)

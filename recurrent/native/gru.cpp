@@ -40,82 +40,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "pool.h"  // pooled_empty, over_rows
+#include "common.h"  // what lstm.cpp and gru.cpp share: exp_, load/store, Product, pooled_empty, over_rows
 
 namespace {
 
 using at::Tensor;
-using recurrent_native::over_rows;
-using recurrent_native::pooled_empty;
-
-// --- helpers, as in lstm.cpp ----------------------------------------------------------------------------
-
-// exp for the float path, branch-free so that g++ vectorises the gate loops (see lstm.cpp)
-[[gnu::always_inline]] inline float exp_(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  float n = std::floor(x * 1.44269504f + 0.5f);
-  float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.f / 720 + r * (1.f / 5040);
-  p = 1.f / 24 + r * (1.f / 120 + r * p);
-  p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * p)));
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-inline double exp_(double x) { return std::exp(x); }
-
-template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
-template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
-template <> inline double tanh_(double x) { return std::tanh(x); }
-
-// bfloat16 travels as its bits (uint16_t): g++ vectorises loads of those, not of the c10::BFloat16 struct
-template <typename S> inline S load(S v) { return v; }
-inline float load(uint16_t v) {
-  uint32_t bits = uint32_t(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-template <typename P, typename S> inline P store(S v) { return P(v); }
-template <> inline uint16_t store<uint16_t, float>(float v) {  // round to nearest even, as c10::BFloat16
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return v != v ? uint16_t(0x7FC0) : uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-}
-template <typename P> struct Bits { using type = P; };
-template <> struct Bits<c10::BFloat16> { using type = uint16_t; };
-template <typename P> typename Bits<P>::type* bits(const Tensor& x) {
-  return reinterpret_cast<typename Bits<P>::type*>(x.data_ptr<P>());
-}
-
-Tensor call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
-  op.callBoxed(&stack);
-  return stack[0].toTensor();
-}
-
-const c10::OperatorHandle* onednn_op(const char* name) {  // nullptr where torch was built without oneDNN
-  auto op = c10::Dispatcher::singleton().findSchema({name, ""});
-  return op ? new c10::OperatorHandle(*op) : nullptr;  // looked up once; lives as long as the process
-}
-
-// y (B, N) = x (B, K) Wᵀ for a W (N, K) fixed over the loop: oneDNN with W packed once, or at::mm (see lstm.cpp)
-struct Product {
-  static inline const c10::OperatorHandle* reorder = onednn_op("mkldnn::_reorder_linear_weight");
-  static inline const c10::OperatorHandle* linear = onednn_op("mkldnn::_linear_pointwise");
-  Tensor W, packed;  // W (N, K); packed: oneDNN's layout of W for a batch of B rows, when used
-
-  Product(const Tensor& W_, int64_t B, bool onednn) : W(W_.contiguous()) {
-    if (onednn && at::hasMKLDNN() && reorder && linear && W.scalar_type() != at::kDouble)
-      packed = call(*reorder, {W, c10::IValue(B)});
-  }
-
-  Tensor operator()(const Tensor& x) const {  // x (B, K) -> (B, N), in W's dtype
-    if (!packed.defined()) return at::mm(x, W.t());
-    return call(*linear, {x, packed, c10::IValue(), std::string("none"),
-                          c10::List<std::optional<at::Scalar>>(), c10::IValue()});
-  }
-};
+using namespace recurrent_native;
 
 void check(const char* name, const Tensor& gx, const Tensor& W, const Tensor& h0, int64_t gates) {
   TORCH_CHECK(gx.dim() == 3 && W.dim() == 2 && W.size(0) == gx.size(2) && W.size(0) == gates * W.size(1) &&

@@ -1,0 +1,180 @@
+// What lstm.cpp and gru.cpp share: the pointwise math (exp_, sigmoid, tanh_), bfloat16 as bits (load, store, Bits),
+// the products of a loop (Product), large buffers kept for reuse (pooled_empty), and a step's rows split over
+// torch's threads (over_rows).
+//
+// pooled_empty (below): the loops' large buffers (states and activations for every step, the gradients of every step's
+// pre-activations) are tens of MB per layer, allocated in every training step and freed after its backward.
+// glibc hands such blocks back to the kernel on free (they are mmap'ed), so the next step's buffer is fresh pages
+// again, a page fault per 4 KiB: on a virtual machine ~13 ms per 32 MB, a tenth of a LayerNorm LSTM layer's step.
+// Freed blocks of at least MIN_BYTES go back to a pool instead, up to CAP_BYTES in all, and the next buffer of a
+// size that fits (at most twice as large) takes one. A buffer's tensor is an ordinary CPU tensor (at::from_blob
+// with a deleter that returns the block); one that outlives its step (an output kept) simply stays out of the pool.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace recurrent_native {
+
+using at::Tensor;
+
+// exp for the float path, branch-free so that g++ vectorises the gate loops (libm's expf is a call per
+// element). x = n ln2 + r with |r| <= ln2/2 (ln2 split in two, Cody & Waite), then a degree-7 Taylor
+// polynomial (truncation error < 2e-8) and 2^n built in the exponent bits. Always inlined: a loop with five
+// calls (lstm_gates) passes g++'s inlining limits, and a call per element is not vectorised.
+[[gnu::always_inline]] inline float exp_(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504f + 0.5f);
+  float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.f / 720 + r * (1.f / 5040);
+  p = 1.f / 24 + r * (1.f / 120 + r * p);
+  p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * p)));
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp_(double x) { return std::exp(x); }
+
+template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
+template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
+template <> inline double tanh_(double x) { return std::tanh(x); }
+
+// bfloat16 travels as its bits (uint16_t): g++ vectorises loads of those, not of the c10::BFloat16 struct
+template <typename S> inline S load(S v) { return v; }
+inline float load(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+template <typename P, typename S> inline P store(S v) { return P(v); }
+template <> inline uint16_t store<uint16_t, float>(float v) {  // round to nearest even, as c10::BFloat16
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return v != v ? uint16_t(0x7FC0) : uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+template <typename P> struct Bits { using type = P; };
+template <> struct Bits<c10::BFloat16> { using type = uint16_t; };
+template <typename P> typename Bits<P>::type* bits(const Tensor& x) {
+  return reinterpret_cast<typename Bits<P>::type*>(x.data_ptr<P>());
+}
+
+// --- products: y (B, N) = x (B, K) Wᵀ for a W (N, K) fixed over the loop ------------------------------
+
+inline Tensor call(const c10::OperatorHandle& op, std::vector<c10::IValue> stack) {
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+inline const c10::OperatorHandle* onednn_op(const char* name) {  // nullptr where torch was built without oneDNN
+  auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  return op ? new c10::OperatorHandle(*op) : nullptr;  // looked up once; lives as long as the process
+}
+
+// The same calls as kernels.linear in Python: W packed once per loop, then one oneDNN product per step
+// (about 15% faster than at::mm in bfloat16 at (32, 512) x (512, 2048)); at::mm for float64, and wherever
+// Python says oneDNN does not run W's dtype (`onednn` false: its bfloat16 path needs AVX-512 or AVX-NE-CONVERT
+// and throws elsewhere; at::mm then emulates bfloat16 through float32, slower but right).
+struct Product {
+  static inline const c10::OperatorHandle* reorder = onednn_op("mkldnn::_reorder_linear_weight");
+  static inline const c10::OperatorHandle* linear = onednn_op("mkldnn::_linear_pointwise");
+  Tensor W, packed;  // W (N, K); packed: oneDNN's layout of W for a batch of B rows, when used
+
+  Product(const Tensor& W_, int64_t B, bool onednn) : W(W_.contiguous()) {
+    if (onednn && at::hasMKLDNN() && reorder && linear && W.scalar_type() != at::kDouble)
+      packed = call(*reorder, {W, c10::IValue(B)});
+  }
+
+  Tensor operator()(const Tensor& x) const {  // x (B, K) -> (B, N), in W's dtype
+    if (!packed.defined()) return at::mm(x, W.t());
+    return call(*linear, {x, packed, c10::IValue(), std::string("none"),
+                          c10::List<std::optional<at::Scalar>>(), c10::IValue()});
+  }
+};
+
+// --- buffers and threads ---------------------------------------------------------------------------------
+
+class BlockPool {
+ public:
+  static constexpr size_t MIN_BYTES = size_t(1) << 20;  // smaller buffers come from malloc, which reuses them
+  static constexpr size_t CAP_BYTES = size_t(1) << 30;  // free blocks kept, in all
+  static constexpr size_t ALIGN = 64;
+
+  static BlockPool& get() {
+    static BlockPool* pool = new BlockPool();  // never destroyed: tensors may return blocks at process exit
+    return *pool;
+  }
+
+  // a block of at least `bytes` and its size: a free one of at most twice that, else a new one
+  std::pair<void*, size_t> take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.lower_bound(bytes);
+      if (it != free_.end() && it->first <= 2 * bytes) {
+        std::pair<void*, size_t> block{it->second, it->first};
+        free_bytes_ -= it->first;
+        free_.erase(it);
+        return block;
+      }
+    }
+    const size_t size = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    void* p = std::aligned_alloc(ALIGN, size);
+    TORCH_CHECK(p != nullptr, "recurrent native: out of memory allocating ", size, " bytes");
+    return {p, size};
+  }
+
+  void give(void* p, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace(size, p);
+    free_bytes_ += size;
+    while (free_bytes_ > CAP_BYTES) {  // over the cap: the smallest blocks go first (the largest save the most)
+      auto it = free_.begin();
+      free_bytes_ -= it->first;
+      std::free(it->second);
+      free_.erase(it);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::multimap<size_t, void*> free_;  // size -> block
+  size_t free_bytes_ = 0;
+};
+
+// at::empty(sizes, options) for a CPU buffer, from the pool where it is large
+inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  const size_t bytes = size_t(n) * options.dtype().itemsize();
+  if (bytes < BlockPool::MIN_BYTES || options.device().type() != at::kCPU) return at::empty(sizes, options);
+  auto [p, size] = BlockPool::get().take(bytes);
+  return at::from_blob(p, sizes, [size = size](void* q) { BlockPool::get().give(q, size); },
+                       options.device(at::kCPU));
+}
+
+// Runs body(b0, b1, thread) over a step's rows [0, B), split over torch's threads where each share holds at least
+// ROW_WORK values of `width` per row (below that, one thread: a parallel region costs a few microseconds). A step's
+// rows are independent; what they sum (bias and γ gradients) goes into the thread's own accumulators, added up
+// after the loop, so the result does not depend on the thread count beyond float rounding. Without OpenMP
+// (recurrent/native/__init__.py) at::parallel_for runs serially.
+constexpr int64_t ROW_WORK = 8192;
+template <typename F>
+void over_rows(int64_t B, int64_t width, F body) {
+  at::parallel_for(0, B, std::max<int64_t>(1, ROW_WORK / std::max<int64_t>(width, 1)),
+                   [&](int64_t b0, int64_t b1) { body(b0, b1, at::get_thread_num()); });
+}
+
+}  // namespace recurrent_native
