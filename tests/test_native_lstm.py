@@ -297,3 +297,20 @@ def test_a_large_buffer_freed_after_a_step_is_the_next_steps():
         seqs = native_lstm.lstm_loop(cell, x, state, W)
     assert blocks(seqs) <= first and len(blocks(seqs)) == 2
     torch.testing.assert_close(list(seqs), want, atol=0, rtol=0)
+
+
+@needs_native
+def test_the_pool_keeps_no_more_free_bytes_than_were_ever_in_use_at_once():
+    """A step at T=64 and then one at T=200 leave blocks of both sizes free; the pool keeps no more free bytes than
+    the most it ever handed out at once (the smallest go), and every block handed out comes back."""
+    pool = torch.ops.recurrent_native.pool_bytes
+    cell = rc.LSTMCell(I, 256)
+    W, _ = cell.recurrence()
+    _, in_use, _ = pool()
+    with torch.no_grad():
+        for T in (64, 200):
+            state = rc.LSTMState(torch.zeros(32, 256), torch.zeros(32, 256))
+            native_lstm.lstm_loop(cell, torch.randn(T, 32, I), state, W)
+    free, in_use_after, peak = pool()
+    assert in_use_after == in_use  # nothing kept out of the pool
+    assert 0 < free <= peak

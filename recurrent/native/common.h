@@ -2,13 +2,14 @@
 // the products of a loop (Product), large buffers kept for reuse (pooled_empty), and a step's rows split over
 // torch's threads (over_rows).
 //
-// pooled_empty (below): the loops' large buffers (states and activations for every step, the gradients of every step's
-// pre-activations) are tens of MB per layer, allocated in every training step and freed after its backward.
+// pooled_empty (below): the loops' large buffers (states and activations for every step, the gradients of every
+// step's pre-activations) are tens of MB per layer, allocated in every training step and freed after its backward.
 // glibc hands such blocks back to the kernel on free (they are mmap'ed), so the next step's buffer is fresh pages
 // again, a page fault per 4 KiB: on a virtual machine ~13 ms per 32 MB, a tenth of a LayerNorm LSTM layer's step.
-// Freed blocks of at least MIN_BYTES go back to a pool instead, up to CAP_BYTES in all, and the next buffer of a
-// size that fits (at most twice as large) takes one. A buffer's tensor is an ordinary CPU tensor (at::from_blob
-// with a deleter that returns the block); one that outlives its step (an output kept) simply stays out of the pool.
+// Freed blocks of at least MIN_BYTES go back to a pool instead (no more than were ever in use at once, and at most
+// CAP_BYTES), and the next buffer of a size that fits (at most twice as large) takes one. A buffer's tensor is an
+// ordinary CPU tensor (at::from_blob with a deleter that returns the block); one that outlives its step (an output
+// kept) simply stays out of the pool.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -110,7 +111,7 @@ struct Product {
 class BlockPool {
  public:
   static constexpr size_t MIN_BYTES = size_t(1) << 20;  // smaller buffers come from malloc, which reuses them
-  static constexpr size_t CAP_BYTES = size_t(1) << 30;  // free blocks kept, in all
+  static constexpr size_t CAP_BYTES = size_t(1) << 30;  // free blocks kept, in all, at most
   static constexpr size_t ALIGN = 64;
 
   static BlockPool& get() {
@@ -120,27 +121,31 @@ class BlockPool {
 
   // a block of at least `bytes` and its size: a free one of at most twice that, else a new one
   std::pair<void*, size_t> take(size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.lower_bound(bytes);
-      if (it != free_.end() && it->first <= 2 * bytes) {
-        std::pair<void*, size_t> block{it->second, it->first};
-        free_bytes_ -= it->first;
-        free_.erase(it);
-        return block;
-      }
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.lower_bound(bytes);
+    std::pair<void*, size_t> block;
+    if (it != free_.end() && it->first <= 2 * bytes) {
+      block = {it->second, it->first};
+      free_bytes_ -= it->first;
+      free_.erase(it);
+    } else {
+      const size_t size = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+      block = {std::aligned_alloc(ALIGN, size), size};
+      TORCH_CHECK(block.first != nullptr, "recurrent native: out of memory allocating ", size, " bytes");
     }
-    const size_t size = (bytes + ALIGN - 1) / ALIGN * ALIGN;
-    void* p = std::aligned_alloc(ALIGN, size);
-    TORCH_CHECK(p != nullptr, "recurrent native: out of memory allocating ", size, " bytes");
-    return {p, size};
+    in_use_ += block.second;
+    peak_ = std::max(peak_, in_use_);
+    return block;
   }
 
+  // Keeps at most as many free bytes as were ever in use at once (and CAP_BYTES): what the next step of the same
+  // sizes takes again, and no more. Over that, the smallest blocks go first (the largest save the most faults).
   void give(void* p, size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
+    in_use_ -= size;
     free_.emplace(size, p);
     free_bytes_ += size;
-    while (free_bytes_ > CAP_BYTES) {  // over the cap: the smallest blocks go first (the largest save the most)
+    while (free_bytes_ > std::min(peak_, CAP_BYTES)) {
       auto it = free_.begin();
       free_bytes_ -= it->first;
       std::free(it->second);
@@ -148,10 +153,16 @@ class BlockPool {
     }
   }
 
+  // {free bytes kept, bytes in use, the most in use at once}: `recurrent info`, and the tests
+  std::vector<int64_t> bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {int64_t(free_bytes_), int64_t(in_use_), int64_t(peak_)};
+  }
+
  private:
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;  // size -> block
-  size_t free_bytes_ = 0;
+  size_t free_bytes_ = 0, in_use_ = 0, peak_ = 0;  // peak_: the most bytes handed out at once
 };
 
 // at::empty(sizes, options) for a CPU buffer, from the pool where it is large

@@ -682,6 +682,7 @@ TORCH_LIBRARY(recurrent_native, m) {
   m.def("lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor c, Tensor h_low, Tensor[] act, bool onednn) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gemv_pack(Tensor[] parts, ScalarType dtype) -> Tensor");
+  m.def("pool_bytes() -> int[]", [] { return BlockPool::get().bytes(); });  // common.h's buffer pool
   m.def("lm_step_onednn(Tensor table, Tensor tokens, Tensor[] W, Tensor[] bias, Tensor[] h, Tensor[] c, "
         "Tensor dec_W, Tensor dec_b) -> (Tensor, Tensor[], Tensor[])");
   m.def("lm_step(Tensor table, Tensor tokens, Tensor[] P, Tensor[] bias, Tensor[] h, Tensor[] c, Tensor dec_P, "
