@@ -100,9 +100,9 @@ def test_layer_equals_the_python_bptt_loop_in_float64(monkeypatch):
 def test_gradcheck_in_float64():
     G, f64 = 4 * H, torch.float64
     args = (torch.randn(T, B, G, dtype=f64), torch.randn(G, H, dtype=f64) / 2, 1 + torch.randn(G, dtype=f64) / 3,
-            1 + torch.randn(H, dtype=f64) / 3, torch.randn(H, dtype=f64) / 3, torch.randn(B, H, dtype=f64),
-            torch.randn(B, H, dtype=f64))
-    args = tuple(a.requires_grad_() for a in args)  # gx, W, γ_h, γ_c, β_c, h0, c0
+            torch.randn(G, dtype=f64) / 3, 1 + torch.randn(G, dtype=f64) / 3, 1 + torch.randn(H, dtype=f64) / 3,
+            torch.randn(H, dtype=f64) / 3, torch.randn(B, H, dtype=f64), torch.randn(B, H, dtype=f64))
+    args = tuple(a.requires_grad_() for a in args)  # ux, W, γ_x, β_x, γ_h, γ_c, β_c, h0, c0
     assert torch.autograd.gradcheck(native_ln.LayerNormLSTMLoop.apply, args)
 
 

@@ -33,7 +33,8 @@ class LayerNormLSTMCell(ProjectedCell):
 
     LN(v; γ, β) = γ ⊙ (v - mean v)/σ(v) + β over the feature dim. U = weight_ih (4H, I), W = weight_hh (4H, H);
     the single bias b is ln_x.bias. The input side (LN of U x for all t at once) goes through autograd;
-    the recurrent side has its hand-derived backward below, so the cell runs on the bptt backend.
+    the recurrent side has its hand-derived backward below, so the cell runs on the bptt backend. (The C++ loop,
+    recurrent/native/layernorm_lstm.py, takes U x for all t and does LN_x inside the loop as well.)
     Backward of x̂ = (v - mean)/σ:  dv = (dx̂ - mean(dx̂) - x̂ ⊙ mean(dx̂ ⊙ x̂)) / σ.
     """
 

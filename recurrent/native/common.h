@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace recurrent_native {
@@ -66,6 +67,10 @@ template <> inline uint16_t store<uint16_t, float>(float v) {  // round to neare
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
   return v != v ? uint16_t(0x7FC0) : uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+// v rounded to the storage type Q and back (bfloat16's rounding; nothing for float or double)
+template <typename S, typename Q> [[gnu::always_inline]] inline S as_q(S v) {
+  if constexpr (std::is_same_v<S, Q>) return v; else return S(load(store<Q>(v)));
 }
 template <typename P> struct Bits { using type = P; };
 template <> struct Bits<c10::BFloat16> { using type = uint16_t; };

@@ -15,17 +15,19 @@
 //   after it  dW = Σ_t dgh_tᵀ h_{t-1} (one product), db_ih = Σ dgx, db_hh = Σ dgh
 //
 // LayerNorm LSTM (cells/layernorm_lstm.py), G = 4H in the order [i f g o]; LN(v) = (v - mean v) / σ(v) per row:
-//   forward   gh = h_{t-1} Wᵀ;  a = gx + γ_h LN(gh)                    gx_t = LN_x(U x_t), done by autograd
+//   forward   gh = h_{t-1} Wᵀ;  a = γ_x LN(ux_t) + β_x + γ_h LN(gh)   ux_t = U x_t, from one product for all t
 //             i, f, o = σ(a_i, a_f, a_o),  g = tanh(a_g),  c_t = f c_{t-1} + i g
 //             tc = tanh(γ_c LN(c_t) + β_c),  h_t = o tc
 //   backward  dh = dh_out_t + dgh_{t+1} W;  dl = dh o (1 - tc²)
 //             dc = dc_out_t + dc_{t+1} f_{t+1} + LN'(γ_c dl);   LN'(d) = (d - mean d - x̂ mean(d x̂)) / σ
 //             da = [dc g i(1-i); dc c_{t-1} f(1-f); dc i (1-g²); dh tc o(1-o)]  = dgx_t
 //             dgh_t = LN'(γ_h da);  dγ_h += da LN(gh),  dγ_c += dl LN(c_t),  dβ_c += dl
+//             dux_t = LN'(γ_x da);  dγ_x += da LN(ux_t),  dβ_x += da     (the input's layer norm, in the loop too:
+//             it saves two passes over (T, B, 4H) tensors and two fresh buffers that size)
 //   after it  dW = Σ_t dgh_tᵀ h_{t-1} (one product)
 //
-// The helpers at the top (exp_, bfloat16 bits, Product) are lstm.cpp's, repeated here: each source file is its own
-// translation unit, and the package ships no headers. The pointwise loops are written for g++ to vectorise under
+// The helpers (exp_, bfloat16 bits, Product, pooled_empty, over_rows) are in common.h, shared with lstm.cpp. The
+// pointwise loops are written for g++ to vectorise under
 // every instruction set's flags; nothing x86-only appears here.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -222,35 +224,40 @@ template <typename S, typename V> inline std::pair<S, S> moments(const V* __rest
   return {mu, std::sqrt(var + eps)};
 }
 
-// act (B, 10H + 2) per step, what the backward step reads: i, f, g, o (4H), LN(gh) (4H), tc (H), LN(c_t) (H), then
-// σ(gh) and σ(c_t)
+// act (B, 10H + 4) per step, what the backward step reads: i, f, g, o (4H), LN(gh) (4H), tc (H), LN(c_t) (H), then
+// σ(gh), σ(c_t), and the mean and σ of ux_t
+constexpr int64_t LN_EXTRA = 4;
 template <typename S> struct LnAct {
-  S *i, *f, *g, *o, *nh, *tc, *nc, *sh, *sc;
+  S *i, *f, *g, *o, *nh, *tc, *nc, *sh, *sc, *mx, *sx;
   LnAct(S* a, int64_t H)
       : i(a), f(a + H), g(a + 2 * H), o(a + 3 * H), nh(a + 4 * H), tc(a + 8 * H), nc(a + 9 * H), sh(a + 10 * H),
-        sc(a + 10 * H + 1) {}
+        sc(a + 10 * H + 1), mx(a + 10 * H + 2), sx(a + 10 * H + 3) {}
 };
 
 template <typename S, typename Q>
-void ln_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S* __restrict__ g_h,
+void ln_forward_step(const Q* __restrict__ ux, const Q* __restrict__ gh, const S* __restrict__ g_x,
+                     const S* __restrict__ b_x, const S* __restrict__ g_h,
                      const S* __restrict__ g_c, const S* __restrict__ b_c, const S* __restrict__ c_prev,
                      S* __restrict__ act, S* __restrict__ c, S* __restrict__ h, Q* __restrict__ h_low, int64_t b0,
                      int64_t b1, int64_t H, S eps) {
   const int64_t G = 4 * H;
   for (int64_t b = b0; b < b1; ++b) {
-    const Q *x = gx + b * G, *r = gh + b * G;
-    LnAct<S> a(act + b * (10 * H + 2), H);
+    const Q *x = ux + b * G, *r = gh + b * G;
+    LnAct<S> a(act + b * (10 * H + LN_EXTRA), H);
     const int64_t o = b * H;
     auto [mu, sh] = moments<S>(r, G, eps);
-    const S inv = S(1) / sh;
+    auto [mu_x, sx] = moments<S>(x, G, eps);
+    const S inv = S(1) / sh, inv_x = S(1) / sx;
 #pragma GCC ivdep
     for (int64_t k = 0; k < G; ++k) a.nh[k] = (S(load(r[k])) - mu) * inv;
+    // γ_x LN(ux) + β_x, rounded to the products' dtype as the Python path's autocast rounds it (as_q)
+    auto lx = [&](int64_t k) { return as_q<S, Q>((S(load(x[k])) - mu_x) * inv_x * g_x[k] + b_x[k]); };
 #pragma GCC ivdep  // the gate blocks never overlap
     for (int64_t j = 0; j < H; ++j) {
-      S i = sigmoid<S>(load(x[j]) + a.nh[j] * g_h[j]);
-      S f = sigmoid<S>(load(x[H + j]) + a.nh[H + j] * g_h[H + j]);
-      S g = tanh_<S>(load(x[2 * H + j]) + a.nh[2 * H + j] * g_h[2 * H + j]);
-      S og = sigmoid<S>(load(x[3 * H + j]) + a.nh[3 * H + j] * g_h[3 * H + j]);
+      S i = sigmoid<S>(lx(j) + a.nh[j] * g_h[j]);
+      S f = sigmoid<S>(lx(H + j) + a.nh[H + j] * g_h[H + j]);
+      S g = tanh_<S>(lx(2 * H + j) + a.nh[2 * H + j] * g_h[2 * H + j]);
+      S og = sigmoid<S>(lx(3 * H + j) + a.nh[3 * H + j] * g_h[3 * H + j]);
       a.i[j] = i, a.f[j] = f, a.g[j] = g, a.o[j] = og;
       c[o + j] = f * c_prev[o + j] + i * g;
     }
@@ -264,21 +271,22 @@ void ln_forward_step(const Q* __restrict__ gx, const Q* __restrict__ gh, const S
       h[o + j] = a.o[j] * tc;
       if constexpr (!std::is_same_v<S, Q>) h_low[o + j] = store<Q>(a.o[j] * tc);
     }
-    *a.sh = sh, *a.sc = sc;
+    *a.sh = sh, *a.sc = sc, *a.mx = mu_x, *a.sx = sx;
   }
 }
 
 // tmp: 6H values of scratch. dextras: dγ_h (4H), dγ_c (H), dβ_c (H), summed over the batch and the steps
 template <typename S, typename Q>
 void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out, const Q* __restrict__ dh_rec,
-                      const S* __restrict__ act, const S* __restrict__ c_prev, const S* __restrict__ g_h,
-                      const S* __restrict__ g_c, S* __restrict__ dc_carry, Q* __restrict__ dgx, Q* __restrict__ dgh,
-                      S* __restrict__ dg_h, S* __restrict__ dg_c, S* __restrict__ db_c, S* __restrict__ tmp,
-                      int64_t b0, int64_t b1, int64_t H) {
+                      const S* __restrict__ act, const Q* __restrict__ ux, const S* __restrict__ c_prev,
+                      const S* __restrict__ g_x, const S* __restrict__ g_h, const S* __restrict__ g_c,
+                      S* __restrict__ dc_carry, Q* __restrict__ dux, Q* __restrict__ dgh, S* __restrict__ dg_x,
+                      S* __restrict__ db_x, S* __restrict__ dg_h, S* __restrict__ dg_c, S* __restrict__ db_c,
+                      S* __restrict__ tmp, int64_t b0, int64_t b1, int64_t H) {
   const int64_t G = 4 * H;
-  S *dh = tmp, *dnc = tmp + H, *dnh = tmp + 2 * H;  // dnh: 4H
+  S *dh = tmp, *dnc = tmp + H, *dnh = tmp + 2 * H, *dp = tmp + 6 * H;  // dnh, dp: 4H each
   for (int64_t b = b0; b < b1; ++b) {
-    LnAct<S> a(const_cast<S*>(act) + b * (10 * H + 2), H);
+    LnAct<S> a(const_cast<S*>(act) + b * (10 * H + LN_EXTRA), H);
     const int64_t o = b * H;
 #pragma GCC ivdep
     for (int64_t j = 0; j < H; ++j) {  // through h = o tanh(γ_c LN(c) + β_c), as far as LN(c)
@@ -290,7 +298,6 @@ void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out
     const S m1 = lane_sum<S>(H, [&](int64_t j) { return dnc[j]; }) / S(H);
     const S m2 = lane_sum<S>(H, [&](int64_t j) { return dnc[j] * a.nc[j]; }) / S(H);
     const S inv_c = S(1) / *a.sc;
-    Q* dx = dgx + b * G;
 #pragma GCC ivdep  // the gate blocks never overlap
     for (int64_t j = 0; j < H; ++j) {
       S i = a.i[j], f = a.f[j], g = a.g[j], og = a.o[j];
@@ -298,7 +305,7 @@ void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out
       S di = dc * g * i * (S(1) - i), df = dc * c_prev[o + j] * f * (S(1) - f);
       S dg = dc * i * (S(1) - g * g), dog = dh[j] * a.tc[j] * og * (S(1) - og);
       dc_carry[o + j] = dc * f;
-      dx[j] = store<Q>(di), dx[H + j] = store<Q>(df), dx[2 * H + j] = store<Q>(dg), dx[3 * H + j] = store<Q>(dog);
+      dp[j] = di, dp[H + j] = df, dp[2 * H + j] = dg, dp[3 * H + j] = dog;
       dnh[j] = di * g_h[j], dnh[H + j] = df * g_h[H + j];
       dnh[2 * H + j] = dg * g_h[2 * H + j], dnh[3 * H + j] = dog * g_h[3 * H + j];
       dg_h[j] += di * a.nh[j], dg_h[H + j] += df * a.nh[H + j];
@@ -310,101 +317,127 @@ void ln_backward_step(const S* __restrict__ dh_out, const S* __restrict__ dc_out
     Q* dg_row = dgh + b * G;
 #pragma GCC ivdep
     for (int64_t k = 0; k < G; ++k) dg_row[k] = store<Q>((dnh[k] - M1 - a.nh[k] * M2) * inv);
+    // the input's layer norm: da = dp (rounded as the Python path's autocast rounds it), through γ_x LN(ux_t) + β_x
+    // (dnh is reused for x̂, the normalised ux_t)
+    const Q* x = ux + b * G;
+    const S mu_x = *a.mx, inv_x = S(1) / *a.sx;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < G; ++k) {
+      const S xh = (S(load(x[k])) - mu_x) * inv_x;
+      dp[k] = as_q<S, Q>(dp[k]);
+      dnh[k] = xh;
+      dg_x[k] += dp[k] * xh, db_x[k] += dp[k];
+    }
+    const S X1 = lane_sum<S>(G, [&](int64_t k) { return dp[k] * g_x[k]; }) / S(G);
+    const S X2 = lane_sum<S>(G, [&](int64_t k) { return dp[k] * g_x[k] * dnh[k]; }) / S(G);
+    Q* dx_row = dux + b * G;
+#pragma GCC ivdep
+    for (int64_t k = 0; k < G; ++k) dx_row[k] = store<Q>((dp[k] * g_x[k] - X1 - dnh[k] * X2) * inv_x);
   }
 }
 
-// gx (T, B, 4H) and W (4H, H) in P; γ_h (4H,), γ_c, β_c (H,), h0, c0 (B, H) in S
-// -> h, c (T+1, B, H) in S, h_low (T+1, B, H) in P, act: T tensors (B, 10H + 2) in S
+// ux (T, B, 4H) = U x_t for all t and W (4H, H) in P; γ_x, β_x, γ_h (4H,), γ_c, β_c (H,), h0, c0 (B, H) in S
+// -> h, c (T+1, B, H) in S, h_low (T+1, B, H) in P, act: T tensors (B, 10H + 4) in S
 template <typename S, typename P>
-std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Tensor& gx, const Tensor& W,
-                                                                        const Tensor& g_h, const Tensor& g_c,
-                                                                        const Tensor& b_c, const Tensor& h0,
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Tensor& ux, const Tensor& W,
+                                                                        at::TensorList ps, const Tensor& h0,
                                                                         const Tensor& c0, double eps, bool onednn) {
-  const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
+  const int64_t T = ux.size(0), B = ux.size(1), H = W.size(1);
   using Q = typename Bits<P>::type;
   Tensor h, h_low;
   std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
   Tensor c = pooled_empty({T + 1, B, H}, h0.options());
   c[0].copy_(c0);
   std::vector<Tensor> act;
-  const Tensor acts = pooled_empty({T, B, 10 * H + 2}, h0.options());  // one buffer: act[t] is a view of it
+  const Tensor acts = pooled_empty({T, B, 10 * H + LN_EXTRA}, h0.options());  // one buffer: act[t] is a view of it
+  const S *g_x = ps[0].data_ptr<S>(), *b_x = ps[1].data_ptr<S>(), *g_h = ps[2].data_ptr<S>();
+  const S *g_c = ps[3].data_ptr<S>(), *b_c = ps[4].data_ptr<S>();
   Product recur(W, B, onednn);
   for (int64_t t = 0; t < T; ++t) {
     Tensor gh = recur(h_low[t]).contiguous();  // (B, 4H)
     act.push_back(acts[t]);
-    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
+    const Q *x = bits<P>(ux[t]), *r = bits<P>(gh);
     const S* cp = c[t].data_ptr<S>();
     S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
     Q* hl = bits<P>(h_low[t + 1]);
     over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int) {
-      ln_forward_step<S, Q>(x, r, g_h.data_ptr<S>(), g_c.data_ptr<S>(), b_c.data_ptr<S>(), cp, a, cn, hn, hl, b0, b1,
-                            H, S(eps));
+      ln_forward_step<S, Q>(x, r, g_x, b_x, g_h, g_c, b_c, cp, a, cn, hn, hl, b0, b1, H, S(eps));
     });
   }
   return {h, c, h_low, act};
 }
 
-// dh, dc (T, B, H) from outside -> dgx (T, B, 4H) and dW (4H, H) in P; dγ_h, dγ_c, dβ_c, dh0, dc0 in S
+// dh, dc (T, B, H) from outside -> dux (T, B, 4H) and dW (4H, H) in P; dγ_x, dβ_x, dγ_h, dγ_c, dβ_c, dh0, dc0 in S
 template <typename S, typename P>
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ln_backward_loop(
-    const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& c,
-    const Tensor& h_low, at::TensorList act, bool onednn) {
+std::vector<Tensor> ln_backward_loop(const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& ux,
+                                     at::TensorList ps, const Tensor& c, const Tensor& h_low, at::TensorList act,
+                                     bool onednn) {
   const int64_t T = dh.size(0), B = dh.size(1), H = W.size(1);
   using Q = typename Bits<P>::type;
   auto opt = c.options();
-  Tensor dgx = pooled_empty({T, B, 4 * H}, W.options()), dgh = pooled_empty({T, B, 4 * H}, W.options());
-  const int64_t threads = at::get_num_threads();
-  Tensor acc = at::zeros({threads, 6 * H}, opt);  // per thread: dγ_h (4H), dγ_c, dβ_c (H each)
-  Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({threads, 6 * H}, opt);  // tmp: per thread scratch
+  Tensor dux = pooled_empty({T, B, 4 * H}, W.options()), dgh = pooled_empty({T, B, 4 * H}, W.options());
+  const int64_t threads = at::get_num_threads(), A = 14 * H;  // A: dγ_x, dβ_x, dγ_h (4H each), dγ_c, dβ_c (H each)
+  Tensor acc = at::zeros({threads, A}, opt);  // per thread
+  Tensor dc_carry = at::zeros({B, H}, opt), tmp = at::empty({threads, 10 * H}, opt);  // tmp: per thread scratch
   Tensor dh_rec = at::zeros({B, H}, W.options());  // dgh_{t+1} W: nothing after the last step
+  const S *g_x = ps[0].data_ptr<S>(), *g_h = ps[2].data_ptr<S>(), *g_c = ps[3].data_ptr<S>();
   Product back(W.t(), B, onednn);
   S *const accs = acc.data_ptr<S>(), *const tmps = tmp.data_ptr<S>();
   for (int64_t t = T - 1; t >= 0; --t) {
     const S *dho = dh[t].data_ptr<S>(), *dco = dc[t].data_ptr<S>(), *a = act[t].data_ptr<S>();
     const S* cp = c[t].data_ptr<S>();
-    const Q* dr = bits<P>(dh_rec);
-    Q *dx = bits<P>(dgx[t]), *dg = bits<P>(dgh[t]);
+    const Q *dr = bits<P>(dh_rec), *x = bits<P>(ux[t]);
+    Q *dx = bits<P>(dux[t]), *dg = bits<P>(dgh[t]);
     over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int thread) {
-      S* own = accs + thread * 6 * H;
-      ln_backward_step<S, Q>(dho, dco, dr, a, cp, g_h.data_ptr<S>(), g_c.data_ptr<S>(), dc_carry.data_ptr<S>(), dx,
-                             dg, own, own + 4 * H, own + 5 * H, tmps + thread * 6 * H, b0, b1, H);
+      S* own = accs + thread * A;
+      ln_backward_step<S, Q>(dho, dco, dr, a, x, cp, g_x, g_h, g_c, dc_carry.data_ptr<S>(), dx, dg, own,
+                             own + 4 * H, own + 8 * H, own + 12 * H, own + 13 * H, tmps + thread * 10 * H, b0, b1,
+                             H);
     });
     dh_rec = back(dgh[t]).contiguous();  // (B, H)
   }
   Tensor sums = acc.sum(0);
-  Tensor dg_h = sums.narrow(0, 0, 4 * H).clone(), dg_c = sums.narrow(0, 4 * H, H).clone();
-  Tensor db_c = sums.narrow(0, 5 * H, H).clone();
   Tensor dW = at::mm(dgh.view({T * B, 4 * H}).t(), h_low.narrow(0, 0, T).reshape({T * B, H}));  // (4H, H)
-  return {dgx, dW, dg_h, dg_c, db_c, dh_rec.to(c.scalar_type()), dc_carry};
+  return {dux, dW, sums.narrow(0, 0, 4 * H).clone(), sums.narrow(0, 4 * H, 4 * H).clone(),
+          sums.narrow(0, 8 * H, 4 * H).clone(), sums.narrow(0, 12 * H, H).clone(), sums.narrow(0, 13 * H, H).clone(),
+          dh_rec.to(c.scalar_type()), dc_carry};
 }
 
+// params: γ_x, β_x, γ_h (4H,), γ_c, β_c (H,), in the states' dtype
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> layernorm_lstm_forward(
-    const Tensor& gx, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& b_c, const Tensor& h0,
-    const Tensor& c0, double eps, bool onednn) {
-  check("layernorm_lstm_loop", gx, W, h0, 4);
+    const Tensor& ux, const Tensor& W, at::TensorList params, const Tensor& h0, const Tensor& c0, double eps,
+    bool onednn) {
+  check("layernorm_lstm_loop", ux, W, h0, 4);
   const int64_t H = W.size(1);
-  for (const Tensor* p : {&g_h, &g_c, &b_c, &c0})
-    TORCH_CHECK(p->scalar_type() == h0.scalar_type(), "layernorm_lstm_loop: γ_h, γ_c, β_c and c0 must be in the "
-                "states' dtype ", h0.scalar_type(), ", got ", p->scalar_type());
-  TORCH_CHECK(g_h.numel() == 4 * H && g_c.numel() == H && b_c.numel() == H && c0.sizes() == h0.sizes(),
-              "layernorm_lstm_loop: γ_h must be (4H,), γ_c and β_c (H,) and c0 like h0");
-  Tensor x = gx.contiguous(), gh = g_h.contiguous(), gc = g_c.contiguous(), bc = b_c.contiguous();
-  Tensor h = h0.contiguous(), c = c0.contiguous();
-  if (h0.scalar_type() == at::kDouble) return ln_forward_loop<double, double>(x, W, gh, gc, bc, h, c, eps, onednn);
-  if (W.scalar_type() == at::kBFloat16)
-    return ln_forward_loop<float, c10::BFloat16>(x, W, gh, gc, bc, h, c, eps, onednn);
-  return ln_forward_loop<float, float>(x, W, gh, gc, bc, h, c, eps, onednn);
+  TORCH_CHECK(params.size() == 5, "layernorm_lstm_loop: expected γ_x, β_x, γ_h, γ_c and β_c, got ", params.size(),
+              " tensors");
+  const int64_t sizes[5] = {4 * H, 4 * H, 4 * H, H, H};
+  std::vector<Tensor> ps;
+  for (int k = 0; k < 5; ++k) {
+    TORCH_CHECK(params[k].scalar_type() == h0.scalar_type() && params[k].numel() == sizes[k],
+                "layernorm_lstm_loop: γ_x, β_x, γ_h must be (4H,) and γ_c, β_c (H,), in the states' dtype ",
+                h0.scalar_type(), "; parameter ", k, " is ", params[k].sizes(), " ", params[k].scalar_type());
+    ps.push_back(params[k].contiguous());
+  }
+  TORCH_CHECK(c0.sizes() == h0.sizes() && c0.scalar_type() == h0.scalar_type(),
+              "layernorm_lstm_loop: c0 must be like h0");
+  Tensor x = ux.contiguous(), h = h0.contiguous(), c = c0.contiguous();
+  if (h0.scalar_type() == at::kDouble) return ln_forward_loop<double, double>(x, W, ps, h, c, eps, onednn);
+  if (W.scalar_type() == at::kBFloat16) return ln_forward_loop<float, c10::BFloat16>(x, W, ps, h, c, eps, onednn);
+  return ln_forward_loop<float, float>(x, W, ps, h, c, eps, onednn);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> layernorm_lstm_backward(
-    const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& g_h, const Tensor& g_c, const Tensor& c,
-    const Tensor& h_low, at::TensorList act, bool onednn) {
-  Tensor dh_ = dh.contiguous(), dc_ = dc.contiguous(), gh = g_h.contiguous(), gc = g_c.contiguous();
+std::vector<Tensor> layernorm_lstm_backward(const Tensor& dh, const Tensor& dc, const Tensor& W, const Tensor& ux,
+                                            at::TensorList params, const Tensor& c, const Tensor& h_low,
+                                            at::TensorList act, bool onednn) {
+  Tensor dh_ = dh.contiguous(), dc_ = dc.contiguous(), x = ux.contiguous();
+  std::vector<Tensor> ps;
+  for (const Tensor& p : params) ps.push_back(p.contiguous());
   if (c.scalar_type() == at::kDouble)
-    return ln_backward_loop<double, double>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
+    return ln_backward_loop<double, double>(dh_, dc_, W, x, ps, c, h_low, act, onednn);
   if (W.scalar_type() == at::kBFloat16)
-    return ln_backward_loop<float, c10::BFloat16>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
-  return ln_backward_loop<float, float>(dh_, dc_, W, gh, gc, c, h_low, act, onednn);
+    return ln_backward_loop<float, c10::BFloat16>(dh_, dc_, W, x, ps, c, h_low, act, onednn);
+  return ln_backward_loop<float, float>(dh_, dc_, W, x, ps, c, h_low, act, onednn);
 }
 
 // --- minGRU / minLSTM (cells/mingru.py): the scan h_t = (1 - z_t) h_{t-1} + z_t h̃_t, z = σ(k), h̃ = g(pre) ----------
@@ -551,10 +584,10 @@ TORCH_LIBRARY_FRAGMENT(recurrent_native, m) {
         "-> (Tensor, Tensor, Tensor[])");
   m.def("gru_backward(Tensor dh, Tensor W, Tensor h, Tensor h_low, Tensor[] act, bool onednn) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("layernorm_lstm_forward(Tensor gx, Tensor W, Tensor g_h, Tensor g_c, Tensor b_c, Tensor h0, Tensor c0, "
-        "float eps, bool onednn) -> (Tensor, Tensor, Tensor, Tensor[])");
-  m.def("layernorm_lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor g_h, Tensor g_c, Tensor c, Tensor h_low, "
-        "Tensor[] act, bool onednn) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("layernorm_lstm_forward(Tensor ux, Tensor W, Tensor[] params, Tensor h0, Tensor c0, float eps, "
+        "bool onednn) -> (Tensor, Tensor, Tensor, Tensor[])");
+  m.def("layernorm_lstm_backward(Tensor dh, Tensor dc, Tensor W, Tensor ux, Tensor[] params, Tensor c, "
+        "Tensor h_low, Tensor[] act, bool onednn) -> Tensor[]");
   m.def("min_scan_forward(Tensor k, Tensor pre, Tensor h0) -> Tensor");
   m.def("min_scan_backward(Tensor dh, Tensor k, Tensor pre, Tensor h, Tensor h0, Tensor(a!) dk, Tensor(b!) dpre) -> Tensor");
 }
