@@ -4,6 +4,7 @@ Key: B batch, T time, I input, H hidden, L layers, D directions, G = 4H.
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -314,3 +315,36 @@ def test_the_pool_keeps_no_more_free_bytes_than_were_ever_in_use_at_once():
     free, in_use_after, peak = pool()
     assert in_use_after == in_use  # nothing kept out of the pool
     assert 0 < free <= peak
+
+
+@needs_native
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_loop_on_a_pool_of_its_own():
+    """After a fork the child gets a fresh pool (the parent's lock may have been held by another thread); its
+    loop runs and gives the parent's values, and the parent's pool is untouched."""
+    torch.manual_seed(0)
+    cell = rc.LSTMCell(I, 256)
+    x = torch.randn(64, 32, I)
+    state = rc.LSTMState(torch.zeros(32, 256), torch.zeros(32, 256))
+    W, _ = cell.recurrence()
+    with torch.no_grad():
+        want = native_lstm.lstm_loop(cell, x, state, W)[0]
+    before = torch.ops.recurrent_native.pool_bytes()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one byte, 1 if its pool starts empty and the loop gives the parent's values
+        ok = 0
+        try:
+            torch.set_num_threads(1)
+            fresh = torch.ops.recurrent_native.pool_bytes() == [0, 0, 0]
+            with torch.no_grad():
+                got = native_lstm.lstm_loop(cell, x, state, W)[0]
+            ok = int(fresh and torch.equal(got, want))
+        finally:
+            os.write(write, bytes([ok]))
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"\x01"
+    assert torch.ops.recurrent_native.pool_bytes() == before

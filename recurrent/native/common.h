@@ -28,6 +28,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <pthread.h>
+
 namespace recurrent_native {
 
 using at::Tensor;
@@ -120,8 +122,13 @@ class BlockPool {
   static constexpr size_t ALIGN = 64;
 
   static BlockPool& get() {
-    static BlockPool* pool = new BlockPool();  // never destroyed: tensors may return blocks at process exit
-    return *pool;
+    // A forked child starts a pool of its own: another thread of the parent may have held the lock at the fork.
+    // The parent's blocks that the child's tensors hold are the child's copies, and go to the new pool when freed.
+    // Made once (a thread-safe static); never destroyed: tensors may return blocks at process exit.
+    static const bool made = (instance() = new BlockPool(),
+                              pthread_atfork(nullptr, nullptr, [] { instance() = new BlockPool(); }), true);
+    (void)made;
+    return *instance();
   }
 
   // a block of at least `bytes` and its size: a free one of at most twice that, else a new one
@@ -165,6 +172,11 @@ class BlockPool {
   }
 
  private:
+  static BlockPool*& instance() {
+    static BlockPool* pool = nullptr;
+    return pool;
+  }
+
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;  // size -> block
   size_t free_bytes_ = 0, in_use_ = 0, peak_ = 0;  // peak_: the most bytes handed out at once
