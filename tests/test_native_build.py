@@ -103,6 +103,17 @@ def test_the_library_runs_on_torchs_own_openmp_pool():
     assert len(gomps) == 1, f"two OpenMP runtimes loaded: {gomps}"
 
 
+@pytest.mark.parametrize("cxx, wanted", [("clang++", False), ("/opt/llvm/bin/clang++-18", False), ("g++", None),
+                                         ("/usr/bin/x86_64-linux-gnu-g++-12", None)])
+def test_only_g_plus_plus_builds_with_openmp(monkeypatch, cxx, wanted):
+    """clang's -fopenmp links libomp, which is often not installed (and is not torch's libgomp): no OpenMP there.
+    For g++ it follows torch's runtime (None: whatever openmp() says for g++ in this process)."""
+    monkeypatch.setenv("CXX", "g++")
+    for_gxx = native.openmp()
+    monkeypatch.setenv("CXX", cxx)
+    assert native.openmp() == ([] if wanted is False else for_gxx)
+
+
 def test_a_bad_native_isa_falls_back_with_one_warning(fresh, monkeypatch):
     monkeypatch.setenv("RECURRENT_BUILD_DIR", str(fresh))
     monkeypatch.setenv("RECURRENT_NATIVE_ISA", "bogus")

@@ -66,10 +66,13 @@ def compiler() -> str:
 
 
 def openmp() -> list[str]:
-    """["-fopenmp"] where torch runs its threads on GNU OpenMP (libgomp, as torch's Linux wheels): the kernels'
-    at::parallel_for then splits work over torch's own thread pool (the loader gives this library the libgomp
-    torch already loaded: one pool, not two). Elsewhere (macOS's libomp, a compiler without OpenMP) none: there
-    at::parallel_for runs serially, and the results are the same."""
+    """["-fopenmp"] where torch runs its threads on GNU OpenMP (libgomp, as torch's Linux wheels) and the compiler
+    is g++: the kernels' at::parallel_for then splits work over torch's own thread pool (the loader gives this
+    library the libgomp torch already loaded: one pool, not two). Elsewhere none (macOS's libomp; clang, whose
+    -fopenmp links libomp, often not installed): there at::parallel_for runs serially, with the same results."""
+    name = Path(compiler()).name
+    if "g++" not in name or "clang" in name:
+        return []
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
