@@ -104,6 +104,7 @@ def write_text_atomic(path, text: str) -> None:
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)  # the rename too, as save_checkpoint's
 
 
 def _with_own_meta(tensors: dict[str, Tensor], meta: dict) -> bytes:

@@ -87,7 +87,8 @@ def flags(isa: str) -> list[str]:
 
 def library(isa: str) -> Path:
     """The library's path for `isa`: named by the set, and a hash of all that goes into the build."""
-    key = "\n".join([*(s.read_text() for s in [*SOURCES, *HEADERS]), torch.__version__, sys.version, compiler(), isa, *flags(isa)])
+    sources = [s.read_text() for s in [*SOURCES, *HEADERS]]
+    key = "\n".join([*sources, torch.__version__, sys.version, compiler(), isa, *flags(isa)])
     return build_dir() / f"recurrent_native_{isa}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 

@@ -1,6 +1,6 @@
 // What lstm.cpp and gru.cpp share: the pointwise math (exp_, sigmoid, tanh_), bfloat16 as bits (load, store, Bits),
-// the products of a loop (Product), large buffers kept for reuse (pooled_empty), and a step's rows split over
-// torch's threads (over_rows).
+// the products of a loop (Product), large buffers kept for reuse (pooled_empty), a step's rows split over torch's
+// threads (over_rows), and the forward loop of a cell with states h and c (hc_forward_loop).
 //
 // pooled_empty (below): the loops' large buffers (states and activations for every step, the gradients of every
 // step's pre-activations) are tens of MB per layer, allocated in every training step and freed after its backward.
@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -203,6 +204,37 @@ template <typename F>
 void over_rows(int64_t B, int64_t width, F body) {
   at::parallel_for(0, B, std::max<int64_t>(1, ROW_WORK / std::max<int64_t>(width, 1)),
                    [&](int64_t b0, int64_t b1) { body(b0, b1, at::get_thread_num()); });
+}
+
+// --- the forward time loop of a cell with states h and c (lstm.cpp's LSTM, gru.cpp's LayerNorm LSTM) ----------
+
+// gx (T, B, G) and W (G, H) in P, h0, c0 (B, H) in S -> h, c (T+1, B, H) in S with the initial state at t = 0,
+// h_low (T+1, B, H) in P (h itself if P == S), act: T views (B, width) of one buffer in S. Each step: gh = h_{t-1}
+// Wᵀ (one product), then step(x, r, c_prev, act, c, h, h_low, b0, b1) for rows b0..b1-1 of gx_t and gh, split over
+// threads (over_rows).
+template <typename S, typename P, typename Step>
+std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> hc_forward_loop(const Tensor& gx, const Tensor& W,
+                                                                        const Tensor& h0, const Tensor& c0,
+                                                                        int64_t width, bool onednn, Step step) {
+  using Q = typename Bits<P>::type;
+  const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
+  auto opt = h0.options();
+  Tensor h = pooled_empty({T + 1, B, H}, opt), c = pooled_empty({T + 1, B, H}, opt);
+  Tensor h_low = std::is_same_v<S, P> ? h : pooled_empty({T + 1, B, H}, W.options());
+  h[0].copy_(h0), c[0].copy_(c0), h_low[0].copy_(h0);
+  const Tensor acts = pooled_empty({T, B, width}, opt);  // one buffer: act[t] is a view of it
+  std::vector<Tensor> act;
+  Product recur(W, B, onednn);
+  for (int64_t t = 0; t < T; ++t) {
+    Tensor gh = recur(h_low[t]).contiguous();  // (B, G)
+    act.push_back(acts[t]);
+    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
+    const S* cp = c[t].data_ptr<S>();
+    S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
+    Q* hl = bits<P>(h_low[t + 1]);
+    over_rows(B, W.size(0), [&](int64_t b0, int64_t b1, int) { step(x, r, cp, a, cn, hn, hl, b0, b1); });
+  }
+  return {h, c, h_low, act};
 }
 
 }  // namespace recurrent_native

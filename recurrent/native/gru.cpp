@@ -342,29 +342,16 @@ template <typename S, typename P>
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> ln_forward_loop(const Tensor& ux, const Tensor& W,
                                                                         at::TensorList ps, const Tensor& h0,
                                                                         const Tensor& c0, double eps, bool onednn) {
-  const int64_t T = ux.size(0), B = ux.size(1), H = W.size(1);
   using Q = typename Bits<P>::type;
-  Tensor h, h_low;
-  std::tie(h, h_low) = states(h0, W, T, std::is_same_v<S, P>);
-  Tensor c = pooled_empty({T + 1, B, H}, h0.options());
-  c[0].copy_(c0);
-  std::vector<Tensor> act;
-  const Tensor acts = pooled_empty({T, B, 10 * H + LN_EXTRA}, h0.options());  // one buffer: act[t] is a view of it
+  const int64_t H = W.size(1);
   const S *g_x = ps[0].data_ptr<S>(), *b_x = ps[1].data_ptr<S>(), *g_h = ps[2].data_ptr<S>();
   const S *g_c = ps[3].data_ptr<S>(), *b_c = ps[4].data_ptr<S>();
-  Product recur(W, B, onednn);
-  for (int64_t t = 0; t < T; ++t) {
-    Tensor gh = recur(h_low[t]).contiguous();  // (B, 4H)
-    act.push_back(acts[t]);
-    const Q *x = bits<P>(ux[t]), *r = bits<P>(gh);
-    const S* cp = c[t].data_ptr<S>();
-    S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
-    Q* hl = bits<P>(h_low[t + 1]);
-    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int) {
-      ln_forward_step<S, Q>(x, r, g_x, b_x, g_h, g_c, b_c, cp, a, cn, hn, hl, b0, b1, H, S(eps));
-    });
-  }
-  return {h, c, h_low, act};
+  return hc_forward_loop<S, P>(ux, W, h0, c0, 10 * H + LN_EXTRA, onednn,
+                               [&](const Q* x, const Q* r, const S* cp, S* a, S* cn, S* hn, Q* hl, int64_t b0,
+                                   int64_t b1) {
+                                 ln_forward_step<S, Q>(x, r, g_x, b_x, g_h, g_c, b_c, cp, a, cn, hn, hl, b0, b1, H,
+                                                       S(eps));
+                               });
 }
 
 // dh, dc (T, B, H) from outside -> dux (T, B, 4H) and dW (4H, H) in P; dγ_x, dβ_x, dγ_h, dγ_c, dβ_c, dh0, dc0 in S

@@ -113,35 +113,17 @@ void check(const Tensor& gx, const Tensor& W, const Tensor& h0) {
 
 // gx (T, B, G) in P, W (G, H) in P, bias (G,), h0, c0 (B, H) in S
 // -> h (T+1, B, H), c (T+1, B, H) in S, h_low (T+1, B, H) in P (h itself if P == S), act: T gate activations (B, G)
-// in S. act is one tensor per step because a (T, B, G) block is 32 MiB at the benchmark's size, and glibc gives
-// blocks that large fresh pages from the kernel on every call: the page faults cost about 20 ms per layer there,
-// half as much as the loop's 128 products.
+// in S, each a view of one pooled buffer (common.h)
 template <typename S, typename P>
 std::tuple<Tensor, Tensor, Tensor, std::vector<Tensor>> forward_loop(const Tensor& gx, const Tensor& W,
                                                                      const Tensor& bias, const Tensor& h0,
                                                                      const Tensor& c0, bool onednn) {
-  const int64_t T = gx.size(0), B = gx.size(1), H = W.size(1);
-  auto opt = h0.options();
-  Tensor h = pooled_empty({T + 1, B, H}, opt), c = pooled_empty({T + 1, B, H}, opt);
-  std::vector<Tensor> act;
-  const Tensor acts = pooled_empty({T, B, 4 * H}, opt);  // one buffer: act[t] is a view of it
-  Tensor h_low = std::is_same_v<S, P> ? h : pooled_empty({T + 1, B, H}, W.options());
-  h[0].copy_(h0), c[0].copy_(c0), h_low[0].copy_(h0);
   using Q = typename Bits<P>::type;
-  Product recur(W, B, onednn);
+  const int64_t H = W.size(1);
   const S* b = bias.data_ptr<S>();
-  for (int64_t t = 0; t < T; ++t) {
-    Tensor gh = recur(h_low[t]).contiguous();  // (B, G)
-    act.push_back(acts[t]);
-    const Q *x = bits<P>(gx[t]), *r = bits<P>(gh);
-    const S* cp = c[t].data_ptr<S>();
-    S *a = act[t].data_ptr<S>(), *cn = c[t + 1].data_ptr<S>(), *hn = h[t + 1].data_ptr<S>();
-    Q* hl = bits<P>(h_low[t + 1]);
-    over_rows(B, 4 * H, [&](int64_t b0, int64_t b1, int) {
-      forward_step<S, Q>(x, r, b, cp, a, cn, hn, hl, b0, b1, H);
-    });
-  }
-  return {h, c, h_low, act};
+  return hc_forward_loop<S, P>(gx, W, h0, c0, 4 * H, onednn,
+                               [&](const Q* x, const Q* r, const S* cp, S* a, S* cn, S* hn, Q* hl, int64_t b0,
+                                   int64_t b1) { forward_step<S, Q>(x, r, b, cp, a, cn, hn, hl, b0, b1, H); });
 }
 
 // dh, dc (T, B, H): gradients from outside at every step -> dgx (T, B, G) in P, dW (G, H) in P, db (G,) in S,
