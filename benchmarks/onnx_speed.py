@@ -4,7 +4,8 @@
     python benchmarks/onnx_speed.py --cell gru --batch-size 1 --threads 2
 
 Four ways to run the same weights on the same padded batch (lengths drawn in 1..T, one of them T):
-    eager                  the model in torch, no_grad: the fused backend (torch's oneDNN LSTM on packed sequences)
+    eager                  the model in torch, no_grad, on the backend auto picks (with ragged lengths on a CPU:
+                           the C++ loop; the row names it)
     onnxruntime (RNN ops)  `recurrent export --format onnx`: the dynamo exporter, each built-in layer ONNX's
                            LSTM/GRU/RNN op with the lengths as sequence_lens
     onnxruntime (Scan)     the same exporter with rnn_ops=False: the time loop an ONNX Scan over the cell's step
@@ -81,7 +82,7 @@ def main() -> None:
         scan = session(export_onnx(exportable(model), Path(tmp) / "scan.onnx", rnn_ops=False), args.threads)
         ts = session(torchscript_onnx(model, words, lengths, Path(tmp) / "ts.onnx"), args.threads)
         eager_ms = timed(lambda: model(words, lengths), args.repeats)
-        rows.append(("eager (torch, fused backend)", eager_ms, 0.0))
+        rows.append((f"eager (torch, {model.rnn.backend.name} backend)", eager_ms, 0.0))
         for name, s in [("onnxruntime (RNN ops, `recurrent export`)", ops), ("onnxruntime (Scan)", scan),
                         ("onnxruntime (TorchScript exporter)", ts)]:
             diff = float(abs(s.run(None, feeds)[0] - expected.numpy()).max())

@@ -211,7 +211,9 @@ class Row(NamedTuple):
 BF16 = "auto under CPU bf16 autocast: "
 AUTO: list[Row] = [
     Row("bptt", lambda f: f.fused in ("LSTM", "GRU") and f.call is not None and f.call.ragged and not f.cpu_bf16
-        and f.call.dtype == f.call.state_dtype == torch.float32 and native_loops.available(f.cell),
+        and f.call.dtype == f.call.state_dtype == torch.float32 and native_loops.available(f.cell)
+        and not torch.jit.is_tracing(),  # a TorchScript trace (torch.onnx.export, dynamo=False) records the fused
+        # kernel as aten::lstm (ONNX's LSTM); the C++ loop would be an opaque Python op in it
         lambda f: f"{f.layer_name} with lengths on the CPU: the C++ loop, as torch's fused kernel runs packed "
                   "sequences without oneDNN, several times slower in training (a speech step, 3x192 "
                   "bidirectional, B16 T180: LSTM 1.58 s against 0.39 s, GRU 0.65 s against 0.28 s)"),

@@ -21,8 +21,9 @@ _ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_l
 def uses_onednn(W: Tensor) -> bool:
     """True if products with W go through oneDNN: float32 on any CPU, bfloat16 only where oneDNN's bf16 kernels
     run (AVX-512 or AVX-NE-CONVERT); elsewhere a bf16 product is torch's plain matmul, emulated but correct."""
-    if not (_ONEDNN and W.device.type == "cpu") or torch.compiler.is_compiling():
-        return False  # inside torch.compile or torch.export a packed weight cannot be a graph constant: plain products
+    if not (_ONEDNN and W.device.type == "cpu") or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False  # in a graph (torch.compile, torch.export, a TorchScript trace such as torch.onnx.export's with
+        # dynamo=False) a packed weight cannot be a constant: plain products there
     return W.dtype == torch.float32 or (W.dtype == torch.bfloat16 and hardware.cpu().onednn_bf16)
 
 
