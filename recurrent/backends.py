@@ -18,6 +18,8 @@ A layer's backend, for backend="auto": the first row that matches wins.
     a cell with a C++ loop      anything                                    bptt       recurrent/native/loops.py
     any cell with step_backward on CPU, B*H < BPTT_MIN                      autograd   C++ backward beats the Python one
     any cell with step_backward anything                                    bptt       the hand-derived backward
+    a cell with only forward    CPU float32 or float64, no autocast, its step traces
+                                                                            bptt       its step compiled (traced.py)
     any other cell              CPU float32 or bf16 autocast, B*H >= SHARED_MIN, nn.Linear
                                                                             autograd   shared products (shared.py)
     any other cell              anything                                    autograd   the plain loop
@@ -40,7 +42,10 @@ The crossover depends on the cell: a cell class may declare its own (`bptt_min =
 LayerNormGRUCell's row says it should). Before a call (call=None), or for a Call without its batch size, the row
 does not apply and the plan is the cell's.
 
-A cell that writes only `forward` (no `step`) runs the plain loop; on a CPU in float32 from B*H = SHARED_MIN, the
+A cell that writes only `forward` (no `step`) runs on bptt where recurrent/traced.py compiles its step: its
+F.linear products split as a built-in cell's, its pointwise step and that step's backward each one C++ loop, checked
+against autograd of its own forward before use; the reason of the autograd row says why a cell's step is not
+compiled. Where it is not, the cell runs the plain loop; on a CPU in float32 from B*H = SHARED_MIN, the
 products with its own nn.Linear weights are packed once per sequence and their weight gradients summed over time
 as one product after the loop (recurrent/shared.py; `shared=True`). Measured against the plain loop for
 docs/cells.md's peephole LSTM (CPU time, one thread, T=32): 18.6 vs 10.8 ms at B*H = 512, 28.7 vs 25.5 at 4096,
@@ -73,6 +78,7 @@ Products with a fixed weight (oneDNN packed, or a plain matmul) are `recurrent.k
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,7 +87,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from recurrent import compiled, hardware, native
+from recurrent import compiled, hardware, native, traced
 from recurrent.native import loops as native_loops
 from recurrent.native import lstm as native_lstm
 from recurrent.native.step import NativeStep, max_batch  # noqa: F401  (models build a NativeStep from here)
@@ -99,6 +105,7 @@ class Backend:
     reason: str
     native: bool = False  # bptt: the time loop runs in C++ (recurrent.native); generation: one native call
     shared: bool = False  # autograd: the cell's nn.Linear products packed, dW after the loop (recurrent/shared.py)
+    traced: bool = False  # bptt: a forward-only cell's step traced and compiled to C (recurrent/traced.py)
 
     def __eq__(self, other) -> bool:
         if isinstance(other, Backend):
@@ -186,6 +193,25 @@ class _Facts:
                 and any(isinstance(m, torch.nn.Linear) for m in self.cell.modules()))
 
     @cached_property
+    def traced(self) -> traced.TracedCell | str:  # a forward-only cell's compiled step for this call, or why none
+        c, cell = self.call, self.cell
+        if cell.has_step():
+            return f"{self.cell_name} splits into project_input and step"
+        if c is None:
+            return "not traced before a call"
+        if c.device != "cpu" or c.autocast is not None or c.dtype != c.state_dtype:
+            return "steps are compiled for the CPU, float32 or float64, without autocast"
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return "inside torch.compile or a TorchScript trace"
+        if os.environ.get("RECURRENT_TRACED", "1") == "0":
+            return "disabled by RECURRENT_TRACED=0"
+        return traced.runner(cell, c.state_dtype)
+
+    @property
+    def traces(self) -> bool:
+        return not isinstance(self.traced, str)
+
+    @cached_property
     def not_compiled(self) -> str | None:  # why backend='compiled' cannot run this call; None if it can
         if torch.compiler.is_compiling():
             return "already inside torch.compile"
@@ -233,7 +259,11 @@ AUTO: list[Row] = [
         lambda f: f"{f.cell_name} supplies step_backward, but at B*H = {f.size} < {f.bptt_min} autograd's C++ "
                   "backward beats its Python loop"),
     Row("bptt", lambda f: f.cell.has_backward(), lambda f: f"{f.cell_name} supplies step_backward"),
-    Row("autograd", lambda f: True, lambda f: f"{f.cell_name} has no step_backward"),
+    Row("bptt", lambda f: f.traces, lambda f: f"{f.cell_name} writes only forward: its step traced and compiled to "
+                                              "C, its products batched as a built-in cell's (recurrent/traced.py)"),
+    Row("autograd", lambda f: f.call is None or f.cell.has_step(), lambda f: f"{f.cell_name} has no step_backward"),
+    Row("autograd", lambda f: True, lambda f: f"{f.cell_name} has no step_backward, and its step is not compiled: "
+                                              f"{f.traced}"),
 ]
 
 
@@ -273,7 +303,9 @@ def _check_forced(facts: _Facts, backend: str) -> str:
         raise ValueError(f"backend='fused' needs a built-in RNN/LSTM/GRU layer; {name} has no fused kernel")
     if backend == "bptt" and not facts.cell.has_backward():
         raise ValueError(f"backend='bptt' needs a cell with project_input, step and step_backward; "
-                         f"{name} lacks {'step_backward' if facts.cell.has_step() else 'project_input/step'}")
+                         f"{name} lacks {'step_backward' if facts.cell.has_step() else 'project_input/step'}"
+                         + ("" if facts.cell.has_step() else
+                            " (auto compiles a forward-only cell's step where it can)"))
     if backend == "scan" and not has_scan(facts.cell):
         raise ValueError(f"backend='scan' needs a cell with parallel_scan (minGRU, minLSTM); {name} has none")
     if backend == "compiled" and facts.call is not None and facts.not_compiled is not None:
@@ -289,6 +321,8 @@ def has_scan(cell) -> bool:
 def _bptt(facts: _Facts, why: str) -> Backend:
     """bptt, with the time loop in C++ where it runs for this call, and a reason that says which loop runs."""
     cell, call = facts.cell, facts.call
+    if not cell.has_backward():  # a forward-only cell, auto's choice for this call: its compiled step
+        return Backend("bptt", why, traced=True)
     if native_loops.find(cell) is None:  # no C++ loop is written for this cell: recurrent/native/loops.py
         if isinstance(cell, native_lstm.LSTMCell) and (call is None or call.device == "cpu"):
             return Backend("bptt", why + f"; time loop: Python, not the C++ loop "

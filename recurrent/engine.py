@@ -35,10 +35,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recurrent import backends, compiled, kernels, shared
+from recurrent import backends, compiled, kernels, native, shared, traced
 from recurrent.backends import Backend, Call
 from recurrent.cells.base import Cell
 from recurrent.native import loops as native_loops
+
+
+def _empty(shape: tuple, like: Tensor) -> Tensor:
+    """An uninitialised tensor like `like`; on the CPU, from the native kernels' pool of large buffers where they are
+    loaded: a fresh block of tens of MB is fresh pages, a fault per 4 KiB on first write (recurrent/native/common.h)."""
+    ops = native.loaded() if like.device.type == "cpu" else None
+    if ops is None:
+        return like.new_empty(shape)
+    return ops.pooled_empty(list(shape), like.dtype)
 
 
 class BPTT(torch.autograd.Function):
@@ -55,7 +64,7 @@ class BPTT(torch.autograd.Function):
         recur = None if W is None else kernels.linear(W, b_hh, gx.shape[1], io_dtype=state.h.dtype)
         gx = gx.to(state.h.dtype)  # the steps run in the states' dtype (float32 under autocast)
         # bufs[k][t] holds field k of s_t for t = 0..T, so s_{t-1} for every t is the view bufs[0][:-1]
-        bufs = [f.new_empty((gx.shape[0] + 1, *f.shape)) for f in state]  # n_fields x (T+1, B, H)
+        bufs = [_empty((gx.shape[0] + 1, *f.shape), f) for f in state]  # n_fields x (T+1, B, H)
         for buf, f in zip(bufs, state):
             buf[0] = f
         saved = []
@@ -91,8 +100,8 @@ class BPTT(torch.autograd.Function):
         for t in reversed(range(T)):
             dgx, dgh, dprev, dext = cell.step_backward(dstate, saved[t], *extras)
             if dGX is None:
-                dGX = dgx.new_empty((T, *dgx.shape))
-                dGH = dGX if dgh is dgx or W is None else dgh.new_empty((T, *dgh.shape))
+                dGX = _empty((T, *dgx.shape), dgx)
+                dGH = dGX if dgh is dgx or W is None else _empty((T, *dgh.shape), dgh)
             dGX[t] = dgx
             if dGH is not dGX:
                 dGH[t] = dgh
@@ -171,6 +180,8 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend, r
         raise ValueError(f"run_cell backend must be 'bptt', 'autograd', 'compiled' or 'scan', got {name!r}")
     if not isinstance(backend, Backend):
         backend = backends.choose(cell, "bptt", call=Call.of(x, state))
+    if backend.traced:  # a forward-only cell: its compiled step, its products split as a built-in cell's are
+        cell = traced.runner(cell, state.h.dtype)
     W, b_hh = cell.recurrence()
     if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
         dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32

@@ -190,7 +190,37 @@ def takes(W: Tensor) -> bool:
 CATS = (torch.cat, torch.concat, torch.concatenate)
 
 
-class _TakeOver(TorchFunctionMode):
+class LinearMode(TorchFunctionMode):
+    """A mode that is shown every torch.cat (`on_cat`, after it ran) and every F.linear(a, W, b) whose W is one of
+    the ids in `self.params` (`on_linear`: its result, or None to let the product run as written). nn.Linear calls
+    F.linear, so a cell's own nn.Linear products are seen too; traced.py's tracer is the other user."""
+
+    params: set | dict
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in CATS:
+            result = func(*args, **kwargs)
+            tensors = args[0] if args else kwargs.get("tensors", kwargs.get("arrays", ()))
+            self.on_cat(result, tensors, args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0)))
+            return result
+        if func is F.linear or func is torch._C._nn.linear:
+            a, W = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if id(W) in self.params:
+                result = self.on_linear(a, W, bias)
+                if result is not None:
+                    return result
+        return func(*args, **kwargs)
+
+    def on_cat(self, result: Tensor, tensors, dim: int) -> None:
+        pass
+
+    def on_linear(self, a: Tensor, W: Tensor, bias: Tensor | None) -> Tensor | None:
+        return None
+
+
+class _TakeOver(LinearMode):
     """Inside the loop, for W one of the cell's parameters:
 
         F.linear(x_t, W, b)                  -> (x Wᵀ + b)[t]: one product over the whole sequence, before the loop
@@ -214,31 +244,20 @@ class _TakeOver(TorchFunctionMode):
         self.t, self.x_t = t, x_t
         self.cats.clear()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in CATS:
-            return self._cat(func, args, kwargs)
-        if func is F.linear or func is torch._C._nn.linear:
-            a, W = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if id(W) in self.params and a.dim() == 2:
-                if a is self.x_t:
-                    return self._hoist(W, bias, None)[self.t]
-                cat = self.cats.get(id(a))
-                if cat is not None and cat[0] is a:
-                    return self._split(W, bias, cat[1])
-                if self._packs(a, W):
-                    return self._linear(a, W, bias, 0)
-        return func(*args, **kwargs)
+    def on_linear(self, a: Tensor, W: Tensor, bias: Tensor | None) -> Tensor | None:
+        if a.dim() != 2:
+            return None
+        if a is self.x_t:
+            return self._hoist(W, bias, None)[self.t]
+        cat = self.cats.get(id(a))
+        if cat is not None and cat[0] is a:
+            return self._split(W, bias, cat[1])
+        return self._linear(a, W, bias, 0) if self._packs(a, W) else None
 
-    def _cat(self, func, args, kwargs):
-        result = func(*args, **kwargs)
-        tensors = args[0] if args else kwargs.get("tensors", kwargs.get("arrays", ()))
-        dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
+    def on_cat(self, result: Tensor, tensors, dim: int) -> None:
         if (self.x_t is not None and isinstance(tensors, (list, tuple)) and len(tensors) > 1
                 and tensors[0] is self.x_t and self.x_t.dim() == 2 and dim in (1, -1)):
             self.cats[id(result)] = (result, tuple(tensors[1:]))
-        return result
 
     def _packs(self, a: Tensor, W: Tensor) -> bool:  # a per-step product that goes through _Linear
         return a.dtype == W.dtype and takes(W) and not torch.is_autocast_enabled(a.device.type)

@@ -69,7 +69,9 @@ def test_auto_for_any_other_cell_follows_the_cell(monkeypatch, call):
     assert plan(rc.Recurrent(rc.GRUCell, 3, 4), call) == rc.Backend(
         "bptt", "GRUCell supplies step_backward; time loop: the C++ loop (recurrent.native)")
     assert plan(rc.Recurrent(rc.LayerNormLSTMCell, 3, 4), call) == "bptt"
-    assert plan(rc.Recurrent(ForwardOnly, 3, 4), call) == rc.Backend("autograd", "ForwardOnly has no step_backward")
+    forward_only = plan(rc.Recurrent(ForwardOnly, 3, 4), call)
+    assert forward_only == "autograd" and forward_only.reason.startswith("ForwardOnly has no step_backward, and its "
+                                                                        "step is not compiled: ")
     lstm = plan(rc.Recurrent(rc.LSTMCell, 3, 4), call)  # a plain LSTMCell in a generic layer: the C++ loop too
     assert lstm.native and lstm.reason == "LSTMCell supplies step_backward; time loop: the C++ loop (recurrent.native)"
 
@@ -173,7 +175,9 @@ def test_compiled_is_asked_for_by_name_and_checked(monkeypatch):
     machine(monkeypatch, onednn_bf16=False, native_loads=True)
     compiles(monkeypatch)
     layer = rc.Recurrent(ForwardOnly, 3, 512)
-    assert plan(layer, sized(PLAIN, 64)) == rc.Backend("autograd", "ForwardOnly has no step_backward")
+    assert plan(layer, sized(PLAIN, 64)) == rc.Backend("autograd", "ForwardOnly has no step_backward, and its step is "
+                                                       "not compiled: its forward calls no F.linear (nn.Linear) "
+                                                       "with its own weights")
     assert plan(layer, sized(PLAIN, 64), "compiled") == rc.Backend("compiled", "forced by backend='compiled'")
     assert plan(layer, None, "compiled") == "compiled"  # before a call: nothing to check yet
     compiled.FAILED[ForwardOnly] = "BackendCompilerFailed: no"  # an earlier compile of this class failed

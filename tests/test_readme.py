@@ -26,4 +26,4 @@ def test_every_python_example_in_the_readme_runs(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"README.md python block {n}", "exec"), namespace)
     out = capsys.readouterr().out
     assert "torch.Size([3, 5, 32])" in out  # block 1's print of out.shape: (B, T, D*H)
-    assert "bptt (forced by backend='bptt')" in out and "autograd (LeakyCell has no step_backward)" in out
+    assert "bptt (forced by backend='bptt')" in out and "bptt (LeakyCell writes only forward: its step traced and compiled to C" in out

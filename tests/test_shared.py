@@ -123,12 +123,13 @@ def sized(batch: int, dtype=torch.float32, autocast=None) -> Call:
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch was built without oneDNN")
-def test_auto_shares_products_for_large_forward_only_cells_on_cpu_float32_only():
+def test_auto_shares_products_for_large_forward_only_cells_on_cpu_float32_only(monkeypatch):
+    monkeypatch.setenv("RECURRENT_TRACED", "0")  # where a cell's step is not compiled (recurrent/traced.py)
     cell = Peephole(I, 64)
     large, small = backends.SHARED_MIN // 64, backends.SHARED_MIN // 64 - 1
     plan = backends.choose(cell, "auto", call=sized(large))
     assert plan == "autograd" and plan.shared and plan.reason == (
-        f"Peephole has no step_backward; at B*H = {large * 64} >= {backends.SHARED_MIN} its nn.Linear products are "
+        f"Peephole has no step_backward, and its step is not compiled: disabled by RECURRENT_TRACED=0; at B*H = {large * 64} >= {backends.SHARED_MIN} its nn.Linear products are "
         "packed once per sequence, their weight gradients one product after the loop, the input's part once for "
         "the whole sequence (recurrent/shared.py)")
     plan = backends.choose(cell, "auto", call=sized(large, autocast=torch.bfloat16))
@@ -148,6 +149,7 @@ def test_auto_shares_products_for_large_forward_only_cells_on_cpu_float32_only()
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch was built without oneDNN")
 def test_a_layer_on_shared_products_equals_the_plain_loop_on_a_padded_bidirectional_batch(monkeypatch):
     monkeypatch.setattr(backends, "SHARED_MIN", 1)
+    monkeypatch.setenv("RECURRENT_TRACED", "0")
     layer = rc.Recurrent(Peephole, I, H, num_layers=2, bidirectional=True)
     reference = rc.Recurrent(Peephole, I, H, num_layers=2, bidirectional=True, backend="autograd")
     reference.load_state_dict(layer.state_dict())

@@ -6,9 +6,9 @@ still against torch.nn in float32; torch.nn under the same autocast gets a row o
 Contenders per cell type: torch.nn (the peer), our `fused`, `bptt` and `autograd` backends,
 a generic `Recurrent` of the same cell under `auto` (whatever recurrent.backends picks for this shape: the row
 names it), and a naive Python loop over torch.nn.*Cell with autograd. With --custom (the default), the lstm rows
-also have two cells a user writes: `PeepholeLSTMCell` below (25 lines, only `forward`: auto runs the autograd loop,
-with its products shared over time at large sizes, recurrent/shared.py; a second row asks for backend='compiled') and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the
-equations: it keeps the C++ loop).
+also have two cells a user writes: `PeepholeLSTMCell` below (25 lines, only `forward`: auto runs it on the bptt
+engine with its step compiled to C, recurrent/traced.py; a second row asks for backend='compiled', torch.compile)
+and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the equations: it keeps the C++ loop).
 All share the same weights (the peephole cell: the same [U W] and b, its peepholes its own).
 
 This machine is shared and noisy, so rounds are interleaved (every contender once per round)
@@ -185,7 +185,8 @@ def label(name: str, model: nn.Module) -> str:
     if (not isinstance(model, rc.Recurrent) or name in ("fused", "bptt", "autograd") or "compiled" in name
             or name.endswith(", autograd")):
         return name
-    how = " (C++ loop)" if backend.native else " (shared products)" if backend.shared else ""
+    how = (" (C++ loop)" if backend.native else " (shared products)" if backend.shared
+           else " (compiled step)" if backend.traced else "")
     return f"{name}, auto: {backend.name}{how}"
 
 

@@ -44,7 +44,7 @@ from recurrent import hardware
 SOURCE = Path(__file__).with_name("lstm.cpp")
 # every source compiled into the one library: lstm.cpp, and gru.cpp (the GRU and LayerNorm LSTM loops)
 SOURCES = [SOURCE, Path(__file__).with_name("gru.cpp")]
-HEADERS = [Path(__file__).with_name("common.h")]  # included by both: part of what names a build
+HEADERS = [Path(__file__).with_name(name) for name in ("common.h", "pointwise.h")]  # included: part of a build's name
 # every build's flags; the instruction set's come after them. -mtune=generic: tuned for no one CPU either
 FLAGS = ["-O3", "-mtune=generic", "-fno-trapping-math", "-std=c++20", "-shared", "-fPIC", "-w"]
 _state: dict = {}  # "ops" once loaded, or "error": why it could not be; "isa" and "library" once chosen
@@ -175,6 +175,11 @@ def load():
         warnings.warn(f"native LSTM kernels unavailable ({_state['error']}); bptt and generation run "
                       "their Python paths",
                       stacklevel=2)
+    return _state.get("ops")
+
+
+def loaded():
+    """torch.ops.recurrent_native if it is loaded already, else None (never builds or loads it)."""
     return _state.get("ops")
 
 

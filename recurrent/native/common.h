@@ -31,31 +31,11 @@
 
 #include <pthread.h>
 
+#include "pointwise.h"  // exp_, sigmoid, tanh_
+
 namespace recurrent_native {
 
 using at::Tensor;
-
-// exp for the float path, branch-free so that g++ vectorises the gate loops (libm's expf is a call per
-// element). x = n ln2 + r with |r| <= ln2/2 (ln2 split in two, Cody & Waite), then a degree-7 Taylor
-// polynomial (truncation error < 2e-8) and 2^n built in the exponent bits. Always inlined: a loop with five
-// calls (lstm_gates) passes g++'s inlining limits, and a call per element is not vectorised.
-[[gnu::always_inline]] inline float exp_(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  float n = std::floor(x * 1.44269504f + 0.5f);
-  float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.f / 720 + r * (1.f / 5040);
-  p = 1.f / 24 + r * (1.f / 120 + r * p);
-  p = 1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * p)));
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
-inline double exp_(double x) { return std::exp(x); }
-
-template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
-template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
-template <> inline double tanh_(double x) { return std::tanh(x); }
 
 // bfloat16 travels as its bits (uint16_t): g++ vectorises loads of those, not of the c10::BFloat16 struct
 template <typename S> inline S load(S v) { return v; }

@@ -665,6 +665,10 @@ TORCH_LIBRARY(recurrent_native, m) {
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gemv_pack(Tensor[] parts, ScalarType dtype) -> Tensor");
   m.def("pool_bytes() -> int[]", [] { return BlockPool::get().bytes(); });  // common.h's buffer pool
+  m.def("pooled_empty(int[] sizes, ScalarType dtype) -> Tensor",  // a buffer from it, for the Python loops
+        [](at::IntArrayRef sizes, at::ScalarType dtype) {
+          return pooled_empty(sizes, at::TensorOptions().dtype(dtype));
+        });
   m.def("lm_step_onednn(Tensor table, Tensor tokens, Tensor[] W, Tensor[] bias, Tensor[] h, Tensor[] c, "
         "Tensor dec_W, Tensor dec_b) -> (Tensor, Tensor[], Tensor[])");
   m.def("lm_step(Tensor table, Tensor tokens, Tensor[] P, Tensor[] bias, Tensor[] h, Tensor[] c, Tensor dec_P, "

@@ -1,0 +1,218 @@
+"""recurrent/traced.py: a forward-only cell's step traced, compiled to C and run by the bptt engine.
+
+The reference everywhere is the user's own `forward` differentiated by autograd (the `autograd` backend's plain
+loop) in float64: states and the gradients of x, the initial state and every parameter."""
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import recurrent as rc
+from recurrent import backends, traced
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="compiled steps need g++; none found")
+F64 = torch.float64
+B, T, I, H = 4, 6, 5, 8
+
+
+class Peephole(rc.Cell):
+    """docs/cells.md's peephole LSTM: one nn.Linear on cat([x, h]), peepholes read as rows of one parameter."""
+
+    state_type = rc.LSTMState
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size + hidden_size, 4 * hidden_size)
+        self.peep = nn.Parameter(torch.randn(3, hidden_size))
+
+    def forward(self, x, state):
+        i, f, g, o = self.linear(torch.cat([x, state.h], dim=1)).chunk(4, dim=1)
+        i = torch.sigmoid(i + self.peep[0] * state.c)
+        f = torch.sigmoid(f + self.peep[1] * state.c)
+        c = f * state.c + i * torch.tanh(g)
+        return rc.LSTMState(torch.sigmoid(o + self.peep[2] * c) * torch.tanh(c), c)
+
+
+class TwoLinears(rc.Cell):
+    """A GRU written as a user would: its own products of x and of h, h read directly, scalars, 1 - z."""
+
+    state_type = rc.RNNState
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.x2g = nn.Linear(input_size, 3 * hidden_size)
+        self.h2g = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.scale = nn.Parameter(torch.rand(hidden_size) + 0.5)
+        self.register_buffer("shift", torch.randn(hidden_size))
+
+    def forward(self, x, state):
+        xr, xz, xn = self.x2g(x).chunk(3, 1)
+        hr, hz, hn = self.h2g(state.h).chunk(3, 1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn) * self.scale / 2.0 + self.shift
+        return rc.RNNState((1 - z) * n + z * state.h)
+
+
+class Leaky(rc.Cell):
+    """README's LeakyCell: lerp with a Python float, relu, where, division."""
+
+    state_type = rc.RNNState
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.U = nn.Linear(input_size, hidden_size)
+        self.W = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def forward(self, x, state):
+        s = torch.relu(self.U(x) + self.W(state.h)) / (1 + state.h * state.h)
+        s = torch.where(s > 0.3, s, -s)
+        return rc.RNNState(torch.lerp(state.h, s, 0.25))
+
+
+def reference(layer):
+    plain = rc.Recurrent(type(layer.cells[0][0]), I, H, num_layers=layer.num_layers,
+                         bidirectional=layer.bidirectional, backend="autograd").to(F64)
+    plain.load_state_dict(layer.state_dict())
+    return plain
+
+
+def run(layer, x, lengths=None, h0=None):
+    out, final = layer(x, h0, lengths=lengths)
+    loss = out.pow(2).sum() + sum(f.sum() for f in final)
+    inputs = [x, *([] if h0 is None else list(h0)), *layer.parameters()]
+    return [out, *final, *torch.autograd.grad(loss, inputs)]
+
+
+@pytest.mark.parametrize("cell", [Peephole, TwoLinears, Leaky])
+def test_the_compiled_step_equals_autograd_of_the_cells_own_forward(cell):
+    torch.manual_seed(0)
+    layer = rc.Recurrent(cell, I, H, num_layers=2).to(F64)
+    x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
+    got = run(layer, x)
+    assert layer.backend == "bptt" and layer.backend.traced, layer.backend
+    want = run(reference(layer), x)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_bidirectional_with_lengths_and_a_given_state_in_float32():
+    torch.manual_seed(1)
+    layer = rc.Recurrent(Peephole, I, H, num_layers=2, bidirectional=True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    h0 = rc.LSTMState(*(torch.randn(2, 2, B, H, requires_grad=True) for _ in range(2)))
+    lengths = torch.tensor([6, 2, 5, 1])
+    got = run(layer, x, lengths, h0)
+    assert layer.backend.traced
+    plain = rc.Recurrent(Peephole, I, H, num_layers=2, bidirectional=True, backend="autograd")
+    plain.load_state_dict(layer.state_dict())
+    for a, b in zip(got, run(plain, x, lengths, h0), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_through_the_layer():
+    torch.manual_seed(2)
+    layer = rc.Recurrent(Peephole, 3, 4).to(F64)
+    x = torch.randn(2, 3, 3, dtype=F64, requires_grad=True)
+    peep = layer.cells[0][0].peep
+    assert torch.autograd.gradcheck(lambda x, p: layer(x)[0], (x, peep))
+    assert layer.backend.traced
+
+
+def test_every_product_on_cat_x_h_shares_one_gradient_buffer():
+    """dgx is dgh when every product takes cat([x, h]): the engine keeps one (T, B, G) buffer, not two."""
+    runner = traced.runner(Peephole(I, H), torch.float32)
+    gx, gh = torch.randn(B, 4 * H), torch.randn(B, 4 * H)
+    state = rc.LSTMState(torch.randn(B, H), torch.randn(B, H))
+    new, saved = runner.step(gx, gh, state, *runner.extra_params())
+    dgx, dgh, dprev, dextras = runner.step_backward(state, saved, *runner.extra_params())
+    assert dgx is dgh and dprev.h is None and dextras[0].shape == (3, H)
+
+
+class Dropout(rc.Cell):
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, state):
+        return rc.RNNState(F.dropout(torch.tanh(self.linear(torch.cat([x, state.h], 1))), 0.5, True))
+
+
+class OfC(Peephole):
+    def forward(self, x, state):
+        return super().forward(x, rc.LSTMState(state.h, state.c @ self.linear.weight[:H, I:]))
+
+
+class UsesX(rc.Cell):
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, state):
+        return rc.RNNState(torch.tanh(self.linear(state.h)) + x)
+
+
+class BatchStatistics(Leaky):
+    def forward(self, x, state):
+        h = torch.tanh(self.U(x) + self.W(state.h))
+        return rc.RNNState(h - h.mean(0))
+
+
+class OtherWidth(Leaky):
+    def forward(self, x, state):
+        return rc.RNNState(torch.tanh(self.U(x) + self.W(state.h)) * state.h.sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("cell, words", [
+    (Dropout, "its step draws random numbers (aten.bernoulli"),
+    (OfC, "its step uses aten.mm.default"),
+    (UsesX, "uses x_t other than through an F.linear"),
+    (BatchStatistics, "its step uses aten.mean"),
+    (OtherWidth, "not in blocks of H=8 columns"),
+])
+def test_a_cell_outside_what_compiles_runs_the_plain_loop_and_says_why(cell, words):
+    torch.manual_seed(3)
+    layer = rc.Recurrent(cell, I, H)
+    if cell is UsesX:
+        layer = rc.Recurrent(cell, H, H)
+    x = torch.randn(B, T, layer.input_size)
+    out = layer(x)[0]
+    assert layer.backend == "autograd" and "its step is not compiled: " in layer.backend.reason
+    assert words in layer.backend.reason, layer.backend.reason
+    assert out.shape == (B, T, H)
+
+
+def test_a_wrong_compiled_step_is_refused_by_the_check(monkeypatch):
+    """The check compares the compiled step with autograd before it is used: a generator bug (here: sigmoid's
+    derivative written wrong) leaves the cell on the plain loop, naming the gradient that differs."""
+    monkeypatch.setitem(traced.BINARY, traced.aten.sigmoid_backward.default, "({0} * {1})")
+    reason = traced.runner(Peephole(I, H), torch.float32)
+    assert isinstance(reason, str) and reason.startswith("the compiled step's d") and "differs from the cell's own " \
+        "forward" in reason
+
+
+def test_a_cell_is_traced_once_per_mode(monkeypatch):
+    built = []
+    build = traced._build
+    monkeypatch.setattr(traced, "_build", lambda cell, dtype: built.append(cell.training) or build(cell, dtype))
+    layer = rc.Recurrent(Leaky, I, H)
+    x = torch.randn(B, T, I)
+    for _ in range(3):
+        layer(x)
+    layer.eval()
+    layer(x)
+    assert built == [True, False]
+
+
+def test_auto_keeps_the_plain_loop_where_steps_are_not_compiled(monkeypatch):
+    cell = Peephole(I, H)
+    call = backends.Call("cpu", torch.float32, torch.float32, None, B)
+    assert backends.choose(cell, "auto", call=call).traced
+    bf16 = backends.Call("cpu", torch.float32, torch.float32, torch.bfloat16, B)
+    assert "not compiled: steps are compiled for the CPU, float32 or float64, without autocast" in \
+        backends.choose(cell, "auto", call=bf16).reason
+    monkeypatch.setenv("RECURRENT_TRACED", "0")
+    assert backends.choose(cell, "auto", call=call).reason.endswith("not compiled: disabled by RECURRENT_TRACED=0")
+    with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward"):
+        backends.choose(cell, "bptt", call=call)
