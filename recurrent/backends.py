@@ -203,8 +203,9 @@ class _Facts:
             return "steps are compiled for the CPU, float32 or float64, without autocast"
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return "inside torch.compile or a TorchScript trace"
-        if os.environ.get("RECURRENT_TRACED", "1") == "0":
-            return "disabled by RECURRENT_TRACED=0"
+        for switch in ("RECURRENT_TRACED", "RECURRENT_NATIVE"):  # the second: nothing compiled at run time
+            if os.environ.get(switch, "1") == "0":
+                return f"disabled by {switch}=0"
         return traced.runner(cell, c.state_dtype)
 
     @property

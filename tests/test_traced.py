@@ -214,5 +214,8 @@ def test_auto_keeps_the_plain_loop_where_steps_are_not_compiled(monkeypatch):
         backends.choose(cell, "auto", call=bf16).reason
     monkeypatch.setenv("RECURRENT_TRACED", "0")
     assert backends.choose(cell, "auto", call=call).reason.endswith("not compiled: disabled by RECURRENT_TRACED=0")
+    monkeypatch.setenv("RECURRENT_TRACED", "1")
+    monkeypatch.setenv("RECURRENT_NATIVE", "0")
+    assert backends.choose(cell, "auto", call=call).reason.endswith("not compiled: disabled by RECURRENT_NATIVE=0")
     with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward"):
         backends.choose(cell, "bptt", call=call)
