@@ -18,7 +18,7 @@ A layer's backend, for backend="auto": the first row that matches wins.
     a cell with a C++ loop      anything                                    bptt       recurrent/native/loops.py
     any cell with step_backward on CPU, B*H < BPTT_MIN                      autograd   C++ backward beats the Python one
     any cell with step_backward anything                                    bptt       the hand-derived backward
-    a cell with only forward    CPU float32 or float64, no autocast, its step traces
+    a cell with only forward    CPU float32 or float64 (or bf16 autocast), its step traces
                                                                             bptt       its step compiled (traced.py)
     any other cell              CPU float32 or bf16 autocast, B*H >= SHARED_MIN, nn.Linear
                                                                             autograd   shared products (shared.py)
@@ -199,8 +199,8 @@ class _Facts:
             return f"{self.cell_name} splits into project_input and step"
         if c is None:
             return "not traced before a call"
-        if c.device != "cpu" or c.autocast is not None or c.dtype != c.state_dtype:
-            return "steps are compiled for the CPU, float32 or float64, without autocast"
+        if c.device != "cpu" or c.autocast not in (None, torch.bfloat16) or c.dtype != c.state_dtype:
+            return "steps are compiled for the CPU, float32 or float64 (products in bfloat16 under its autocast)"
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return "inside torch.compile or a TorchScript trace"
         for switch in ("RECURRENT_TRACED", "RECURRENT_NATIVE"):  # the second: nothing compiled at run time

@@ -23,12 +23,13 @@ batched products are what is left, as for a built-in cell.
 Every value in the step must be laid out in blocks of H columns: (B, m*H) rows, parameters of shape (m*H,) or
 (R, m*H) (broadcast over rows, or selected and sliced by whole blocks), sums over the batch (a parameter's
 gradient), Python scalars. A cell outside that (a product of something else, an op the generator has no C for, a
-value of another width, randomness) is not traced: `why_not(cell)` says which, and the layer names it in its
-backend's reason. Before a compiled step is used it is checked against autograd of the cell's own forward, in
+value of another width, randomness, statistics over the batch) is not traced: `runner(cell, dtype)` returns the
+reason instead, and the layer names it in its backend's reason. Before a compiled step is used it is checked against autograd of the cell's own forward, in
 float64 on random values (forward, and gradients of x, the state and every parameter): a mismatch is refused too.
 
-A trace is kept per cell instance, dtype and train/eval mode; a cell's Python attributes that change later (a
-float read in forward) are not seen again. The compiled library is cached per user beside the native kernels
+Under CPU bf16 autocast the engine runs the products in bfloat16 and the compiled step in float32, as for a
+built-in cell. A trace is kept per cell instance and train/eval mode; a cell's Python attributes that change later
+(a float read in forward) are not seen again. The compiled library is cached per user beside the native kernels
 (recurrent/native: a private folder, nothing loaded that another user could write).
 """
 from __future__ import annotations
@@ -54,7 +55,7 @@ from recurrent.shared import LinearMode
 
 aten = torch.ops.aten
 DTYPES = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
-_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cell -> {(dtype, training): Traced or reason}
+_TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cell -> {training: TracedCell or why not}
 
 
 class Untraceable(Exception):
@@ -676,7 +677,6 @@ def _check(cell: Cell, runner: TracedCell, B: int = 5, T: int = 3) -> None:
     states and gradients (x, initial state, every parameter), in float64 on random values."""
     from recurrent.engine import BPTT
 
-    names = [n for n, _ in cell.named_parameters()]
     g = torch.Generator().manual_seed(0)
     params = {n: (p.detach().double() + 0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64))
               .requires_grad_() for n, p in cell.named_parameters()}
@@ -706,9 +706,14 @@ def _check(cell: Cell, runner: TracedCell, B: int = 5, T: int = 3) -> None:
             runner.lent = None
 
     inputs = [x, *state, *params.values()]
-    ref = reference()
+    with torch.autocast("cpu", enabled=False):  # (a first call under autocast: the check runs without it)
+        ref, got = reference(), ours()
+    return _compare(cell, inputs, loss, ref, got)
+
+
+def _compare(cell, inputs, loss, ref, got) -> None:
+    names = [n for n, _ in cell.named_parameters()]
     ref_grads = torch.autograd.grad(loss(ref), inputs, allow_unused=True)
-    got = ours()
     got_grads = torch.autograd.grad(loss(got), inputs, allow_unused=True)
     labels = ["x", *(f"state.{f}" for f in cell.state_type._fields), *names]
     for label, a, b in [*zip((f"state {f}" for f in cell.state_type._fields), ref, got),

@@ -85,6 +85,7 @@ def run(layer, x, lengths=None, h0=None):
     return [out, *final, *torch.autograd.grad(loss, inputs)]
 
 
+@pytest.mark.qemu  # the generated C built for AVX2 without AVX-512, run under qemu (tests/conftest.py)
 @pytest.mark.parametrize("cell", [Peephole, TwoLinears, Leaky])
 def test_the_compiled_step_equals_autograd_of_the_cells_own_forward(cell):
     torch.manual_seed(0)
@@ -209,9 +210,11 @@ def test_auto_keeps_the_plain_loop_where_steps_are_not_compiled(monkeypatch):
     cell = Peephole(I, H)
     call = backends.Call("cpu", torch.float32, torch.float32, None, B)
     assert backends.choose(cell, "auto", call=call).traced
-    bf16 = backends.Call("cpu", torch.float32, torch.float32, torch.bfloat16, B)
-    assert "not compiled: steps are compiled for the CPU, float32 or float64, without autocast" in \
-        backends.choose(cell, "auto", call=bf16).reason
+    assert backends.choose(cell, "auto", call=backends.Call("cpu", torch.float32, torch.float32, torch.bfloat16,
+                                                            B)).traced
+    f16 = backends.Call("cpu", torch.float32, torch.float32, torch.float16, B)
+    assert "not compiled: steps are compiled for the CPU, float32 or float64 (products in bfloat16 under its " \
+        "autocast)" in backends.choose(cell, "auto", call=f16).reason
     monkeypatch.setenv("RECURRENT_TRACED", "0")
     assert backends.choose(cell, "auto", call=call).reason.endswith("not compiled: disabled by RECURRENT_TRACED=0")
     monkeypatch.setenv("RECURRENT_TRACED", "1")
@@ -219,3 +222,18 @@ def test_auto_keeps_the_plain_loop_where_steps_are_not_compiled(monkeypatch):
     assert backends.choose(cell, "auto", call=call).reason.endswith("not compiled: disabled by RECURRENT_NATIVE=0")
     with pytest.raises(ValueError, match="backend='bptt' needs a cell with project_input, step and step_backward"):
         backends.choose(cell, "bptt", call=call)
+
+
+def test_under_cpu_bf16_autocast_the_products_run_in_bfloat16_and_the_states_in_float32():
+    torch.manual_seed(4)
+    layer = rc.Recurrent(Peephole, I, H, num_layers=2)
+    plain = rc.Recurrent(Peephole, I, H, num_layers=2, backend="autograd")
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(B, T, I, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        got, want = run(layer, x), run(plain, x)
+    assert layer.backend.traced and got[0].dtype == torch.float32
+    reference = run(plain, x)  # float32
+    for a, b, c in zip(got, want, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+        assert (a - c).abs().max() <= 2 * (b - c).abs().max() + 1e-3  # as close to float32 as autocast's own loop

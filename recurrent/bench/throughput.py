@@ -8,7 +8,8 @@ a generic `Recurrent` of the same cell under `auto` (whatever recurrent.backends
 names it), and a naive Python loop over torch.nn.*Cell with autograd. With --custom (the default), the lstm rows
 also have two cells a user writes: `PeepholeLSTMCell` below (25 lines, only `forward`: auto runs it on the bptt
 engine with its step compiled to C, recurrent/traced.py; a second row asks for backend='compiled', torch.compile)
-and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the equations: it keeps the C++ loop).
+and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the equations: it keeps the C++ loop); a third row runs
+the peephole cell on the plain autograd loop, the reference auto must not be slower than.
 All share the same weights (the peephole cell: the same [U W] and b, its peepholes its own).
 
 This machine is shared and noisy, so rounds are interleaved (every contender once per round)
@@ -133,6 +134,7 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
         if name == "lstm" and cfg.custom:
             contenders["LSTMCell subclass"] = generic(SubclassedLSTMCell, peer)
             contenders["peephole (user cell)"] = generic(PeepholeLSTMCell, peer)
+            contenders["peephole (user cell), autograd"] = generic(PeepholeLSTMCell, peer, backend="autograd")
             if compiled.unavailable("cpu") is None:  # its step compiled by torch.compile: asked for by name
                 contenders["peephole (user cell), compiled"] = generic(PeepholeLSTMCell, peer, backend="compiled")
         for cell in RELATIVES.get(name, ()) if cfg.relatives else ():  # other cells of the family, their own weights
