@@ -158,6 +158,7 @@ class _Facts:
     cell: object
     fused: str | None  # the layer's fused kernel: 'LSTM', 'GRU', 'RNN_TANH', 'RNN_RELU'; None without one
     call: Call | None
+    others: tuple = ()  # the layer's other cells (layers and directions), where the plan needs each of them
     cpu_bf16: bool = field(init=False)
 
     def __post_init__(self):
@@ -206,6 +207,10 @@ class _Facts:
         for switch in ("RECURRENT_TRACED", "RECURRENT_NATIVE"):  # the second: nothing compiled at run time
             if os.environ.get(switch, "1") == "0":
                 return f"disabled by {switch}=0"
+        for i, each in enumerate((cell, *self.others)):  # every cell of the layer, or none: one plan for all
+            runner = traced.runner(each, c.state_dtype)
+            if isinstance(runner, str):
+                return runner if i == 0 else f"cell {i + 1} of the layer's {1 + len(self.others)}: {runner}"
         return traced.runner(cell, c.state_dtype)
 
     @property
@@ -268,14 +273,16 @@ AUTO: list[Row] = [
 ]
 
 
-def choose(cell, backend: str = "auto", fused: str | None = None, call: Call | None = None) -> Backend:
+def choose(cell, backend: str = "auto", fused: str | None = None, call: Call | None = None,
+           others: tuple = ()) -> Backend:
     """The backend a layer of `cell` runs on for `call` (None: before any call), and why.
 
     cell: the layer's cell (every layer and direction has the same type); backend: what was asked, one of
-    BACKENDS; fused: the layer's fused kernel mode, None for a layer without one. Raises instead of falling back."""
+    BACKENDS; fused: the layer's fused kernel mode, None for a layer without one; others: the layer's other cells
+    (a compiled step must compile for each: a deeper layer's input width differs). Raises instead of falling back."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    facts = _Facts(cell, fused, call)
+    facts = _Facts(cell, fused, call, tuple(others))
     if backend == "auto":
         row = next(r for r in AUTO if r.when(facts))
         name, why = row.backend, row.why(facts)

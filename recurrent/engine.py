@@ -181,7 +181,10 @@ def run_cell(cell: Cell, x: Tensor, state: NamedTuple, backend: str | Backend, r
     if not isinstance(backend, Backend):
         backend = backends.choose(cell, "bptt", call=Call.of(x, state))
     if backend.traced:  # a forward-only cell: its compiled step, its products split as a built-in cell's are
-        cell = traced.runner(cell, state.h.dtype)
+        runner = traced.runner(cell, state.h.dtype)
+        if isinstance(runner, str):  # backends.choose checks every cell of a layer first: a direct call
+            raise ValueError(f"{type(cell).__name__}'s step is not compiled: {runner}")
+        cell = runner
     W, b_hh = cell.recurrence()
     if W is not None and torch.is_autocast_enabled(x.device.type):  # W in the autocast dtype (bf16 on CPU),
         dtype = torch.get_autocast_dtype(x.device.type)  # states and the pointwise steps in float32

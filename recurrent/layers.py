@@ -106,7 +106,8 @@ class Recurrent(nn.Module):
         if reset:  # only the plain loop can restart a stream's state between two steps
             return Backend("autograd", f"reset= given: the autograd loop restarts states between steps (asked: "
                                        f"{self._asked}; the fused, bptt and scan paths carry the state unbroken)")
-        return backends.choose(self.cells[0][0], self._asked, self.fused_mode, Call.of(x, state, lengths))
+        cells = [cell for layer in self.cells for cell in layer]
+        return backends.choose(cells[0], self._asked, self.fused_mode, Call.of(x, state, lengths), cells[1:])
 
     # --- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, state: NamedTuple | None = None, lengths: Tensor | None = None,

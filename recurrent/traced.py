@@ -24,8 +24,9 @@ Every value in the step must be laid out in blocks of H columns: (B, m*H) rows, 
 (R, m*H) (broadcast over rows, or selected and sliced by whole blocks), sums over the batch (a parameter's
 gradient), Python scalars. A cell outside that (a product of something else, an op the generator has no C for, a
 value of another width, randomness, statistics over the batch) is not traced: `runner(cell, dtype)` returns the
-reason instead, and the layer names it in its backend's reason. Before a compiled step is used it is checked against autograd of the cell's own forward, in
-float64 on random values (forward, and gradients of x, the state and every parameter): a mismatch is refused too.
+reason instead, and the layer names it in its backend's reason. Before a compiled step is used it is checked
+against autograd of the cell's own forward, in float64 on random values (forward, and gradients of x, the state
+and every parameter): a mismatch is refused too.
 
 Under CPU bf16 autocast the engine runs the products in bfloat16 and the compiled step in float32, as for a
 built-in cell. A trace is kept per cell instance and train/eval mode; a cell's Python attributes that change later
@@ -165,7 +166,7 @@ def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> G
     fields = [torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(n_fields)]
     params = [values[n].detach().to(dtype) for n in names]
     try:
-        graph = make_fx(step)(x, gx, gh, *fields, *params)
+        graph = make_fx(torch.func.functionalize(step))(x, gx, gh, *fields, *params)  # in-place ops made pure
     except Untraceable:
         raise
     except Exception as e:  # noqa: BLE001 - anything the trace trips on is a reason not to trace
@@ -188,7 +189,7 @@ def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> G
 
     dfields = [torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(n_fields)]
     try:
-        back = make_fx(backward)(gx, gh, *fields, *extras, *dfields)
+        back = make_fx(torch.func.functionalize(backward))(gx, gh, *fields, *extras, *dfields)
     except Exception as e:  # noqa: BLE001
         raise Untraceable(f"make_fx could not trace its step's backward: {type(e).__name__}: {e}") from None
     back.graph.eliminate_dead_code()
@@ -235,10 +236,12 @@ class _Emitter:
 
 
 UNARY = {
+    aten.logical_not.default: "(!{0})",
     aten.sigmoid.default: "sigmoid({0})", aten.tanh.default: "tanh_({0})", aten.exp.default: "exp_({0})",
     aten.neg.default: "(-{0})", aten.relu.default: "std::max({0}, S(0))", aten.log.default: "std::log({0})",
     aten.sqrt.default: "std::sqrt({0})", aten.rsqrt.default: "(S(1) / std::sqrt({0}))",
     aten.reciprocal.default: "(S(1) / {0})", aten.abs.default: "std::abs({0})",
+    aten.sgn.default: "S(({0} > S(0)) - ({0} < S(0)))", aten.sign.default: "S(({0} > S(0)) - ({0} < S(0)))",
 }
 BINARY = {
     aten.mul.Tensor: "({0} * {1})", aten.div.Tensor: "({0} / {1})",
@@ -248,19 +251,30 @@ BINARY = {
     aten.gt.Scalar: "({0} > {1})", aten.lt.Scalar: "({0} < {1})", aten.ge.Scalar: "({0} >= {1})",
     aten.le.Scalar: "({0} <= {1})", aten.gt.Tensor: "({0} > {1})", aten.lt.Tensor: "({0} < {1})",
     aten.mul.Scalar: "({0} * {1})", aten.div.Scalar: "({0} / {1})",
+    aten.eq.Scalar: "({0} == {1})", aten.ne.Scalar: "({0} != {1})", aten.ge.Tensor: "({0} >= {1})",
+    aten.eq.Tensor: "({0} == {1})", aten.ne.Tensor: "({0} != {1})",
+    aten.le.Tensor: "({0} <= {1})", aten.logical_and.default: "({0} && {1})", aten.logical_or.default: "({0} || {1})",
 }
-COMPARE = {aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor}
+ACTIVATIONS = {aten.clamp.default, aten.silu.default, aten.silu_backward.default, aten.leaky_relu.default,
+               aten.leaky_relu_backward.default, aten.softplus.default, aten.softplus_backward.default,
+               aten.gelu.default, aten.gelu_backward.default}
+COMPARE = {aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor,
+           aten.ge.Tensor, aten.le.Tensor, aten.eq.Scalar, aten.ne.Scalar, aten.eq.Tensor, aten.ne.Tensor,
+           aten.logical_and.default,
+           aten.logical_or.default, aten.logical_not.default}
 SAME = {aten.clone.default, aten.alias.default, aten.detach.default, aten.view.default, aten.reshape.default,
         aten._unsafe_view.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.default,
         aten.expand.default, aten.lift_fresh_copy.default, aten.contiguous.default, aten._to_copy.default}
 ZEROS = {aten.zeros_like.default, aten.new_zeros.default, aten.zeros.default}
 
 
-KNOWN = {*UNARY, *BINARY, *SAME, *ZEROS, aten.add.Tensor, aten.sub.Tensor, aten.add.Scalar, aten.sub.Scalar,
+KNOWN = {*UNARY, *BINARY, *SAME, *ZEROS, *ACTIVATIONS, aten.add.Tensor, aten.sub.Tensor, aten.add.Scalar,
+         aten.sub.Scalar,
          aten.rsub.Scalar, aten.pow.Tensor_Scalar, aten.lerp.Scalar, aten.lerp.Tensor, aten.where.self,
          aten.threshold_backward.default, aten.scalar_tensor.default, aten.full_like.default, aten.full.default,
          operator.getitem, aten.split.Tensor, aten.split_with_sizes.default, aten.slice.Tensor, aten.select.int,
-         aten.cat.default, aten.select_backward.default, aten.slice_backward.default, aten.sum.dim_IntList}
+         aten.cat.default, aten.select_backward.default, aten.slice_backward.default, aten.sum.dim_IntList,
+         aten.fill.Scalar, aten.ones_like.default, aten.empty_like.default, aten.masked_fill.Scalar}
 
 
 class _Generator:
@@ -317,7 +331,8 @@ class _Generator:
             return f"r{i}[{k * H} + j]" if out.rows else f"p{i}[{k * H} + j]"
         args = node.args
         if t in UNARY:
-            return emit.let(UNARY[t].format(emit(args[0], self._block(args[0], out, k))))
+            operand = emit(args[0], self._block(args[0], out, k))
+            return emit.let(UNARY[t].format(operand), "bool" if t in COMPARE else "S")
         if t in BINARY:
             a, b = (emit(v, self._block(v, out, k)) for v in args[:2])
             return emit.let(BINARY[t].format(a, b), "bool" if t in COMPARE else "S")
@@ -335,6 +350,11 @@ class _Generator:
         if t in (aten.lerp.Scalar, aten.lerp.Tensor):  # a + w (b - a)
             a, b, w = (emit(v, self._block(v, out, k)) for v in args[:3])
             return emit.let(f"({a} + {w} * ({b} - {a}))")
+        if t in ACTIVATIONS:  # activations with a scalar argument or two, and their backward
+            return self._activation(emit, node, out, k)
+        if t is aten.masked_fill.Scalar:  # (x, mask, value)
+            x, mask = (emit(v, self._block(v, out, k)) for v in args[:2])
+            return emit.let(f"({mask} ? {self.literal(args[2])} : {x})")
         if t is aten.where.self:
             c, a, b = (emit(v, self._block(v, out, k)) for v in args[:3])
             return emit.let(f"({c} ? {a} : {b})")
@@ -343,9 +363,15 @@ class _Generator:
             return emit.let(f"(({x}) <= {self.literal(args[2])} ? S(0) : {g})")
         if t in ZEROS:
             return "S(0)"
+        if t is aten.fill.Scalar or t is aten.full_like.default:  # (empty_like then fill: a decomposed 1 - s)
+            return self.literal(args[1])
+        if t is aten.ones_like.default:
+            return "S(1)"
+        if t is aten.empty_like.default:
+            raise Untraceable("its step reads an uninitialised tensor (empty_like)")
         if t is aten.scalar_tensor.default:
             return self.literal(args[0])
-        if t in (aten.full_like.default, aten.full.default):
+        if t is aten.full.default:
             return self.literal(args[1])
         if t in SAME:
             if t is aten._to_copy.default and node.kwargs.get("dtype") not in (None, node.args[0].meta["val"].dtype):
@@ -379,6 +405,43 @@ class _Generator:
         if t is aten.sum.dim_IntList:
             return self._sum(emit, node, k)
         raise Untraceable(f"its step uses {t}, which the generator has no C for")
+
+    def _activation(self, emit, node, out: _Value, k: int) -> str:
+        t, args, kw = node.target, node.args, node.kwargs
+        v = [emit(a, self._block(a, out, k)) if isinstance(a, torch.fx.Node) else a for a in args]
+
+        def arg(i: int, name: str, default):
+            return v[i] if len(v) > i else kw.get(name, default)
+
+        if t is aten.clamp.default:
+            lo, hi = arg(1, "min", None), arg(2, "max", None)
+            x = v[0] if lo is None else f"std::max({v[0]}, {self.literal(lo)})"
+            return emit.let(x if hi is None else f"std::min({x}, {self.literal(hi)})")
+        if t is aten.silu.default:
+            return emit.let(f"({v[0]} * sigmoid({v[0]}))")
+        if t is aten.silu_backward.default:  # d/dx x s(x) = s (1 + x (1 - s))
+            s = emit.let(f"sigmoid({v[1]})")
+            return emit.let(f"({v[0]} * {s} * (S(1) + {v[1]} * (S(1) - {s})))")
+        if t is aten.leaky_relu.default:
+            return emit.let(f"({v[0]} > S(0) ? {v[0]} : {self.literal(arg(1, 'negative_slope', 0.01))} * {v[0]})")
+        if t is aten.leaky_relu_backward.default:  # (grad, x, slope, self_is_result)
+            return emit.let(f"({v[1]} > S(0) ? {v[0]} : {self.literal(v[2])} * {v[0]})")
+        if t is aten.softplus.default:  # log(1 + exp(beta x)) / beta, x where beta x > threshold
+            beta, threshold = self.literal(arg(1, "beta", 1.0)), self.literal(arg(2, "threshold", 20.0))
+            return emit.let(f"({v[0]} * {beta} > {threshold} ? {v[0]} : std::log1p(exp_({v[0]} * {beta})) / {beta})")
+        if t is aten.softplus_backward.default:  # (grad, x, beta, threshold)
+            beta, threshold = self.literal(v[2]), self.literal(v[3])
+            z = emit.let(f"exp_({v[1]} * {beta})")
+            return emit.let(f"({v[1]} * {beta} > {threshold} ? {v[0]} : {v[0]} * {z} / ({z} + S(1)))")
+        forward = t is aten.gelu.default  # gelu (x, approximate) and gelu_backward (grad, x, approximate)
+        if arg(1 if forward else 2, "approximate", "none") != "none":
+            raise Untraceable("gelu with approximate='tanh'")
+        x = v[0] if forward else v[1]
+        cdf = emit.let(f"(S(0.5) * (S(1) + std::erf({x} * S(0.7071067811865476))))")
+        if forward:
+            return emit.let(f"({x} * {cdf})")
+        pdf = emit.let(f"(exp_(S(-0.5) * {x} * {x}) * S(0.3989422804014327))")
+        return emit.let(f"({v[0]} * ({cdf} + {x} * {pdf}))")
 
     def _block(self, operand, out: _Value, k: int) -> int:
         """The block of an elementwise operand that lines up with block k of the result (broadcasting)."""
@@ -741,6 +804,6 @@ def runner(cell: Cell, dtype: torch.dtype) -> TracedCell | str:
             traces[key] = built
         except Untraceable as e:
             traces[key] = str(e)
-        except (ValueError, OSError, RuntimeError) as e:  # an unsafe cache folder, an unusable ISA setting
-            traces[key] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - an unsafe cache folder, an unusable ISA setting, a case the
+            traces[key] = f"{type(e).__name__}: {e}"  # generator did not foresee: never a failed forward
     return traces[key]

@@ -3,6 +3,7 @@
 The reference everywhere is the user's own `forward` differentiated by autograd (the `autograd` backend's plain
 loop) in float64: states and the gradients of x, the initial state and every parameter."""
 import shutil
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -237,3 +238,90 @@ def test_under_cpu_bf16_autocast_the_products_run_in_bfloat16_and_the_states_in_
     for a, b, c in zip(got, want, reference, strict=True):
         torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
         assert (a - c).abs().max() <= 2 * (b - c).abs().max() + 1e-3  # as close to float32 as autocast's own loop
+
+
+class SkipWhereWidthsMatch(Leaky):
+    """Adds x_t to its output where the input is as wide as the state: a deeper layer's cell, not the first's."""
+
+    def forward(self, x, state):
+        new = super().forward(x, state)
+        return rc.RNNState(new.h + x) if x.shape[1] == self.hidden_size else new
+
+
+def test_a_layer_runs_compiled_steps_only_if_every_cell_compiles():
+    torch.manual_seed(5)
+    layer = rc.Recurrent(SkipWhereWidthsMatch, I, H, num_layers=2)
+    assert not isinstance(traced.runner(layer.cells[0][0], torch.float32), str)  # the first layer's compiles
+    x = torch.randn(B, T, I)
+    out = layer(x)[0]
+    assert layer.backend == "autograd" and layer.backend.reason.endswith(
+        "not compiled: cell 2 of the layer's 2: its forward uses x_t other than through an F.linear with its own "
+        "weights")
+    plain = rc.Recurrent(SkipWhereWidthsMatch, I, H, num_layers=2, backend="autograd")
+    plain.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(out, plain(x)[0])
+
+
+class Activations(rc.Cell):
+    """clamp, silu, leaky_relu, softplus, gelu (erf), a boolean mask: each with its backward in the generated C."""
+
+    state_type = rc.RNNState
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.x2g = nn.Linear(input_size, 3 * hidden_size)
+        self.h2g = nn.Linear(hidden_size, 3 * hidden_size)
+
+    def forward(self, x, state):
+        a, b, c = (self.x2g(x) + self.h2g(state.h)).chunk(3, 1)
+        inside = torch.logical_and(a > -0.5, a < 0.5)
+        s = F.silu(a) + F.leaky_relu(b, 0.2) + F.softplus(c, beta=2.0) + F.gelu(a - b)
+        return rc.RNNState(torch.clamp(s, -2.0, 2.0) * torch.where(inside, 0.5, 1.0) + 0.1 * torch.tanh(state.h))
+
+
+def test_activations_and_their_backward_equal_autograd():
+    torch.manual_seed(6)
+    layer = rc.Recurrent(Activations, I, H, num_layers=2).to(F64)
+    x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
+    got = run(layer, x)
+    assert layer.backend.traced, layer.backend
+    for a, b in zip(got, run(reference(layer), x), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+class ThreeFields(NamedTuple):
+    h: torch.Tensor
+    c: torch.Tensor
+    m: torch.Tensor
+
+
+class Slices(rc.Cell):
+    """Three state fields; one product sliced by columns then chunked and split; a (2, 2H) parameter read by rows;
+    maximum, abs, clamp and exp of a parameter (their backward: masks, masked_fill, sgn)."""
+
+    state_type = ThreeFields
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size + hidden_size, 5 * hidden_size)
+        self.a = nn.Parameter(torch.randn(hidden_size))
+        self.w = nn.Parameter(torch.randn(2, 2 * hidden_size))
+
+    def forward(self, x, state):
+        H = self.hidden_size
+        z = self.linear(torch.cat([x, state.h], -1))
+        u, v = (z[:, :2 * H] * self.w[1] + self.w[0].sigmoid()).chunk(2, -1)
+        p, q, r = z[:, 2 * H:].split(H, dim=1)
+        m = torch.maximum(state.m, u) - v.abs() * 0.5
+        c = state.c * torch.sigmoid(p) + torch.tanh(q) * self.a.exp()
+        return ThreeFields(torch.tanh(c) * torch.sigmoid(r) + m.clamp(-1, 1), c, m)
+
+
+def test_slices_parameter_rows_and_three_state_fields():
+    torch.manual_seed(7)
+    layer = rc.Recurrent(Slices, I, H, num_layers=2, bidirectional=True).to(F64)
+    x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
+    got = run(layer, x)
+    assert layer.backend.traced, layer.backend
+    for a, b in zip(got, run(reference(layer), x), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
