@@ -630,9 +630,16 @@ class Kernel:
         self.same = [next((j for j in range(i) if outputs[j] is n), None) for i, n in enumerate(outputs)]
         self.zero = [n is not None and n.target in ZEROS for n in outputs]
         self.sum_sizes = gen.sum_sizes
+        shapes = [(gen.layout[n].rows, tuple(n.meta["val"].shape)) for n in gen.inputs]
+        self.expect = [(rows, shape[1:] if rows else shape) for rows, shape in shapes]  # what the loop reads
 
     def __call__(self, inputs: list[Tensor]) -> list[Tensor | None]:
         B, like = inputs[0].shape[0], inputs[0]
+        for t, (rows, shape) in zip(inputs, self.expect, strict=True):
+            if (t.shape[1:] if rows else t.shape) != shape or rows and t.shape[0] != B or t.dtype != like.dtype \
+                    or not t.is_contiguous() or t.device.type != "cpu":
+                raise ValueError(f"a compiled step takes {'(B, ' if rows else '('}{', '.join(map(str, shape))}) "
+                                 f"{like.dtype} contiguous CPU tensors, got {tuple(t.shape)} {t.dtype}")
         outs = [None if s is not None or kind is None else like.new_empty((B, *kind[1]) if kind[0] else kind[1])
                 for kind, s in zip(self.shapes, self.same)]
         accs = [like.new_empty(n) for n in self.sum_sizes]
@@ -795,7 +802,7 @@ def runner(cell: Cell, dtype: torch.dtype) -> TracedCell | str:
     if dtype not in DTYPES:
         return f"compiled steps are float32 and float64, not {dtype}"
     traces = _TRACES.setdefault(cell, {})
-    key = cell.training
+    key = (cell.training, tuple((n, tuple(p.shape)) for n, p in cell.named_parameters()))  # a new shape: a new trace
     if key not in traces:
         try:
             params = [p for p in cell.parameters() if p.is_floating_point()]

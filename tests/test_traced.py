@@ -325,3 +325,17 @@ def test_slices_parameter_rows_and_three_state_fields():
     assert layer.backend.traced, layer.backend
     for a, b in zip(got, run(reference(layer), x), strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_a_cell_whose_weights_change_shape_is_traced_again_and_a_wrong_input_is_refused():
+    torch.manual_seed(8)
+    layer = rc.Recurrent(Leaky, I, H)
+    x = torch.randn(B, T, I)
+    layer(x)
+    cell = layer.cells[0][0]
+    runner = traced.runner(cell, torch.float32)
+    cell.U = nn.Linear(I + 1, H)  # a wider input: the old trace no longer fits
+    assert traced.runner(cell, torch.float32) is not runner
+    with pytest.raises(ValueError, match=r"a compiled step takes \(B, 8\) torch.float32 contiguous CPU tensors, got "
+                                         r"\(4, 9\) torch.float32"):
+        runner.traced.forward([torch.randn(B, H), torch.randn(B, H), torch.randn(B, H + 1)])
