@@ -29,6 +29,7 @@ linear in h) computes every step at once; see recurrent/cells/mingru.py.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -41,10 +42,16 @@ from recurrent.cells.base import Cell
 from recurrent.native import loops as native_loops
 
 
+POOLED_MIN = 1 << 20  # bytes: common.h's BlockPool::MIN_BYTES, below which its pool hands out plain memory
+
+
 def _empty(shape: tuple, like: Tensor) -> Tensor:
-    """An uninitialised tensor like `like`; on the CPU, from the native kernels' pool of large buffers where they are
-    loaded: a fresh block of tens of MB is fresh pages, a fault per 4 KiB on first write (recurrent/native/common.h)."""
-    ops = native.loaded() if like.device.type == "cpu" else None
+    """An uninitialised tensor like `like`; on the CPU from POOLED_MIN bytes, from the native kernels' pool of large
+    buffers (built and loaded on first use, as the LSTM's C++ loop is): a fresh block of tens of MB is fresh pages,
+    a fault per 4 KiB on first write (recurrent/native/common.h). A peephole LSTM's training step at B32 T128 H512
+    spent 59 of 549 ms in copies into fresh buffers."""
+    big = like.device.type == "cpu" and math.prod(shape) * like.element_size() >= POOLED_MIN
+    ops = native.load() if big else None
     if ops is None:
         return like.new_empty(shape)
     return ops.pooled_empty(list(shape), like.dtype)
