@@ -105,3 +105,24 @@ def test_bptt_under_bf16_autocast_tracks_float32_and_really_runs_bf16(layer):
         scale = want.abs().max()
         assert (got - want).abs().max() <= 0.03 * scale, (got - want).abs().max() / scale
     assert not torch.equal(results[True][0], results[False][0])
+
+
+def test_the_python_bptt_loops_large_buffers_come_from_the_native_pool(monkeypatch):
+    """A (T+1, B, H) state buffer of 1 MiB or more is taken from recurrent/native/common.h's pool (no page faults
+    on reuse) and goes back to it when autograd frees it; smaller ones are plain tensors."""
+    from recurrent import engine, native
+
+    ops = native.load()
+    if ops is None:
+        pytest.skip(f"native kernels: {native.status()}")
+    layer = rc.Recurrent(rc.LayerNormGRUCell, 8, 256, backend="bptt")  # the Python BPTT loop (no C++ loop)
+    x = torch.randn(16, 64, 8)  # (T+1) B H float32 = 1.06 MB per state buffer
+    in_use = ops.pool_bytes()[1]
+    out, _ = layer(x)
+    assert ops.pool_bytes()[1] - in_use >= 65 * 16 * 256 * 4
+    out.sum().backward()
+    del out
+    assert ops.pool_bytes()[1] == in_use
+    monkeypatch.setattr(engine, "POOLED_MIN", 1 << 40)
+    out, _ = layer(x)
+    assert ops.pool_bytes()[1] == in_use  # nothing taken from the pool below POOLED_MIN
