@@ -776,8 +776,7 @@ def _check(cell: Cell, runner: TracedCell, B: int = 5, T: int = 3) -> None:
             runner.lent = None
 
     inputs = [x, *state, *params.values()]
-    with torch.autocast("cpu", enabled=False):  # (a first call under autocast: the check runs without it)
-        ref, got = reference(), ours()
+    ref, got = reference(), ours()  # (runner() switches autocast off: the check compares float64 with float64)
     return _compare(cell, inputs, loss, ref, got)
 
 
@@ -804,10 +803,11 @@ def runner(cell: Cell, dtype: torch.dtype) -> TracedCell | str:
     traces = _TRACES.setdefault(cell, {})
     key = (cell.training, tuple((n, tuple(p.shape)) for n, p in cell.named_parameters()))  # a new shape: a new trace
     if key not in traces:
-        try:
-            params = [p for p in cell.parameters() if p.is_floating_point()]
-            built = TracedCell(cell, _build(cell, params[0].dtype if params else torch.float32))
-            _check(cell, built)
+        try:  # a first call under no_grad, inference_mode (an evaluation) or autocast must not spoil the trace
+            with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+                params = [p for p in cell.parameters() if p.is_floating_point()]
+                built = TracedCell(cell, _build(cell, params[0].dtype if params else torch.float32))
+                _check(cell, built)
             traces[key] = built
         except Untraceable as e:
             traces[key] = str(e)

@@ -339,3 +339,29 @@ def test_a_cell_whose_weights_change_shape_is_traced_again_and_a_wrong_input_is_
     with pytest.raises(ValueError, match=r"a compiled step takes \(B, 8\) torch.float32 contiguous CPU tensors, got "
                                          r"\(4, 9\) torch.float32"):
         runner.traced.forward([torch.randn(B, H), torch.randn(B, H), torch.randn(B, H + 1)])
+
+
+def test_without_a_compiler_the_cell_runs_the_plain_loop_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECURRENT_BUILD_DIR", str(tmp_path / "cache"))  # nothing cached: g++ must run
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    layer = rc.Recurrent(Leaky, I, H)
+    out = layer(torch.randn(B, T, I))[0]
+    assert layer.backend == "autograd" and "not compiled: no C++ compiler (" in layer.backend.reason, layer.backend
+    assert out.shape == (B, T, H)
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_first_call_without_grad_compiles_the_step_all_the_same(mode):
+    """An evaluation before training (no_grad, inference_mode) traces and checks with grad on: it used to leave
+    the cell on the plain loop for good ("element 0 of tensors does not require grad")."""
+    torch.manual_seed(9)
+    layer = rc.Recurrent(Peephole, I, H)
+    plain = rc.Recurrent(Peephole, I, H, backend="autograd")
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(B, T, I)
+    with mode():
+        out = layer(x)[0]
+    assert layer.backend.traced, layer.backend
+    torch.testing.assert_close(out, plain(x)[0].detach())
+    layer(x)[0].sum().backward()
+    assert layer.backend.traced and all(p.grad is not None for p in layer.parameters())
