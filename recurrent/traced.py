@@ -22,11 +22,14 @@ batched products are what is left, as for a built-in cell.
 
 Every value in the step must be laid out in blocks of H columns: (B, m*H) rows, parameters of shape (m*H,) or
 (R, m*H) (broadcast over rows, or selected and sliced by whole blocks), sums over the batch (a parameter's
-gradient), Python scalars. A cell outside that (a product of something else, an op the generator has no C for, a
-value of another width, randomness, statistics over the batch) is not traced: `runner(cell, dtype)` returns the
-reason instead, and the layer names it in its backend's reason. Before a compiled step is used it is checked
-against autograd of the cell's own forward, in float64 on random values (forward, and gradients of x, the state
-and every parameter): a mismatch is refused too.
+gradient), Python scalars, and sums or means over a row's columns, (B, 1): a layer norm (F.layer_norm and
+torch.var are decomposed into means) and its backward. Each such sum gets a loop over j of its own before the loop
+that reads it, and the values it computes are kept for that row (a scratch buffer) so that nothing is computed
+twice. A cell outside that (a product of something else, an op the generator has no C for, a value of another
+width, randomness, statistics over the batch, a layer norm over more than the last dimension) is not traced:
+`runner(cell, dtype)` returns the reason instead, and the layer names it in its backend's reason. Before a compiled
+step is used it is checked against autograd of the cell's own forward, in float64 on random values (forward, and
+gradients of x, the state and every parameter): a mismatch is refused too.
 
 Under CPU bf16 autocast the engine runs the products in bfloat16 and the compiled step in float32, as for a
 built-in cell. A trace is kept per cell instance and train/eval mode; a cell's Python attributes that change later
@@ -145,6 +148,30 @@ class Graphs(NamedTuple):
     extras: list[str]  # the parameters and buffers the step reads, in order
 
 
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """aten.native_layer_norm over the last dimension, as means over a row: what the generator compiles."""
+    if len(normalized_shape) != 1:
+        raise Untraceable(f"a layer norm over {list(normalized_shape)}, not over the last dimension alone")
+    mean = x.mean(-1, keepdim=True)
+    d = x - mean
+    rstd = torch.rsqrt((d * d).mean(-1, keepdim=True) + eps)
+    out = d * rstd
+    out = out if weight is None else out * weight
+    return out if bias is None else out + bias, mean, rstd
+
+
+def _var(x, dim=None, *, correction=None, keepdim=False):
+    """aten.var over the last dimension, as a mean over a row."""
+    if dim is None or len(dim) != 1 or dim[0] % x.dim() != x.dim() - 1:
+        raise Untraceable(f"a variance over dims {dim}, not over the last dimension alone")
+    n, c = x.shape[-1], 1 if correction is None else correction
+    d = x - x.mean(-1, keepdim=True)
+    return (d * d).sum(-1, keepdim=keepdim) / (n - c)
+
+
+DECOMPOSITIONS = {aten.native_layer_norm.default: _layer_norm, aten.var.correction: _var}
+
+
 def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> Graphs:
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -166,7 +193,7 @@ def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> G
     fields = [torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(n_fields)]
     params = [values[n].detach().to(dtype) for n in names]
     try:
-        graph = make_fx(torch.func.functionalize(step))(x, gx, gh, *fields, *params)  # in-place ops made pure
+        graph = make_fx(torch.func.functionalize(step), DECOMPOSITIONS)(x, gx, gh, *fields, *params)  # pure ops
     except Untraceable:
         raise
     except Exception as e:  # noqa: BLE001 - anything the trace trips on is a reason not to trace
@@ -189,7 +216,7 @@ def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> G
 
     dfields = [torch.randn(B, cell.hidden_size, dtype=dtype) for _ in range(n_fields)]
     try:
-        back = make_fx(torch.func.functionalize(backward))(gx, gh, *fields, *extras, *dfields)
+        back = make_fx(torch.func.functionalize(backward), DECOMPOSITIONS)(gx, gh, *fields, *extras, *dfields)
     except Exception as e:  # noqa: BLE001
         raise Untraceable(f"make_fx could not trace its step's backward: {type(e).__name__}: {e}") from None
     back.graph.eliminate_dead_code()
@@ -205,7 +232,8 @@ class _Value:
     rows: bool
     R: int  # parameter rows (1 for a row value or a 1-D parameter)
     m: int  # blocks of H along the last dimension
-    scalar: bool = False
+    scalar: bool = False  # one value for the whole step (a constant)
+    rowscalar: bool = False  # one value per row, (B, 1) or (B,): a sum or mean over the row's columns
 
     @property
     def blocks(self) -> int:
@@ -224,7 +252,10 @@ class _Emitter:
     def __call__(self, node, k: int) -> str:
         if not isinstance(node, torch.fx.Node):
             return self.gen.literal(node)
-        key = (node, k)
+        v = self.gen.layout.get(node)
+        key = (node, 0 if v is not None and (v.scalar or v.rowscalar) else k)
+        if key not in self.memo and key in self.gen.stored:  # computed by an earlier loop over this row: read it
+            return self.gen.stored[key]
         if key not in self.memo:
             self.memo[key] = self.gen.expression(self, node, k)
         return self.memo[key]
@@ -238,7 +269,8 @@ class _Emitter:
 UNARY = {
     aten.logical_not.default: "(!{0})",
     aten.sigmoid.default: "sigmoid({0})", aten.tanh.default: "tanh_({0})", aten.exp.default: "exp_({0})",
-    aten.neg.default: "(-{0})", aten.relu.default: "std::max({0}, S(0))", aten.log.default: "std::log({0})",
+    aten.neg.default: "(-{0})", aten.relu.default: "std::max({0}, S(0))", aten.log.default: "log_({0})",
+    aten.log1p.default: "log1p_({0})", aten.erf.default: "erf_({0})",
     aten.sqrt.default: "std::sqrt({0})", aten.rsqrt.default: "(S(1) / std::sqrt({0}))",
     aten.reciprocal.default: "(S(1) / {0})", aten.abs.default: "std::abs({0})",
     aten.sgn.default: "S(({0} > S(0)) - ({0} < S(0)))", aten.sign.default: "S(({0} > S(0)) - ({0} < S(0)))",
@@ -258,6 +290,8 @@ BINARY = {
 ACTIVATIONS = {aten.clamp.default, aten.silu.default, aten.silu_backward.default, aten.leaky_relu.default,
                aten.leaky_relu_backward.default, aten.softplus.default, aten.softplus_backward.default,
                aten.gelu.default, aten.gelu_backward.default}
+PIECES = {operator.getitem, aten.slice.Tensor, aten.select.int, aten.cat.default, aten.select_backward.default,
+          aten.slice_backward.default}
 COMPARE = {aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor,
            aten.ge.Tensor, aten.le.Tensor, aten.eq.Scalar, aten.ne.Scalar, aten.eq.Tensor, aten.ne.Tensor,
            aten.logical_and.default,
@@ -274,7 +308,7 @@ KNOWN = {*UNARY, *BINARY, *SAME, *ZEROS, *ACTIVATIONS, aten.add.Tensor, aten.sub
          aten.threshold_backward.default, aten.scalar_tensor.default, aten.full_like.default, aten.full.default,
          operator.getitem, aten.split.Tensor, aten.split_with_sizes.default, aten.slice.Tensor, aten.select.int,
          aten.cat.default, aten.select_backward.default, aten.slice_backward.default, aten.sum.dim_IntList,
-         aten.fill.Scalar, aten.ones_like.default, aten.empty_like.default, aten.masked_fill.Scalar}
+         aten.fill.Scalar, aten.ones_like.default, aten.empty_like.default, aten.masked_fill.Scalar, aten.mean.dim}
 
 
 class _Generator:
@@ -292,6 +326,9 @@ class _Generator:
             if n.target not in KNOWN:
                 raise Untraceable(f"its step uses {n.target}, which the generator has no C for")
         self.sums: dict = {}  # sum-over-batch node -> its accumulator's index
+        self.rowsums: dict = {}  # sum-over-a-row's-columns node -> its variable, computed in `preloops`
+        self.preloops: list[str] = []
+        self.stored: dict = {}  # (node, block) -> where a loop before the step's left it for this row: "sc[N + j]"
         self.layout: dict = {}
         for n in graph.graph.nodes:
             if n.op in ("placeholder", "call_function") and not isinstance(n.meta.get("val"), (list, tuple)):
@@ -308,6 +345,8 @@ class _Generator:
             if node.target in ZEROS or node.target is aten.scalar_tensor.default:
                 return _Value(False, 1, 1, scalar=True)
             raise Untraceable(f"{node.target} makes a 0-d tensor")
+        if len(shape) in (1, 2) and shape[0] == self.B and shape[1:] in ((), (1,)):
+            return _Value(True, 1, 1, rowscalar=True)
         if len(shape) > 2 or shape[-1] % self.H:
             raise Untraceable(f"{node.target} makes a value of shape {list(shape)}, not in blocks of H={self.H} "
                               "columns")
@@ -344,9 +383,12 @@ class _Generator:
         if t is aten.rsub.Scalar:
             alpha = node.kwargs.get("alpha", 1)
             return emit.let(f"({self.literal(args[1])} - {self.literal(alpha)} * {emit(args[0], k)})")
-        if t is aten.pow.Tensor_Scalar:
-            a = emit(args[0], k)
-            return emit.let(f"({a} * {a})" if args[1] == 2 else f"std::pow({a}, {self.literal(args[1])})")
+        if t is aten.pow.Tensor_Scalar:  # the exponents a layer norm and its backward use, without a call to pow
+            a, e = emit(args[0], k), args[1]
+            powers = {1: a, 2: f"({a} * {a})", 3: f"({a} * {a} * {a})", -1: f"(S(1) / {a})",
+                      -2: f"(S(1) / ({a} * {a}))", 0.5: f"std::sqrt({a})", -0.5: f"(S(1) / std::sqrt({a}))",
+                      1.5: f"({a} * std::sqrt({a}))", -1.5: f"(S(1) / ({a} * std::sqrt({a})))"}
+            return emit.let(powers.get(e, f"std::pow({a}, {self.literal(e)})"))
         if t in (aten.lerp.Scalar, aten.lerp.Tensor):  # a + w (b - a)
             a, b, w = (emit(v, self._block(v, out, k)) for v in args[:3])
             return emit.let(f"({a} + {w} * ({b} - {a}))")
@@ -377,6 +419,9 @@ class _Generator:
             if t is aten._to_copy.default and node.kwargs.get("dtype") not in (None, node.args[0].meta["val"].dtype):
                 raise Untraceable("its step changes a value's dtype")
             return emit(args[0], self._block(args[0], out, k))
+        if out is not None and out.rowscalar and t in PIECES:
+            raise Untraceable(f"{t} makes a value of shape {list(node.meta['val'].shape)}, not in blocks of H={H} "
+                              "columns")
         if t is operator.getitem:  # one piece of a split: a slice
             src, index = args
             if src.target not in (aten.split.Tensor, aten.split_with_sizes.default):
@@ -402,7 +447,7 @@ class _Generator:
             return self._cat(emit, node, out, k)
         if t in (aten.select_backward.default, aten.slice_backward.default):
             return self._scatter(emit, node, out, k)
-        if t is aten.sum.dim_IntList:
+        if t in (aten.sum.dim_IntList, aten.mean.dim):
             return self._sum(emit, node, k)
         raise Untraceable(f"its step uses {t}, which the generator has no C for")
 
@@ -428,7 +473,7 @@ class _Generator:
             return emit.let(f"({v[1]} > S(0) ? {v[0]} : {self.literal(v[2])} * {v[0]})")
         if t is aten.softplus.default:  # log(1 + exp(beta x)) / beta, x where beta x > threshold
             beta, threshold = self.literal(arg(1, "beta", 1.0)), self.literal(arg(2, "threshold", 20.0))
-            return emit.let(f"({v[0]} * {beta} > {threshold} ? {v[0]} : std::log1p(exp_({v[0]} * {beta})) / {beta})")
+            return emit.let(f"({v[0]} * {beta} > {threshold} ? {v[0]} : log1p_(exp_({v[0]} * {beta})) / {beta})")
         if t is aten.softplus_backward.default:  # (grad, x, beta, threshold)
             beta, threshold = self.literal(v[2]), self.literal(v[3])
             z = emit.let(f"exp_({v[1]} * {beta})")
@@ -437,7 +482,7 @@ class _Generator:
         if arg(1 if forward else 2, "approximate", "none") != "none":
             raise Untraceable("gelu with approximate='tanh'")
         x = v[0] if forward else v[1]
-        cdf = emit.let(f"(S(0.5) * (S(1) + std::erf({x} * S(0.7071067811865476))))")
+        cdf = emit.let(f"(S(0.5) * (S(1) + erf_({x} * S(0.7071067811865476))))")
         if forward:
             return emit.let(f"({x} * {cdf})")
         pdf = emit.let(f"(exp_(S(-0.5) * {x} * {x}) * S(0.3989422804014327))")
@@ -448,7 +493,7 @@ class _Generator:
         if not isinstance(operand, torch.fx.Node):
             return k
         v = self.layout[operand]
-        if v.scalar or v.blocks == out.blocks:
+        if v.scalar or v.rowscalar or v.blocks == out.blocks:
             return k
         if v.R == 1 and v.m == out.m:  # a parameter row against rows of them
             return k % out.m
@@ -505,15 +550,42 @@ class _Generator:
     def _sum(self, emit, node, k: int) -> str:
         src, dims = node.args[0], [d % node.args[0].meta["val"].dim() for d in node.args[1]]
         s = self.layout[src]
-        if dims != [0]:
-            raise Untraceable(f"a sum over dims {node.args[1]}: only sums over the batch are compiled")
+        if s.rows and not s.rowscalar and dims == [1]:  # over a row's columns: a loop of its own before the step's
+            return self._rowsum(emit, node, src, 1 / (s.m * self.H) if node.target is aten.mean.dim else None)
+        if dims == [0] and s.rows and node.target is aten.mean.dim:
+            raise Untraceable("a mean over the batch inside the step (batch statistics)")
+        if dims != [0] or node.target is aten.mean.dim:
+            raise Untraceable(f"a {node.target.__name__.split('.')[0]} over dims {node.args[1]} of a "
+                              f"{'row' if s.rows else 'parameter'} value")
         if not s.rows:  # a sum over a parameter's rows
             return emit.let(" + ".join(emit(src, r * s.m + k) for r in range(s.R)))
-        if emit.pass_ == "rows":
+        if emit.pass_ != "columns":
             raise Untraceable("a sum over the batch used inside the step (batch statistics)")
         if node not in self.sums:
             self.sums[node] = len(self.sums)
         return f"acc{self.sums[node]}[{k * self.H} + j]"
+
+    def _rowsum(self, emit, node, src, scale: float | None) -> str:
+        """A row's sum (or mean) over its columns, computed in a loop over j before the loop that reads it (a layer
+        norm's mean and variance, and their backward's sums); sums it reads come first."""
+        if emit.pass_ == "columns":
+            raise Untraceable("a sum over a row's columns read after the loop over the batch")
+        if node not in self.rowsums:
+            inner = _Emitter(self, "sum")
+            terms = [inner(src, k) for k in range(self.layout[src].m)]  # (its own sums are emitted first)
+            name = self.rowsums[node] = f"rs{len(self.rowsums)}"
+            keep = []  # every value this loop computes, kept for the loops after it: each is computed once a row
+            for key, value in inner.memo.items():
+                if value.startswith("v") and key not in self.stored:
+                    self.stored[key] = f"sc[{len(self.stored) * self.H} + j]"  # one base pointer: g++ keeps
+                    keep.append(f"  {self.stored[key]} = {value};")  # it in a register (one per array: it did not)
+            # summed in `name`_, then read as a const copy: g++ does not vectorise a loop that reads a variable an
+            # OpenMP reduction has taken the address of
+            self.preloops += [f"S {name}_ = S(0);", f"#pragma omp simd reduction(+:{name}_)",
+                              f"for (int64_t j = 0; j < {self.H}; ++j) {{", *("  " + line for line in inner.lines),
+                              *keep, f"  {name}_ += {' + '.join(terms)};", "}",
+                              f"const S {name} = {name}_{'' if scale is None else ' * ' + self.literal(scale)};"]
+        return self.rowsums[node]
 
     # -- the function -----------------------------------------------------------------------------------------
     def source(self) -> str:
@@ -546,8 +618,12 @@ class _Generator:
         body = [f"template <typename S> static void {self.name}(int64_t B, {', '.join(params)}) {{"]
         for a, node in enumerate(self.sums):
             body.append(f"  for (int64_t q = 0; q < {self.layout[node.args[0]].m * H}; ++q) acc{a}[q] = S(0);")
+        if self.stored:  # one row's kept values, H each, reused from row to row
+            body.append(f"  std::vector<S> scratch({len(self.stored) * H});")
+            body.append("  S* __restrict sc = scratch.data();")
         body.append("  for (int64_t b = 0; b < B; ++b) {")
         body += [f"    const S* __restrict r{i} = r{i}_ + b * {m * H};" for i, m in row_inputs]
+        body += ["    " + line for line in self.preloops]
         body.append("#pragma omp simd")
         body.append(f"    for (int64_t j = 0; j < {H}; ++j) {{")
         body += ["      " + line for line in rows.lines + writes_rows + sums]
@@ -569,7 +645,7 @@ class _Generator:
 
 # --- 4. compile and load ---------------------------------------------------------------------------------------
 
-FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-w"]
+FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-fno-trapping-math", "-fno-math-errno", "-w"]
 
 
 def _wrapper(gen: _Generator, name: str) -> str:
@@ -666,7 +742,8 @@ def _build(cell: Cell, dtype: torch.dtype) -> Traced:
     products = _probe(cell, dtype, B)
     graphs = _trace(cell, products, dtype, B)
     forward, backward = _Generator(graphs.forward, H, B, "forward"), _Generator(graphs.backward, H, B, "backward")
-    source = "\n\n".join(["#include <cstdint>", '#include "pointwise.h"', "using namespace recurrent_native;",
+    source = "\n\n".join(["#include <cstdint>\n#include <vector>", '#include "pointwise.h"',
+                          "using namespace recurrent_native;",
                           forward.source(), backward.source(), _wrapper(forward, "forward"),
                           _wrapper(backward, "backward")]) + "\n"
     if os.environ.get("RECURRENT_TRACED_SOURCE"):  # to read what was generated

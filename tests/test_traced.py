@@ -86,17 +86,22 @@ def run(layer, x, lengths=None, h0=None):
     return [out, *final, *torch.autograd.grad(loss, inputs)]
 
 
-@pytest.mark.qemu  # the generated C built for AVX2 without AVX-512, run under qemu (tests/conftest.py)
-@pytest.mark.parametrize("cell", [Peephole, TwoLinears, Leaky])
-def test_the_compiled_step_equals_autograd_of_the_cells_own_forward(cell):
-    torch.manual_seed(0)
-    layer = rc.Recurrent(cell, I, H, num_layers=2).to(F64)
+def check_against_autograd(cell, seed: int, bidirectional: bool = False) -> None:
+    """A 2-layer layer of `cell` in float64: auto compiles its step, and outputs, final states and every gradient
+    equal autograd of the cell's own forward (the plain loop) to 1e-10."""
+    torch.manual_seed(seed)
+    layer = rc.Recurrent(cell, I, H, num_layers=2, bidirectional=bidirectional).to(F64)
     x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
     got = run(layer, x)
     assert layer.backend == "bptt" and layer.backend.traced, layer.backend
-    want = run(reference(layer), x)
-    for a, b in zip(got, want, strict=True):
+    for a, b in zip(got, run(reference(layer), x), strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.qemu  # the generated C built for AVX2 without AVX-512, run under qemu (tests/conftest.py)
+@pytest.mark.parametrize("cell", [Peephole, TwoLinears, Leaky])
+def test_the_compiled_step_equals_autograd_of_the_cells_own_forward(cell):
+    check_against_autograd(cell, seed=0)
 
 
 def test_bidirectional_with_lengths_and_a_given_state_in_float32():
@@ -163,15 +168,15 @@ class BatchStatistics(Leaky):
 
 class OtherWidth(Leaky):
     def forward(self, x, state):
-        return rc.RNNState(torch.tanh(self.U(x) + self.W(state.h)) * state.h.sum(1, keepdim=True))
+        return rc.RNNState(torch.tanh(self.U(x) + self.W(state.h)) * state.h[:, :1])
 
 
 @pytest.mark.parametrize("cell, words", [
     (Dropout, "its step draws random numbers (aten.bernoulli"),
     (OfC, "its step uses aten.mm.default"),
     (UsesX, "uses x_t other than through an F.linear"),
-    (BatchStatistics, "its step uses aten.mean"),
-    (OtherWidth, "not in blocks of H=8 columns"),
+    (BatchStatistics, "a mean over the batch inside the step (batch statistics)"),
+    (OtherWidth, "aten.slice.Tensor makes a value of shape [3, 1], not in blocks of H=8 columns"),
 ])
 def test_a_cell_outside_what_compiles_runs_the_plain_loop_and_says_why(cell, words):
     torch.manual_seed(3)
@@ -280,13 +285,7 @@ class Activations(rc.Cell):
 
 
 def test_activations_and_their_backward_equal_autograd():
-    torch.manual_seed(6)
-    layer = rc.Recurrent(Activations, I, H, num_layers=2).to(F64)
-    x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
-    got = run(layer, x)
-    assert layer.backend.traced, layer.backend
-    for a, b in zip(got, run(reference(layer), x), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    check_against_autograd(Activations, seed=6)
 
 
 class ThreeFields(NamedTuple):
@@ -318,13 +317,7 @@ class Slices(rc.Cell):
 
 
 def test_slices_parameter_rows_and_three_state_fields():
-    torch.manual_seed(7)
-    layer = rc.Recurrent(Slices, I, H, num_layers=2, bidirectional=True).to(F64)
-    x = torch.randn(B, T, I, dtype=F64, requires_grad=True)
-    got = run(layer, x)
-    assert layer.backend.traced, layer.backend
-    for a, b in zip(got, run(reference(layer), x), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    check_against_autograd(Slices, seed=7, bidirectional=True)
 
 
 def test_a_cell_whose_weights_change_shape_is_traced_again_and_a_wrong_input_is_refused():
@@ -365,3 +358,56 @@ def test_a_first_call_without_grad_compiles_the_step_all_the_same(mode):
     torch.testing.assert_close(out, plain(x)[0].detach())
     layer(x)[0].sum().backward()
     assert layer.backend.traced and all(p.grad is not None for p in layer.parameters())
+
+
+class UserLayerNormGRU(rc.Cell):
+    """A user's layer-normed GRU: nn.LayerNorm on each product (Ba et al. 2016), plus a hand-written norm of the
+    candidate (torch.var) and a row sum: means and sums over a row's columns, and their backward."""
+
+    state_type = rc.RNNState
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__(input_size, hidden_size)
+        self.x2g = nn.Linear(input_size, 3 * hidden_size, bias=False)
+        self.h2g = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.ln_x, self.ln_h = nn.LayerNorm(3 * hidden_size), nn.LayerNorm(3 * hidden_size)
+        self.gain = nn.Parameter(torch.rand(hidden_size) + 0.5)
+
+    def forward(self, x, state):
+        xr, xz, xn = self.ln_x(self.x2g(x)).chunk(3, 1)
+        hr, hz, hn = self.ln_h(self.h2g(state.h)).chunk(3, 1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = xn + r * hn
+        n = (n - n.mean(-1, keepdim=True)) / torch.sqrt(n.var(-1, keepdim=True, unbiased=False) + 1e-5)
+        n = torch.tanh(n * self.gain) + 0.01 * state.h.sum(-1, keepdim=True)
+        return rc.RNNState((1 - z) * n + z * state.h)
+
+
+def test_a_users_layer_norm_compiles_means_over_a_row_and_their_backward():
+    check_against_autograd(UserLayerNormGRU, seed=10, bidirectional=True)
+
+
+class Transcendentals(Activations):
+    """log, log1p, erf, exp over a wide range of inputs: in float32 the generated loop runs pointwise.h's own
+    branch-free log_, log1p_ and erf_ (the float64 check runs libm's), so they are compared in float32 here."""
+
+    def forward(self, x, state):
+        a, b, c = (4 * (self.x2g(x) + self.h2g(state.h))).chunk(3, 1)  # pre-activations of several units
+        s = torch.log(1e-3 + torch.sigmoid(a)) + torch.log1p(torch.exp(b)) - F.softplus(b) + torch.erf(c)
+        return rc.RNNState(torch.tanh(s + F.gelu(c) * 0.1 + state.h))
+
+
+@pytest.mark.parametrize("cell", [Transcendentals, Activations])
+def test_the_float32_transcendentals_match_torch(cell):
+    torch.manual_seed(11)
+    layer = rc.Recurrent(cell, I, H, num_layers=2)
+    x = torch.randn(B, T, I, requires_grad=True)
+    got = run(layer, x)
+    assert layer.backend.traced, layer.backend
+    plain = rc.Recurrent(cell, I, H, num_layers=2, backend="autograd")
+    plain.load_state_dict(layer.state_dict())
+    exact = reference(layer)  # float64, the plain loop
+    x64 = x.detach().double().requires_grad_()
+    for ours, torch32, truth in zip(got, run(plain, x), run(exact, x64), strict=True):
+        # as close to float64 as torch's own float32 (libm and Sleef), within a few float32 roundings
+        assert (ours.double() - truth).abs().max() <= 4 * (torch32.double() - truth).abs().max() + 1e-6

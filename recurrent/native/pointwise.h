@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
@@ -33,6 +34,44 @@ inline double exp_(double x) { return std::exp(x); }
 template <typename S> [[gnu::always_inline]] inline S sigmoid(S x) { return S(1) / (S(1) + exp_(-x)); }
 template <typename S> [[gnu::always_inline]] inline S tanh_(S x) { return S(1) - S(2) / (S(1) + exp_(S(2) * x)); }
 template <> inline double tanh_(double x) { return std::tanh(x); }
+
+// log, log1p and erf for the float path, branch-free for the same reason as exp_ (libm's are a call per element:
+// a user cell with gelu or softplus ran slower compiled than eager). log: x = m 2^e with m in [1/sqrt2, sqrt2),
+// log x = e ln2 + 2 atanh(t), t = (m - 1) / (m + 1), |t| <= 0.172, the series to t^9 (error < 1e-9). log1p: log(u)
+// (y / (u - 1)) with u = 1 + y, exact where u rounds to 1 (Goldberg). erf: Abramowitz & Stegun 7.1.26, absolute
+// error below 1.5e-7, about 2 float32 ulps at 1. The double versions are libm's (the compiled step's float64
+// check against autograd runs them).
+[[gnu::always_inline]] inline float log_(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  int32_t e = ((bits >> 23) & 0xff) - 127;
+  int32_t mantissa = (bits & 0x007fffff) | 0x3f800000;  // m in [1, 2)
+  float m;
+  std::memcpy(&m, &mantissa, sizeof m);
+  const bool high = m > 1.41421356f;
+  m = high ? 0.5f * m : m;
+  e = high ? e + 1 : e;
+  const float t = (m - 1.f) / (m + 1.f), t2 = t * t;
+  const float series = t * (2.f + t2 * (2.f / 3 + t2 * (2.f / 5 + t2 * (2.f / 7 + t2 * (2.f / 9)))));
+  const float r = static_cast<float>(e) * 0.693147180559945f + series;
+  return x > 0.f ? (x < HUGE_VALF ? r : x) : (x == 0.f ? -HUGE_VALF : std::numeric_limits<float>::quiet_NaN());
+}
+inline double log_(double x) { return std::log(x); }
+
+[[gnu::always_inline]] inline float log1p_(float y) {
+  const float u = 1.f + y;
+  return u == 1.f ? y : log_(u) * (y / (u - 1.f));
+}
+inline double log1p_(double y) { return std::log1p(y); }
+
+[[gnu::always_inline]] inline float erf_(float x) {
+  const float a = std::abs(x), t = 1.f / (1.f + 0.3275911f * a);
+  const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f +
+                                                                                       t * 1.061405429f))));
+  const float y = 1.f - poly * exp_(-a * a);
+  return x < 0.f ? -y : y;
+}
+inline double erf_(double x) { return std::erf(x); }
 
 // Denormal inputs and results read and written as zero while it lives (x86: MXCSR's FTZ and DAZ bits), the
 // caller's mode restored after. A denormal costs a microcode assist, ~100 cycles, and a gate's derivative
