@@ -12,6 +12,7 @@ from torch import nn
 
 import recurrent as rc
 from recurrent import backends, traced
+from recurrent.bench.throughput import LayerNormedGRUCell  # a user's layer-normed GRU
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="compiled steps need g++; none found")
 F64 = torch.float64
@@ -360,31 +361,8 @@ def test_a_first_call_without_grad_compiles_the_step_all_the_same(mode):
     assert layer.backend.traced and all(p.grad is not None for p in layer.parameters())
 
 
-class UserLayerNormGRU(rc.Cell):
-    """A user's layer-normed GRU: nn.LayerNorm on each product (Ba et al. 2016), plus a hand-written norm of the
-    candidate (torch.var) and a row sum: means and sums over a row's columns, and their backward."""
-
-    state_type = rc.RNNState
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__(input_size, hidden_size)
-        self.x2g = nn.Linear(input_size, 3 * hidden_size, bias=False)
-        self.h2g = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
-        self.ln_x, self.ln_h = nn.LayerNorm(3 * hidden_size), nn.LayerNorm(3 * hidden_size)
-        self.gain = nn.Parameter(torch.rand(hidden_size) + 0.5)
-
-    def forward(self, x, state):
-        xr, xz, xn = self.ln_x(self.x2g(x)).chunk(3, 1)
-        hr, hz, hn = self.ln_h(self.h2g(state.h)).chunk(3, 1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = xn + r * hn
-        n = (n - n.mean(-1, keepdim=True)) / torch.sqrt(n.var(-1, keepdim=True, unbiased=False) + 1e-5)
-        n = torch.tanh(n * self.gain) + 0.01 * state.h.sum(-1, keepdim=True)
-        return rc.RNNState((1 - z) * n + z * state.h)
-
-
 def test_a_users_layer_norm_compiles_means_over_a_row_and_their_backward():
-    check_against_autograd(UserLayerNormGRU, seed=10, bidirectional=True)
+    check_against_autograd(LayerNormedGRUCell, seed=10, bidirectional=True)
 
 
 class Transcendentals(Activations):

@@ -9,7 +9,8 @@ names it), and a naive Python loop over torch.nn.*Cell with autograd. With --cus
 also have two cells a user writes: `PeepholeLSTMCell` below (25 lines, only `forward`: auto runs it on the bptt
 engine with its step compiled to C, recurrent/traced.py; a second row asks for backend='compiled', torch.compile)
 and `SubclassedLSTMCell` (an LSTMCell subclass that keeps the equations: it keeps the C++ loop); a third row runs
-the peephole cell on the plain autograd loop, the reference auto must not be slower than.
+the peephole cell on the plain autograd loop, the reference auto must not be slower than. The gru rows have a
+user's `LayerNormedGRUCell` (only `forward`, layer norms inside), under auto and on the plain loop.
 All share the same weights (the peephole cell: the same [U W] and b, its peepholes its own).
 
 This machine is shared and noisy, so rounds are interleaved (every contender once per round)
@@ -58,6 +59,29 @@ class PeepholeLSTMCell(rc.Cell):
         c = f * state.c + i * torch.tanh(g)
         o = torch.sigmoid(o + self.peep[2] * c)
         return rc.LSTMState(o * torch.tanh(c), c)
+
+
+class LayerNormedGRUCell(rc.Cell):
+    """A user's layer-normed GRU (Ba et al. 2016), only `forward`: nn.LayerNorm on each product, a hand-written norm
+    of the candidate (torch.var) and a row sum. auto compiles its step, means over a row included."""
+
+    state_type = rc.RNNState
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        self.x2g = nn.Linear(input_size, 3 * hidden_size, bias=False)
+        self.h2g = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.ln_x, self.ln_h = nn.LayerNorm(3 * hidden_size), nn.LayerNorm(3 * hidden_size)
+        self.gain = nn.Parameter(torch.rand(hidden_size) + 0.5)
+
+    def forward(self, x, state):  # x (B, I); h (B, H)
+        xr, xz, xn = self.ln_x(self.x2g(x)).chunk(3, 1)
+        hr, hz, hn = self.ln_h(self.h2g(state.h)).chunk(3, 1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = xn + r * hn
+        n = (n - n.mean(-1, keepdim=True)) / torch.sqrt(n.var(-1, keepdim=True, unbiased=False) + 1e-5)
+        n = torch.tanh(n * self.gain) + 0.01 * state.h.sum(-1, keepdim=True)
+        return rc.RNNState((1 - z) * n + z * state.h)
 
 
 class SubclassedLSTMCell(rc.LSTMCell):
@@ -137,6 +161,13 @@ def measure(cfg: ThroughputConfig) -> list[dict]:
             contenders["peephole (user cell), autograd"] = generic(PeepholeLSTMCell, peer, backend="autograd")
             if compiled.unavailable("cpu") is None:  # its step compiled by torch.compile: asked for by name
                 contenders["peephole (user cell), compiled"] = generic(PeepholeLSTMCell, peer, backend="compiled")
+        if name == "gru" and cfg.custom:  # a user's layer-normed GRU: its step compiled, and on the plain loop
+            contenders["layer-normed GRU (user cell)"] = rc.Recurrent(LayerNormedGRUCell, cfg.input_size,
+                                                                     cfg.hidden_size, cfg.num_layers)
+            plain = rc.Recurrent(LayerNormedGRUCell, cfg.input_size, cfg.hidden_size, cfg.num_layers,
+                                 backend="autograd")
+            plain.load_state_dict(contenders["layer-normed GRU (user cell)"].state_dict())
+            contenders["layer-normed GRU (user cell), autograd"] = plain
         for cell in RELATIVES.get(name, ()) if cfg.relatives else ():  # other cells of the family, their own weights
             layer = rc.Recurrent(cell, cfg.input_size, cfg.hidden_size, cfg.num_layers)
             contenders[f"Recurrent({cell.__name__})"] = layer
