@@ -207,11 +207,11 @@ class _Facts:
         for switch in ("RECURRENT_TRACED", "RECURRENT_NATIVE"):  # the second: nothing compiled at run time
             if os.environ.get(switch, "1") == "0":
                 return f"disabled by {switch}=0"
-        for i, each in enumerate((cell, *self.others)):  # every cell of the layer, or none: one plan for all
-            runner = traced.runner(each, c.state_dtype)
+        runners = [traced.runner(each, c.state_dtype) for each in (cell, *self.others)]  # one plan for all
+        for i, runner in enumerate(runners):
             if isinstance(runner, str):
-                return runner if i == 0 else f"cell {i + 1} of the layer's {1 + len(self.others)}: {runner}"
-        return traced.runner(cell, c.state_dtype)
+                return runner if i == 0 else f"cell {i + 1} of the layer's {len(runners)}: {runner}"
+        return runners[0]
 
     @property
     def traces(self) -> bool:

@@ -203,7 +203,7 @@ def _trace(cell: Cell, products: list[Product], dtype: torch.dtype, B: int) -> G
     if placeholders[0].users:
         raise Untraceable("its forward uses x_t other than through an F.linear with its own weights")
     used = [names[i] for i, n in enumerate(placeholders[3 + n_fields:]) if n.users]
-    unused = [n for i, n in enumerate(placeholders[3 + n_fields:]) if not n.users]
+    unused = [n for n in placeholders[3 + n_fields:] if not n.users]
     for n in [placeholders[0], *unused]:
         graph.graph.erase_node(n)
     graph.recompile()
@@ -245,7 +245,7 @@ class _Emitter:
     """C++ statements for one loop: every value at block k of column j (and row b, for row values)."""
 
     gen: _Generator
-    pass_: str  # 'rows' (inside the loop over b) or 'columns' (after it: sums over the batch are done)
+    pass_: str  # 'rows' (the step's loop over j), 'sum' (a row sum's loop before it), 'columns' (after the rows)
     lines: list[str] = field(default_factory=list)
     memo: dict = field(default_factory=dict)
 
@@ -294,21 +294,22 @@ PIECES = {operator.getitem, aten.slice.Tensor, aten.select.int, aten.cat.default
           aten.slice_backward.default}
 COMPARE = {aten.gt.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.le.Scalar, aten.gt.Tensor, aten.lt.Tensor,
            aten.ge.Tensor, aten.le.Tensor, aten.eq.Scalar, aten.ne.Scalar, aten.eq.Tensor, aten.ne.Tensor,
-           aten.logical_and.default,
-           aten.logical_or.default, aten.logical_not.default}
+           aten.logical_and.default, aten.logical_or.default, aten.logical_not.default}
 SAME = {aten.clone.default, aten.alias.default, aten.detach.default, aten.view.default, aten.reshape.default,
         aten._unsafe_view.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.default,
         aten.expand.default, aten.lift_fresh_copy.default, aten.contiguous.default, aten._to_copy.default}
 ZEROS = {aten.zeros_like.default, aten.new_zeros.default, aten.zeros.default}
+# a value the same at every element: its C, or which argument holds it (empty_like then fill is how a decomposed
+# 1 - s arrives)
+CONSTANTS = {**{t: "S(0)" for t in ZEROS}, aten.ones_like.default: "S(1)", aten.fill.Scalar: 1,
+             aten.full_like.default: 1, aten.full.default: 1, aten.scalar_tensor.default: 0}
 
 
-KNOWN = {*UNARY, *BINARY, *SAME, *ZEROS, *ACTIVATIONS, aten.add.Tensor, aten.sub.Tensor, aten.add.Scalar,
-         aten.sub.Scalar,
-         aten.rsub.Scalar, aten.pow.Tensor_Scalar, aten.lerp.Scalar, aten.lerp.Tensor, aten.where.self,
-         aten.threshold_backward.default, aten.scalar_tensor.default, aten.full_like.default, aten.full.default,
-         operator.getitem, aten.split.Tensor, aten.split_with_sizes.default, aten.slice.Tensor, aten.select.int,
-         aten.cat.default, aten.select_backward.default, aten.slice_backward.default, aten.sum.dim_IntList,
-         aten.fill.Scalar, aten.ones_like.default, aten.empty_like.default, aten.masked_fill.Scalar, aten.mean.dim}
+KNOWN = {*UNARY, *BINARY, *SAME, *CONSTANTS, *ACTIVATIONS, *PIECES, aten.add.Tensor, aten.sub.Tensor,
+         aten.add.Scalar, aten.sub.Scalar, aten.rsub.Scalar, aten.pow.Tensor_Scalar, aten.lerp.Scalar,
+         aten.lerp.Tensor, aten.where.self, aten.threshold_backward.default, aten.split.Tensor,
+         aten.split_with_sizes.default, aten.sum.dim_IntList, aten.mean.dim, aten.empty_like.default,
+         aten.masked_fill.Scalar}
 
 
 class _Generator:
@@ -369,52 +370,42 @@ class _Generator:
             i = self.inputs.index(node)
             return f"r{i}[{k * H} + j]" if out.rows else f"p{i}[{k * H} + j]"
         args = node.args
-        if t in UNARY:
-            operand = emit(args[0], self._block(args[0], out, k))
-            return emit.let(UNARY[t].format(operand), "bool" if t in COMPARE else "S")
-        if t in BINARY:
-            a, b = (emit(v, self._block(v, out, k)) for v in args[:2])
-            return emit.let(BINARY[t].format(a, b), "bool" if t in COMPARE else "S")
+        if t in CONSTANTS:
+            value = CONSTANTS[t]
+            return value if isinstance(value, str) else self.literal(args[value])
+        if t in UNARY or t in BINARY:
+            template = UNARY[t] if t in UNARY else BINARY[t]
+            return emit.let(template.format(*self._operands(emit, node, out, k)), "bool" if t in COMPARE else "S")
         if t in (aten.add.Tensor, aten.sub.Tensor, aten.add.Scalar, aten.sub.Scalar):
-            a, b = (emit(v, self._block(v, out, k)) for v in args[:2])
+            a, b = self._operands(emit, node, out, k)
             alpha = node.kwargs.get("alpha", 1)
             b = b if alpha == 1 else f"({self.literal(alpha)} * {b})"
             return emit.let(f"({a} {'+' if t in (aten.add.Tensor, aten.add.Scalar) else '-'} {b})")
         if t is aten.rsub.Scalar:
-            alpha = node.kwargs.get("alpha", 1)
-            return emit.let(f"({self.literal(args[1])} - {self.literal(alpha)} * {emit(args[0], k)})")
+            (a, other), alpha = self._operands(emit, node, out, k), node.kwargs.get("alpha", 1)
+            return emit.let(f"({other} - {self.literal(alpha)} * {a})")
         if t is aten.pow.Tensor_Scalar:  # the exponents a layer norm and its backward use, without a call to pow
-            a, e = emit(args[0], k), args[1]
+            a, e = self._operands(emit, node, out, k)[0], args[1]
             powers = {1: a, 2: f"({a} * {a})", 3: f"({a} * {a} * {a})", -1: f"(S(1) / {a})",
                       -2: f"(S(1) / ({a} * {a}))", 0.5: f"std::sqrt({a})", -0.5: f"(S(1) / std::sqrt({a}))",
                       1.5: f"({a} * std::sqrt({a}))", -1.5: f"(S(1) / ({a} * std::sqrt({a})))"}
             return emit.let(powers.get(e, f"std::pow({a}, {self.literal(e)})"))
         if t in (aten.lerp.Scalar, aten.lerp.Tensor):  # a + w (b - a)
-            a, b, w = (emit(v, self._block(v, out, k)) for v in args[:3])
+            a, b, w = self._operands(emit, node, out, k)
             return emit.let(f"({a} + {w} * ({b} - {a}))")
         if t in ACTIVATIONS:  # activations with a scalar argument or two, and their backward
             return self._activation(emit, node, out, k)
         if t is aten.masked_fill.Scalar:  # (x, mask, value)
-            x, mask = (emit(v, self._block(v, out, k)) for v in args[:2])
-            return emit.let(f"({mask} ? {self.literal(args[2])} : {x})")
+            x, mask, value = self._operands(emit, node, out, k)
+            return emit.let(f"({mask} ? {value} : {x})")
         if t is aten.where.self:
-            c, a, b = (emit(v, self._block(v, out, k)) for v in args[:3])
+            c, a, b = self._operands(emit, node, out, k)
             return emit.let(f"({c} ? {a} : {b})")
-        if t is aten.threshold_backward.default:
-            g, x = (emit(v, self._block(v, out, k)) for v in args[:2])
-            return emit.let(f"(({x}) <= {self.literal(args[2])} ? S(0) : {g})")
-        if t in ZEROS:
-            return "S(0)"
-        if t is aten.fill.Scalar or t is aten.full_like.default:  # (empty_like then fill: a decomposed 1 - s)
-            return self.literal(args[1])
-        if t is aten.ones_like.default:
-            return "S(1)"
+        if t is aten.threshold_backward.default:  # (grad, x, threshold)
+            g, x, threshold = self._operands(emit, node, out, k)
+            return emit.let(f"(({x}) <= {threshold} ? S(0) : {g})")
         if t is aten.empty_like.default:
             raise Untraceable("its step reads an uninitialised tensor (empty_like)")
-        if t is aten.scalar_tensor.default:
-            return self.literal(args[0])
-        if t is aten.full.default:
-            return self.literal(args[1])
         if t in SAME:
             if t is aten._to_copy.default and node.kwargs.get("dtype") not in (None, node.args[0].meta["val"].dtype):
                 raise Untraceable("its step changes a value's dtype")
@@ -451,9 +442,15 @@ class _Generator:
             return self._sum(emit, node, k)
         raise Untraceable(f"its step uses {t}, which the generator has no C for")
 
+    def _operands(self, emit, node, out: _Value, k: int, literals: bool = True) -> list:
+        """Each argument of an elementwise op at block k of the result (broadcast where it is narrower): a C
+        expression; a Python number as a C literal, or as itself with literals=False."""
+        return [emit(a, self._block(a, out, k)) if isinstance(a, torch.fx.Node)
+                else self.literal(a) if literals and isinstance(a, (int, float)) else a for a in node.args]
+
     def _activation(self, emit, node, out: _Value, k: int) -> str:
-        t, args, kw = node.target, node.args, node.kwargs
-        v = [emit(a, self._block(a, out, k)) if isinstance(a, torch.fx.Node) else a for a in args]
+        t, kw = node.target, node.kwargs
+        v = self._operands(emit, node, out, k, literals=False)
 
         def arg(i: int, name: str, default):
             return v[i] if len(v) > i else kw.get(name, default)
@@ -854,14 +851,9 @@ def _check(cell: Cell, runner: TracedCell, B: int = 5, T: int = 3) -> None:
 
     inputs = [x, *state, *params.values()]
     ref, got = reference(), ours()  # (runner() switches autocast off: the check compares float64 with float64)
-    return _compare(cell, inputs, loss, ref, got)
-
-
-def _compare(cell, inputs, loss, ref, got) -> None:
-    names = [n for n, _ in cell.named_parameters()]
     ref_grads = torch.autograd.grad(loss(ref), inputs, allow_unused=True)
     got_grads = torch.autograd.grad(loss(got), inputs, allow_unused=True)
-    labels = ["x", *(f"state.{f}" for f in cell.state_type._fields), *names]
+    labels = ["x", *(f"state.{f}" for f in cell.state_type._fields), *params]
     for label, a, b in [*zip((f"state {f}" for f in cell.state_type._fields), ref, got),
                         *zip((f"d{n}" for n in labels), ref_grads, got_grads)]:
         a = torch.zeros(()) if a is None else a

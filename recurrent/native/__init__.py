@@ -178,11 +178,6 @@ def load():
     return _state.get("ops")
 
 
-def loaded():
-    """torch.ops.recurrent_native if it is loaded already, else None (never builds or loads it)."""
-    return _state.get("ops")
-
-
 def status() -> str:
     """'loaded', 'not loaded yet', or why the native kernels are unavailable."""
     return "loaded" if "ops" in _state else _state.get("error", "not loaded yet")
